@@ -1,0 +1,264 @@
+//! The ingest core shared by HTTP and gRPC: validate, publish to Kafka keyed
+//! by model, and answer only after the broker acknowledged every accepted
+//! event. In-flight work is bounded; a full collector answers "retry later"
+//! instead of buffering without limit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use mlwatch_proto::v1::{InferenceEvent, InferenceStatus, LabelEvent};
+use prost::Message;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::validate::{Limits, Rejection};
+
+/// Why a request as a whole failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Too much in flight: retry after the hint.
+    #[error("collector is at capacity ({in_flight} events in flight); retry after {retry_after_secs} s")]
+    Overloaded { in_flight: usize, retry_after_secs: u64 },
+    /// The broker did not acknowledge in time.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself is malformed (body, size).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request is larger than the configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Every event in the request was rejected.
+    #[error("all {} events rejected", .0.len())]
+    AllRejected(Vec<Rejection>),
+}
+
+impl IngestError {
+    /// The one HTTP status for this error.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Overloaded { .. } => 429,
+            Self::Unavailable(_) => 503,
+            Self::BadRequest(_) | Self::AllRejected(_) => 400,
+            Self::TooLarge(_) => 413,
+        }
+    }
+
+    /// The one gRPC code for this error.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Self::Overloaded { .. } => tonic::Code::ResourceExhausted,
+            Self::Unavailable(_) => tonic::Code::Unavailable,
+            Self::BadRequest(_) | Self::AllRejected(_) | Self::TooLarge(_) => tonic::Code::InvalidArgument,
+        }
+    }
+
+    pub fn retry_hint(&self) -> mlwatch_common::RetryHint {
+        match self {
+            Self::Overloaded { .. } | Self::Unavailable(_) => mlwatch_common::RetryHint::Retry,
+            _ => mlwatch_common::RetryHint::DoNotRetry,
+        }
+    }
+
+    /// Seconds a client should wait before retrying, when a retry can help.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Overloaded { retry_after_secs, .. } => Some(*retry_after_secs),
+            Self::Unavailable(_) => Some(5),
+            _ => None,
+        }
+    }
+}
+
+/// The answer to a request that was at least partly accepted.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub accepted: usize,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Validated events of one request, ready to publish.
+pub enum Batch {
+    Inferences(Vec<InferenceEvent>),
+    Labels(Vec<LabelEvent>),
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Self::Inferences(v) => v.len(),
+            Self::Labels(v) => v.len(),
+        }
+    }
+}
+
+/// Publishes validated events; shared by the HTTP and gRPC front ends.
+#[derive(Clone)]
+pub struct Ingestor {
+    producer: FutureProducer,
+    inference_topic: Arc<str>,
+    labels_topic: Arc<str>,
+    permits: Arc<Semaphore>,
+    max_in_flight: usize,
+    produce_timeout: Duration,
+    pub limits: Arc<Limits>,
+    pub metrics: Metrics,
+}
+
+impl Ingestor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        producer: FutureProducer,
+        inference_topic: &str,
+        labels_topic: &str,
+        max_in_flight: usize,
+        produce_timeout: Duration,
+        limits: Limits,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            producer,
+            inference_topic: inference_topic.into(),
+            labels_topic: labels_topic.into(),
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            max_in_flight,
+            produce_timeout,
+            limits: Arc::new(limits),
+            metrics,
+        }
+    }
+
+    /// Records a rejection in the collector's own metrics.
+    pub fn count_rejections(&self, kind: &str, rejected: &[Rejection]) {
+        for r in rejected {
+            let reason = if r.field.is_empty() {
+                "body"
+            } else {
+                r.field.split('.').next().unwrap_or("")
+            };
+            self.metrics.events.with_label_values(&[kind, "rejected", reason]).inc();
+        }
+    }
+
+    /// Publishes `batch` and waits for the broker; `rejected` are the events
+    /// validation already refused, returned in the answer.
+    pub async fn publish(&self, batch: Batch, rejected: Vec<Rejection>) -> Result<Outcome, IngestError> {
+        let kind = match &batch {
+            Batch::Inferences(_) => "inference",
+            Batch::Labels(_) => "label",
+        };
+        self.count_rejections(kind, &rejected);
+        let n = batch.len();
+        if n == 0 {
+            return if rejected.is_empty() {
+                Ok(Outcome { accepted: 0, rejected })
+            } else {
+                Err(IngestError::AllRejected(rejected))
+            };
+        }
+        let permits = u32::try_from(n).unwrap_or(u32::MAX);
+        let Ok(_permit) = self.permits.clone().try_acquire_many_owned(permits) else {
+            self.metrics
+                .events
+                .with_label_values(&[kind, "throttled", "in_flight"])
+                .inc_by(n as u64);
+            return Err(IngestError::Overloaded {
+                in_flight: self.max_in_flight - self.permits.available_permits(),
+                retry_after_secs: 1,
+            });
+        };
+        self.metrics.in_flight.add(n as i64);
+        let started = Instant::now();
+        let result = match &batch {
+            Batch::Inferences(events) => {
+                self.observe(events);
+                self.send_all(
+                    &self.inference_topic,
+                    events.iter().map(|e| (e.model.as_str(), e.encode_to_vec())),
+                )
+                .await
+            }
+            Batch::Labels(events) => {
+                self.send_all(
+                    &self.labels_topic,
+                    events.iter().map(|e| (e.model.as_str(), e.encode_to_vec())),
+                )
+                .await
+            }
+        };
+        self.metrics.in_flight.sub(n as i64);
+        self.metrics.produce_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(()) => {
+                self.metrics
+                    .events
+                    .with_label_values(&[kind, "accepted", ""])
+                    .inc_by(n as u64);
+                Ok(Outcome { accepted: n, rejected })
+            }
+            Err(e) => {
+                self.metrics
+                    .events
+                    .with_label_values(&[kind, "failed", "broker"])
+                    .inc_by(n as u64);
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_all<'a>(
+        &self,
+        topic: &str,
+        records: impl Iterator<Item = (&'a str, Vec<u8>)>,
+    ) -> Result<(), IngestError> {
+        let sends = records.map(|(key, payload)| {
+            let producer = &self.producer;
+            async move {
+                producer
+                    .send(FutureRecord::to(topic).key(key).payload(&payload), self.produce_timeout)
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        });
+        let results = join_all(sends).await;
+        if let Some(error) = results.into_iter().find_map(Result::err) {
+            return Err(match error {
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => IngestError::Overloaded {
+                    in_flight: self.max_in_flight,
+                    retry_after_secs: 1,
+                },
+                other => IngestError::Unavailable(other.to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    fn observe(&self, events: &[InferenceEvent]) {
+        let m = &self.metrics;
+        for e in events {
+            let status = if e.status == InferenceStatus::Error as i32 {
+                "error"
+            } else {
+                "ok"
+            };
+            m.requests
+                .with_label_values(&[&e.model, &e.model_version, status])
+                .inc();
+            m.latency
+                .with_label_values(&[&e.model, &e.model_version, &e.endpoint])
+                .observe(e.latency_ms / 1000.0);
+            m.batch_size
+                .with_label_values(&[&e.model])
+                .observe(f64::from(e.batch_size));
+            if let Some(score) = e.prediction.as_ref().and_then(|p| p.score) {
+                m.predictions
+                    .with_label_values(&[&e.model, &e.model_version])
+                    .observe(score);
+            }
+        }
+    }
+}

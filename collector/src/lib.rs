@@ -1,0 +1,240 @@
+//! The mlwatch collector: the front door for inference and label events.
+//!
+//! Model servers and label sources send events over HTTP/JSON ([`http`]) or
+//! gRPC ([`grpc`]). Both front ends share one ingest core ([`ingest`]):
+//! events are validated ([`validate`], pure, no I/O), the valid ones are
+//! published to Kafka keyed by model (so a model's inferences and labels
+//! share a partition) by an idempotent `acks=all` producer, and the answer
+//! is given only once the broker acknowledged them. Bad events get a precise
+//! rejection; a full collector answers 429 / `RESOURCE_EXHAUSTED`, an
+//! unreachable broker 503 / `UNAVAILABLE`. [`metrics`] exposes the
+//! per-request metrics dashboards expect.
+
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mlwatch_common::admin::{self, Readiness};
+use mlwatch_common::cli::HasLog;
+use mlwatch_common::config::AdminConfig;
+use mlwatch_common::kafka::KafkaConfig;
+use mlwatch_common::shutdown::CancellationToken;
+use mlwatch_common::telemetry::LogConfig;
+use mlwatch_proto::v1::collector_server::CollectorServer;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+
+use crate::ingest::Ingestor;
+use crate::validate::Limits;
+
+/// Top-level sections of the collector's configuration.
+pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "http", "grpc", "limits", "ingest"];
+
+/// The collector's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Admin port: `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default = "default_admin")]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// HTTP ingest listener.
+    #[serde(default = "default_http")]
+    pub http: ListenConfig,
+    /// gRPC ingest listener.
+    #[serde(default = "default_grpc")]
+    pub grpc: ListenConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            kafka: KafkaConfig::default(),
+            admin: default_admin(),
+            log: LogConfig::default(),
+            http: default_http(),
+            grpc: default_grpc(),
+            limits: Limits::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+/// A listener address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub listen: SocketAddr,
+}
+
+fn default_admin() -> AdminConfig {
+    AdminConfig::on(SocketAddr::from(([127, 0, 0, 1], 9101)))
+}
+
+fn default_http() -> ListenConfig {
+    ListenConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+    }
+}
+
+fn default_grpc() -> ListenConfig {
+    ListenConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+    }
+}
+
+/// The `[ingest]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Most events waiting for the broker at once; beyond it requests get
+    /// 429 / RESOURCE_EXHAUSTED.
+    pub max_in_flight_events: usize,
+    /// Grace period for in-flight requests at shutdown.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight_events: 100_000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl HasLog for Config {
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}
+
+/// Why the collector could not start or stopped.
+pub use mlwatch_common::ServiceError as Error;
+
+/// A started collector: its bound addresses and its task.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub registry: prometheus::Registry,
+    pub task: JoinHandle<Result<(), Error>>,
+}
+
+/// Runs the collector until `shutdown` fires.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    mlwatch_common::join(start(config, shutdown).await?.task).await
+}
+
+/// Starts the collector: creates the topics, binds the listeners, and
+/// returns once it is ready for traffic.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::Metrics::register(&registry)?;
+    let ready = Readiness::default();
+    let topics = &config.kafka.topics;
+    config.kafka.ensure_topics(&[&topics.inference, &topics.labels]).await?;
+    let producer = config.kafka.producer()?;
+    let ingestor = Ingestor::new(
+        producer.clone(),
+        &topics.inference,
+        &topics.labels,
+        config.ingest.max_in_flight_events,
+        Duration::from_millis(config.kafka.produce_timeout_ms),
+        config.limits.clone(),
+        metrics,
+    );
+
+    let http_listener = admin::bind(config.http.listen).await?;
+    let http_addr = http_listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.http.listen,
+        source,
+    })?;
+    let grpc_listener = admin::bind(config.grpc.listen).await?;
+    let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.grpc.listen,
+        source,
+    })?;
+
+    let (admin_addr, admin_task) = admin::serve(
+        config.admin.listen,
+        admin::router(registry.clone(), ready.clone()),
+        shutdown.clone(),
+    )
+    .await?;
+
+    let http_shutdown = shutdown.clone();
+    let http_app = http::router(ingestor.clone());
+    let http_task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
+        {
+            tracing::error!(%error, "http ingest server failed");
+        }
+    });
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CollectorServer<grpc::CollectorService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mlwatch_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Task("grpc reflection", e.to_string()))?;
+    let max_msg = config.limits.max_body_bytes;
+    let collector = CollectorServer::new(grpc::CollectorService::new(ingestor)).max_decoding_message_size(max_msg);
+    let grpc_shutdown = shutdown.clone();
+    let incoming = tokio_stream_listener(grpc_listener);
+    let grpc_task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(collector)
+            .serve_with_incoming_shutdown(incoming, async move { grpc_shutdown.cancelled().await })
+            .await
+            .map_err(|e| Error::Task("grpc server", e.to_string()))
+    });
+
+    ready.set(true);
+    tracing::info!(%http_addr, %grpc_addr, %admin_addr, "collector ready");
+    let drain = Duration::from_millis(config.ingest.drain_timeout_ms);
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        ready.set(false);
+        let _ = tokio::time::timeout(drain, http_task).await;
+        let grpc = tokio::time::timeout(drain, grpc_task).await;
+        let _ = admin_task.await;
+        // Everything acknowledged was flushed by the awaited sends; flush
+        // stragglers (none expected) before exiting.
+        let _ = rdkafka::producer::Producer::flush(&producer, drain);
+        match grpc {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Error::Task("grpc server", e.to_string())),
+            Err(_) => Ok(()),
+        }
+    });
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        admin_addr,
+        registry,
+        task,
+    })
+}
+
+fn tokio_stream_listener(listener: tokio::net::TcpListener) -> tokio_stream::wrappers::TcpListenerStream {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}

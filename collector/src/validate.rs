@@ -1,0 +1,649 @@
+//! Pure validation: JSON values and protobuf messages in, valid events or
+//! precise rejections (index, field path, reason) out. No I/O here.
+
+use std::collections::HashMap;
+
+use mlwatch_proto::v1::{FeatureValue, InferenceEvent, InferenceStatus, LabelEvent, Prediction, feature_value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Input limits, all configurable (`[limits]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted request body (HTTP) or message (gRPC), in bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    pub max_events_per_request: usize,
+    /// Most features in one event.
+    pub max_features: usize,
+    /// Most tags in one event.
+    pub max_tags: usize,
+    /// Longest string value (feature, label, error text), in bytes.
+    pub max_string_bytes: usize,
+    /// Longest identifier (event_id, model, version, endpoint, names), in bytes.
+    pub max_id_bytes: usize,
+    /// How far in the future a timestamp may be, in seconds.
+    pub max_future_secs: i64,
+    /// How far in the past a timestamp may be, in seconds (backfills).
+    pub max_past_secs: i64,
+    /// Largest accepted latency, in milliseconds.
+    pub max_latency_ms: f64,
+    /// Largest accepted batch size.
+    pub max_batch_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_events_per_request: 10_000,
+            max_features: 512,
+            max_tags: 16,
+            max_string_bytes: 1024,
+            max_id_bytes: 256,
+            max_future_secs: 300,
+            max_past_secs: 30 * 24 * 3600,
+            max_latency_ms: 3_600_000.0,
+            max_batch_size: 1_000_000,
+        }
+    }
+}
+
+/// Why one event was rejected.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejection {
+    /// Position of the event in the request (0-based; the line for JSON Lines).
+    pub index: usize,
+    /// Path of the offending field, e.g. `features.amount`; empty for the
+    /// event as a whole.
+    pub field: String,
+    pub reason: String,
+}
+
+impl Rejection {
+    fn new(index: usize, field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            index,
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+type Check<T> = Result<T, (String, String)>;
+
+fn err<T>(field: impl Into<String>, reason: impl Into<String>) -> Check<T> {
+    Err((field.into(), reason.into()))
+}
+
+/// Splits a request body into JSON values: one object, an array of objects,
+/// or JSON Lines. A line that does not parse is rejected on its own.
+pub fn split_body(body: &[u8]) -> Result<Vec<Result<Value, Rejection>>, Rejection> {
+    let text = std::str::from_utf8(body).map_err(|e| Rejection::new(0, "", format!("body is not UTF-8: {e}")))?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err(Rejection::new(
+            0,
+            "",
+            "empty body: expected a JSON object, an array or JSON Lines",
+        ));
+    }
+    if let Ok(value) = serde_json::from_str::<Value>(trimmed) {
+        return Ok(match value {
+            Value::Array(items) => items.into_iter().map(Ok).collect(),
+            other => vec![Ok(other)],
+        });
+    }
+    if trimmed.starts_with('[') {
+        let e = serde_json::from_str::<Value>(trimmed).unwrap_err();
+        return Err(Rejection::new(0, "", format!("malformed JSON array: {e}")));
+    }
+    Ok(trimmed
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str::<Value>(line).map_err(|e| Rejection::new(i, "", format!("malformed JSON line: {e}")))
+        })
+        .collect())
+}
+
+const INFERENCE_FIELDS: &[&str] = &[
+    "event_id",
+    "model",
+    "model_version",
+    "endpoint",
+    "timestamp",
+    "latency_ms",
+    "status",
+    "error",
+    "batch_size",
+    "prediction",
+    "features",
+    "tags",
+];
+
+const LABEL_FIELDS: &[&str] = &["event_id", "model", "timestamp", "label", "value"];
+
+/// Converts one JSON value to an inference event and validates it.
+pub fn inference_from_json(
+    index: usize,
+    value: &Value,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<InferenceEvent, Rejection> {
+    inference_json(value, limits, now_ms).map_err(|(f, r)| Rejection::new(index, f, r))
+}
+
+/// Converts one JSON value to a label event and validates it.
+pub fn label_from_json(index: usize, value: &Value, limits: &Limits, now_ms: i64) -> Result<LabelEvent, Rejection> {
+    label_json(value, limits, now_ms).map_err(|(f, r)| Rejection::new(index, f, r))
+}
+
+/// Validates an inference event that arrived as protobuf (gRPC), filling
+/// defaults the same way as for JSON.
+pub fn inference_proto(
+    index: usize,
+    event: &mut InferenceEvent,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<(), Rejection> {
+    check_inference(event, limits, now_ms).map_err(|(f, r)| Rejection::new(index, f, r))
+}
+
+/// Validates a label event that arrived as protobuf (gRPC).
+pub fn label_proto(index: usize, event: &mut LabelEvent, limits: &Limits, now_ms: i64) -> Result<(), Rejection> {
+    check_label(event, limits, now_ms).map_err(|(f, r)| Rejection::new(index, f, r))
+}
+
+fn object<'a>(value: &'a Value, known: &[&str]) -> Check<&'a Map<String, Value>> {
+    let Value::Object(map) = value else {
+        return err("", format!("expected a JSON object, found {}", kind(value)));
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return err(unknown.clone(), "unknown field");
+    }
+    Ok(map)
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a bool",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn opt_str(map: &Map<String, Value>, field: &str) -> Check<Option<String>> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => err(field, format!("expected a string, found {}", kind(other))),
+    }
+}
+
+fn req_str(map: &Map<String, Value>, field: &str) -> Check<String> {
+    opt_str(map, field)?.ok_or_else(|| (field.to_string(), "missing required field".to_string()))
+}
+
+fn opt_num(map: &Map<String, Value>, field: &str) -> Check<Option<f64>> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(other) => err(field, format!("expected a number, found {}", kind(other))),
+    }
+}
+
+/// A class label may be sent as a string, an integer or a bool.
+fn class_label(value: &Value, field: &str) -> Check<String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Value::Bool(b) => Ok(if *b { "1" } else { "0" }.to_string()),
+        other => err(
+            field,
+            format!(
+                "expected a class label (string, integer or bool), found {}",
+                kind(other)
+            ),
+        ),
+    }
+}
+
+fn timestamp(map: &Map<String, Value>) -> Check<Option<i64>> {
+    match map.get("timestamp") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(ms) => Ok(Some(ms)),
+            None => err("timestamp", "expected integer epoch milliseconds or an RFC 3339 string"),
+        },
+        Some(Value::String(s)) => parse_rfc3339_ms(s)
+            .map(Some)
+            .ok_or_else(|| ("timestamp".to_string(), format!("not an RFC 3339 timestamp: {s:?}"))),
+        Some(other) => err(
+            "timestamp",
+            format!("expected epoch milliseconds or RFC 3339, found {}", kind(other)),
+        ),
+    }
+}
+
+/// Parses an RFC 3339 timestamp to epoch milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+fn inference_json(value: &Value, limits: &Limits, now_ms: i64) -> Check<InferenceEvent> {
+    let map = object(value, INFERENCE_FIELDS)?;
+    let event_id = req_str(map, "event_id")?;
+    let model = req_str(map, "model")?;
+    let status = match opt_str(map, "status")?.as_deref() {
+        None | Some("ok") => InferenceStatus::Ok,
+        Some("error") => InferenceStatus::Error,
+        Some(other) => return err("status", format!("expected \"ok\" or \"error\", found {other:?}")),
+    };
+    let latency_ms =
+        opt_num(map, "latency_ms")?.ok_or_else(|| ("latency_ms".to_string(), "missing required field".to_string()))?;
+    let batch_size = match map.get("batch_size") {
+        None | Some(Value::Null) => 1,
+        Some(Value::Number(n)) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => n,
+            None => return err("batch_size", format!("expected a positive integer, found {n}")),
+        },
+        Some(other) => {
+            return err(
+                "batch_size",
+                format!("expected a positive integer, found {}", kind(other)),
+            );
+        }
+    };
+    let prediction = match map.get("prediction") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(prediction_json(v)?),
+    };
+    let mut features = HashMap::new();
+    match map.get("features") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(fs)) => {
+            if fs.len() > limits.max_features {
+                return err(
+                    "features",
+                    format!("too many features: {} > {}", fs.len(), limits.max_features),
+                );
+            }
+            for (name, v) in fs {
+                let path = format!("features.{name}");
+                let kind_ = match v {
+                    Value::Null => feature_value::Kind::Missing(true),
+                    Value::Bool(b) => feature_value::Kind::Flag(*b),
+                    Value::String(s) => feature_value::Kind::Text(s.clone()),
+                    Value::Number(n) => match n.as_f64() {
+                        Some(x) => feature_value::Kind::Number(x),
+                        None => return err(path, "number out of range"),
+                    },
+                    other => {
+                        return err(
+                            path,
+                            format!(
+                                "wrong feature type: expected a number, string, bool or null, found {}",
+                                kind(other)
+                            ),
+                        );
+                    }
+                };
+                features.insert(name.clone(), FeatureValue { kind: Some(kind_) });
+            }
+        }
+        Some(other) => return err("features", format!("expected an object, found {}", kind(other))),
+    }
+    let mut tags = HashMap::new();
+    match map.get("tags") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(ts)) => {
+            for (name, v) in ts {
+                match v {
+                    Value::String(s) => {
+                        tags.insert(name.clone(), s.clone());
+                    }
+                    other => {
+                        return err(
+                            format!("tags.{name}"),
+                            format!("expected a string, found {}", kind(other)),
+                        );
+                    }
+                }
+            }
+        }
+        Some(other) => return err("tags", format!("expected an object, found {}", kind(other))),
+    }
+    let mut event = InferenceEvent {
+        event_id,
+        model,
+        model_version: opt_str(map, "model_version")?.unwrap_or_default(),
+        endpoint: opt_str(map, "endpoint")?.unwrap_or_default(),
+        timestamp_ms: timestamp(map)?.unwrap_or(0),
+        latency_ms,
+        status: status as i32,
+        error: opt_str(map, "error")?.unwrap_or_default(),
+        batch_size,
+        prediction,
+        features,
+        tags,
+        received_at_ms: 0,
+    };
+    check_inference(&mut event, limits, now_ms)?;
+    Ok(event)
+}
+
+fn prediction_json(value: &Value) -> Check<Prediction> {
+    let map = match value {
+        Value::Object(m) => m,
+        other => return err("prediction", format!("expected an object, found {}", kind(other))),
+    };
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| !["score", "label", "value", "scores"].contains(&k.as_str()))
+    {
+        return err(format!("prediction.{unknown}"), "unknown field");
+    }
+    let field = |name: &str| format!("prediction.{name}");
+    let score = match map.get("score") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(other) => return err(field("score"), format!("expected a number, found {}", kind(other))),
+    };
+    let value_ = match map.get("value") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(other) => return err(field("value"), format!("expected a number, found {}", kind(other))),
+    };
+    let label = match map.get("label") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(class_label(v, &field("label"))?),
+    };
+    let mut scores = HashMap::new();
+    match map.get("scores") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(s)) => {
+            for (class, p) in s {
+                match p.as_f64() {
+                    Some(p) => {
+                        scores.insert(class.clone(), p);
+                    }
+                    None => {
+                        return err(
+                            format!("prediction.scores.{class}"),
+                            format!("expected a number, found {}", kind(p)),
+                        );
+                    }
+                }
+            }
+        }
+        Some(other) => return err(field("scores"), format!("expected an object, found {}", kind(other))),
+    }
+    Ok(Prediction {
+        score,
+        label,
+        value: value_,
+        scores,
+    })
+}
+
+fn label_json(value: &Value, limits: &Limits, now_ms: i64) -> Check<LabelEvent> {
+    let map = object(value, LABEL_FIELDS)?;
+    let label = match map.get("label") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(class_label(v, "label")?),
+    };
+    let mut event = LabelEvent {
+        event_id: req_str(map, "event_id")?,
+        model: req_str(map, "model")?,
+        timestamp_ms: timestamp(map)?.unwrap_or(0),
+        label,
+        value: opt_num(map, "value")?,
+        received_at_ms: 0,
+    };
+    check_label(&mut event, limits, now_ms)?;
+    Ok(event)
+}
+
+fn check_id(field: &str, value: &str, limits: &Limits, required: bool) -> Check<()> {
+    if value.is_empty() {
+        return if required {
+            err(field, "missing required field")
+        } else {
+            Ok(())
+        };
+    }
+    if value.len() > limits.max_id_bytes {
+        return err(
+            field,
+            format!("too long: {} bytes > {}", value.len(), limits.max_id_bytes),
+        );
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return err(field, "contains control characters");
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, value: &str, limits: &Limits) -> Check<()> {
+    if value.len() > limits.max_string_bytes {
+        return err(
+            field,
+            format!("string too long: {} bytes > {}", value.len(), limits.max_string_bytes),
+        );
+    }
+    Ok(())
+}
+
+fn check_time(ts: &mut i64, limits: &Limits, now_ms: i64) -> Check<()> {
+    if *ts == 0 {
+        *ts = now_ms;
+        return Ok(());
+    }
+    if *ts > now_ms + limits.max_future_secs * 1000 {
+        return err(
+            "timestamp",
+            format!("{} ms is more than {} s in the future", ts, limits.max_future_secs),
+        );
+    }
+    if *ts < now_ms - limits.max_past_secs * 1000 {
+        return err(
+            "timestamp",
+            format!("{} ms is more than {} s in the past", ts, limits.max_past_secs),
+        );
+    }
+    Ok(())
+}
+
+fn check_probability(field: &str, p: f64) -> Check<()> {
+    if !p.is_finite() || !(0.0..=1.0).contains(&p) {
+        return err(field, format!("expected a probability in [0, 1], found {p}"));
+    }
+    Ok(())
+}
+
+fn check_inference(e: &mut InferenceEvent, limits: &Limits, now_ms: i64) -> Check<()> {
+    check_id("event_id", &e.event_id, limits, true)?;
+    check_id("model", &e.model, limits, true)?;
+    check_id("model_version", &e.model_version, limits, false)?;
+    check_id("endpoint", &e.endpoint, limits, false)?;
+    if e.model_version.is_empty() {
+        e.model_version = "unversioned".into();
+    }
+    if e.endpoint.is_empty() {
+        e.endpoint = "predict".into();
+    }
+    check_time(&mut e.timestamp_ms, limits, now_ms)?;
+    if !e.latency_ms.is_finite() {
+        return err("latency_ms", format!("must be finite, found {}", e.latency_ms));
+    }
+    if e.latency_ms < 0.0 {
+        return err("latency_ms", format!("must not be negative, found {}", e.latency_ms));
+    }
+    if e.latency_ms > limits.max_latency_ms {
+        return err(
+            "latency_ms",
+            format!("{} ms exceeds the limit of {} ms", e.latency_ms, limits.max_latency_ms),
+        );
+    }
+    if e.status == InferenceStatus::Unspecified as i32 {
+        e.status = InferenceStatus::Ok as i32;
+    } else if InferenceStatus::try_from(e.status).is_err() {
+        return err("status", format!("unknown status {}", e.status));
+    }
+    check_text("error", &e.error, limits)?;
+    if e.batch_size == 0 {
+        e.batch_size = 1;
+    }
+    if e.batch_size > limits.max_batch_size {
+        return err(
+            "batch_size",
+            format!("{} exceeds the limit of {}", e.batch_size, limits.max_batch_size),
+        );
+    }
+    if let Some(p) = &e.prediction {
+        if let Some(s) = p.score {
+            check_probability("prediction.score", s)?;
+        }
+        if let Some(v) = p.value
+            && !v.is_finite()
+        {
+            return err("prediction.value", format!("must be finite, found {v}"));
+        }
+        if let Some(l) = &p.label {
+            check_text("prediction.label", l, limits)?;
+        }
+        for (class, prob) in &p.scores {
+            check_id("prediction.scores", class, limits, true)?;
+            check_probability(&format!("prediction.scores.{class}"), *prob)?;
+        }
+    }
+    if e.features.len() > limits.max_features {
+        return err(
+            "features",
+            format!("too many features: {} > {}", e.features.len(), limits.max_features),
+        );
+    }
+    for (name, value) in &e.features {
+        let path = format!("features.{name}");
+        check_id(&path, name, limits, true)?;
+        match &value.kind {
+            Some(feature_value::Kind::Number(x)) if !x.is_finite() => {
+                return err(path, format!("must be finite, found {x}"));
+            }
+            Some(feature_value::Kind::Text(s)) => check_text(&path, s, limits)?,
+            None => return err(path, "feature value has no kind"),
+            _ => {}
+        }
+    }
+    if e.tags.len() > limits.max_tags {
+        return err("tags", format!("too many tags: {} > {}", e.tags.len(), limits.max_tags));
+    }
+    for (name, value) in &e.tags {
+        let path = format!("tags.{name}");
+        check_id(&path, name, limits, true)?;
+        check_id(&path, value, limits, false)?;
+    }
+    e.received_at_ms = now_ms;
+    Ok(())
+}
+
+fn check_label(e: &mut LabelEvent, limits: &Limits, now_ms: i64) -> Check<()> {
+    check_id("event_id", &e.event_id, limits, true)?;
+    check_id("model", &e.model, limits, true)?;
+    check_time(&mut e.timestamp_ms, limits, now_ms)?;
+    match (&e.label, e.value) {
+        (None, None) => {
+            return err(
+                "label",
+                "missing: a label event needs `label` (classifiers) or `value` (regressors)",
+            );
+        }
+        (Some(_), Some(_)) => return err("value", "give either `label` or `value`, not both"),
+        (Some(l), None) => check_text("label", l, limits)?,
+        (None, Some(v)) if !v.is_finite() => return err("value", format!("must be finite, found {v}")),
+        _ => {}
+    }
+    e.received_at_ms = now_ms;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_795_723_079_957;
+
+    fn good() -> Value {
+        json!({"event_id": "b7c1e0", "model": "fraud", "model_version": "v3",
+               "endpoint": "predict", "timestamp": "2026-11-26T20:00:00.123Z",
+               "latency_ms": 12.5, "status": "ok", "batch_size": 1,
+               "prediction": {"score": 0.87, "label": "1"},
+               "features": {"amount": 120.5, "country": "DE", "is_new": true, "age": null},
+               "tags": {"region": "eu"}})
+    }
+
+    #[test]
+    fn design_example_is_valid() {
+        let e = inference_from_json(0, &good(), &Limits::default(), NOW).unwrap();
+        assert_eq!(e.model, "fraud");
+        assert_eq!(e.timestamp_ms, 1_795_723_200_123);
+        assert_eq!(e.features.len(), 4);
+        assert_eq!(e.prediction.unwrap().score, Some(0.87));
+    }
+
+    #[test]
+    fn bodies_of_every_shape_split() {
+        let one = split_body(br#"{"a":1}"#).unwrap();
+        assert_eq!(one.len(), 1);
+        let arr = split_body(br#"[{"a":1},{"a":2}]"#).unwrap();
+        assert_eq!(arr.len(), 2);
+        let lines = split_body(b"{\"a\":1}\n\n{\"a\":\n{\"a\":3}\n").unwrap();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].is_err());
+        assert_eq!(lines[1].as_ref().unwrap_err().index, 1);
+        assert!(split_body(b"  ").is_err());
+        assert!(split_body(b"[{\"a\":1},").is_err());
+    }
+
+    fn reject(mutate: impl FnOnce(&mut Map<String, Value>)) -> Rejection {
+        let mut v = good();
+        mutate(v.as_object_mut().unwrap());
+        inference_from_json(3, &v, &Limits::default(), NOW).unwrap_err()
+    }
+
+    #[test]
+    fn rejections_name_field_and_reason() {
+        let r = reject(|m| {
+            m.remove("event_id");
+        });
+        assert_eq!(
+            (r.index, r.field.as_str(), r.reason.as_str()),
+            (3, "event_id", "missing required field")
+        );
+        let r = reject(|m| {
+            m.insert("latency_ms".into(), json!(-1));
+        });
+        assert_eq!(r.field, "latency_ms");
+        assert!(r.reason.contains("negative"));
+        let r = reject(|m| {
+            m.insert("colour".into(), json!(1));
+        });
+        assert_eq!((r.field.as_str(), r.reason.as_str()), ("colour", "unknown field"));
+        let r = reject(|m| {
+            m["features"]["nested"] = json!({"x": 1});
+        });
+        assert_eq!(r.field, "features.nested");
+        let r = reject(|m| {
+            m.insert("timestamp".into(), json!(NOW + 3_600_000));
+        });
+        assert!(r.reason.contains("future"));
+    }
+}

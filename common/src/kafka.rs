@@ -1,0 +1,391 @@
+//! Kafka: broker settings, topic names, topic creation, the producer, and the
+//! at-least-once consume loop.
+//!
+//! Consumers follow rust-rdkafka's at-least-once pattern:
+//! `enable.auto.offset.store=false`, an offset is stored only after its
+//! message is fully handled (and after any produce it caused is
+//! acknowledged), stored offsets are committed periodically, on revoke and at
+//! shutdown. A message that can never be handled goes to the dead-letter
+//! topic with its reason (headers) and is then skipped.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// The `[kafka]` section shared by every service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap_servers: String,
+    /// librdkafka settings passed through verbatim (TLS, SASL, tuning), e.g.
+    /// `"security.protocol" = "SASL_SSL"`. They override mlwatch's own.
+    #[serde(default)]
+    pub client: BTreeMap<String, String>,
+    /// Topic names.
+    #[serde(default)]
+    pub topics: Topics,
+    /// Create missing topics at start-up (the local broker does not
+    /// auto-create them).
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Partitions of topics this service creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics this service creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// How long a produce may wait for the broker's acknowledgement.
+    #[serde(default = "default_produce_timeout_ms")]
+    pub produce_timeout_ms: u64,
+}
+
+fn default_bootstrap() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_produce_timeout_ms() -> u64 {
+    10_000
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: default_bootstrap(),
+            client: BTreeMap::new(),
+            topics: Topics::default(),
+            create_topics: true,
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+            produce_timeout_ms: default_produce_timeout_ms(),
+        }
+    }
+}
+
+/// Topic names (DESIGN.md defaults).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    pub inference: String,
+    pub labels: String,
+    pub alerts: String,
+    pub actions: String,
+    pub deadletter: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Self {
+            inference: "mlwatch.inference.v1".into(),
+            labels: "mlwatch.labels.v1".into(),
+            alerts: "mlwatch.alerts.v1".into(),
+            actions: "mlwatch.actions.v1".into(),
+            deadletter: "mlwatch.deadletter.v1".into(),
+        }
+    }
+}
+
+impl Topics {
+    /// The default names with a suffix, e.g. for one test's private topics.
+    pub fn with_suffix(suffix: &str) -> Self {
+        let d = Self::default();
+        Self {
+            inference: format!("{}.{suffix}", d.inference),
+            labels: format!("{}.{suffix}", d.labels),
+            alerts: format!("{}.{suffix}", d.alerts),
+            actions: format!("{}.{suffix}", d.actions),
+            deadletter: format!("{}.{suffix}", d.deadletter),
+        }
+    }
+}
+
+/// Kafka failures, with whether a retry can help.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("kafka client setup failed: {0}")]
+    Client(#[source] KafkaError),
+    #[error("cannot create topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+}
+
+impl KafkaConfig {
+    /// Base client settings: bootstrap servers plus the pass-through ones.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.bootstrap_servers);
+        cfg.set("log_level", "4");
+        for (k, v) in &self.client {
+            cfg.set(k, v);
+        }
+        cfg
+    }
+
+    fn with_passthrough(&self, mut cfg: ClientConfig) -> ClientConfig {
+        for (k, v) in &self.client {
+            cfg.set(k, v);
+        }
+        cfg
+    }
+
+    /// An idempotent, `acks=all`, lz4-compressed, batching producer.
+    pub fn producer(&self) -> Result<FutureProducer, KafkaSetupError> {
+        let mut cfg = self.client_config();
+        cfg.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000")
+            .set("message.timeout.ms", self.produce_timeout_ms.to_string());
+        self.with_passthrough(cfg).create().map_err(KafkaSetupError::Client)
+    }
+
+    /// An at-least-once consumer in `group`: offsets are stored by the
+    /// application after handling, committed every second, on revoke and at
+    /// shutdown. Starts from the earliest offset when the group is new.
+    pub fn consumer(&self, group: &str) -> Result<StreamConsumer<CommitOnRevoke>, KafkaSetupError> {
+        let mut cfg = self.client_config();
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("enable.partition.eof", "false");
+        self.with_passthrough(cfg)
+            .create_with_context(CommitOnRevoke)
+            .map_err(KafkaSetupError::Client)
+    }
+
+    /// Creates the topics that do not exist yet (when `create_topics`).
+    /// Retries while the broker is starting, for up to 30 s.
+    pub async fn ensure_topics(&self, topics: &[&str]) -> Result<(), KafkaSetupError> {
+        if !self.create_topics || topics.is_empty() {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().map_err(KafkaSetupError::Client)?;
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(self.replication_factor)))
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match admin.create_topics(&new, &opts).await {
+                Ok(results) => {
+                    for result in results {
+                        match result {
+                            Ok(_) => {}
+                            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                            Err((topic, code)) => {
+                                return Err(KafkaSetupError::CreateTopic {
+                                    topic,
+                                    reason: code.to_string(),
+                                });
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(error) if attempt < 30 => {
+                    tracing::warn!(%error, attempt, "topic creation failed, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => {
+                    return Err(KafkaSetupError::CreateTopic {
+                        topic: topics.join(","),
+                        reason: error.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Consumer context that commits the stored offsets of partitions being
+/// revoked, so that a rebalance neither loses nor repeats handled work.
+pub struct CommitOnRevoke;
+
+impl ClientContext for CommitOnRevoke {}
+
+impl ConsumerContext for CommitOnRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance
+            && let Err(error) = consumer.commit_consumer_state(CommitMode::Sync)
+            && !matches!(error, KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))
+        {
+            tracing::warn!(%error, "commit on revoke failed");
+        }
+    }
+}
+
+/// What a handler says of a message it could not handle.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// The message can never be handled (undecodable, invalid): it goes to
+    /// the dead-letter topic with this reason and is skipped.
+    #[error("poison message: {0}")]
+    Poison(String),
+    /// A retry can help (a produce or a call failed): the message is
+    /// retried with backoff and its offset is not stored meanwhile.
+    #[error("transient failure: {0}")]
+    Transient(String),
+}
+
+/// Handles one message at a time for [`consume`].
+#[allow(async_fn_in_trait)]
+pub trait Handler {
+    async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), HandleError>;
+}
+
+/// Sends poison messages to the dead-letter topic: key = source topic,
+/// value = the raw bytes, headers = reason, source partition and offset.
+#[derive(Clone)]
+pub struct DeadLetter {
+    producer: FutureProducer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl DeadLetter {
+    pub fn new(producer: FutureProducer, topic: String, timeout: Duration) -> Self {
+        Self {
+            producer,
+            topic,
+            timeout,
+        }
+    }
+
+    /// Publishes and waits for the broker's acknowledgement.
+    pub async fn send(&self, message: &BorrowedMessage<'_>, reason: &str) -> Result<(), KafkaError> {
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "mlwatch.reason",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "mlwatch.source.topic",
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: "mlwatch.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "mlwatch.source.offset",
+                value: Some(&offset),
+            });
+        let record = FutureRecord::to(&self.topic)
+            .key(message.topic())
+            .payload(message.payload().unwrap_or_default())
+            .headers(headers);
+        self.producer
+            .send(record, self.timeout)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+}
+
+/// The at-least-once consume loop: handles each message, dead-letters
+/// poison, retries transient failures with backoff, stores the offset only
+/// after success, and commits synchronously when `shutdown` fires.
+pub async fn consume<H: Handler>(
+    consumer: &StreamConsumer<CommitOnRevoke>,
+    dead_letter: &DeadLetter,
+    shutdown: &CancellationToken,
+    handler: &mut H,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(%error, "kafka receive error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match handler.handle(&message).await {
+                Ok(()) => break,
+                Err(HandleError::Poison(reason)) => {
+                    tracing::warn!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        %reason,
+                        "moving poison message to the dead-letter topic"
+                    );
+                    match dead_letter.send(&message, &reason).await {
+                        Ok(()) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "dead-letter produce failed, retrying");
+                        }
+                    }
+                }
+                Err(HandleError::Transient(reason)) => {
+                    tracing::warn!(%reason, ?backoff, "transient failure, retrying");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    commit(consumer);
+                    return;
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+        if let Err(error) = consumer.store_offset_from_message(&message) {
+            tracing::warn!(%error, "cannot store offset");
+        }
+    }
+    commit(consumer);
+}
+
+/// Commits the stored offsets synchronously (at shutdown).
+pub fn commit<C: ConsumerContext>(consumer: &StreamConsumer<C>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::info!("offsets committed"),
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => tracing::warn!(%error, "final offset commit failed"),
+    }
+}
+
+/// Decodes a protobuf message payload, mapping failures to poison.
+pub fn decode<M: prost::Message + Default>(message: &BorrowedMessage<'_>) -> Result<M, HandleError> {
+    let payload = message
+        .payload()
+        .ok_or_else(|| HandleError::Poison("empty payload".into()))?;
+    M::decode(payload).map_err(|e| HandleError::Poison(format!("undecodable protobuf: {e}")))
+}

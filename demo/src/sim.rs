@@ -1,0 +1,257 @@
+//! A simulated serving platform: a real tonic `ServingControl` server that
+//! keeps replicas, versions and traffic per model, and a latency model that
+//! depends on load and replicas, so that a scale-up visibly fixes an
+//! overload. Mutating calls are deduplicated by request id.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use mlwatch_proto::v1::serving_control_server::{ServingControl, ServingControlServer};
+use mlwatch_proto::v1::{
+    Deployment, GetDeploymentRequest, RollbackRequest, RollbackResponse, ScaleRequest, ScaleResponse,
+    SetTrafficRequest, SetTrafficResponse,
+};
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// One simulated model.
+#[derive(Debug, Clone)]
+pub struct ModelSim {
+    pub deployment: Deployment,
+    /// Offered load, requests per second.
+    pub load_rps: f64,
+    /// Requests per second one replica serves comfortably.
+    pub capacity_per_replica: f64,
+    /// Latency of an idle replica, in milliseconds.
+    pub base_latency_ms: f64,
+}
+
+impl ModelSim {
+    pub fn new(model: &str, version: &str, replicas: u32, load_rps: f64) -> Self {
+        let mut traffic = HashMap::new();
+        traffic.insert(version.to_string(), 100.0);
+        Self {
+            deployment: Deployment {
+                model: model.into(),
+                active_version: version.into(),
+                replicas,
+                min_replicas: 1,
+                max_replicas: 16,
+                previous_versions: vec![],
+                traffic_percent: traffic,
+            },
+            load_rps,
+            capacity_per_replica: 60.0,
+            base_latency_ms: 20.0,
+        }
+    }
+
+    /// Utilisation of the replicas (load / capacity), capped at 0.98.
+    pub fn utilisation(&self) -> f64 {
+        let cap = f64::from(self.deployment.replicas.max(1)) * self.capacity_per_replica;
+        (self.load_rps / cap).min(0.98)
+    }
+
+    /// Draws one request's latency: an M/M/1-like queueing delay, so
+    /// latency explodes as utilisation nears 1.
+    pub fn sample_latency_ms(&self, rng: &mut impl Rng) -> f64 {
+        let mean = self.base_latency_ms / (1.0 - self.utilisation());
+        let u: f64 = rng.random_range(1e-9..1.0);
+        // Exponential around the mean, plus the fixed service time.
+        self.base_latency_ms * 0.5 + (-u.ln()) * mean * 0.5
+    }
+}
+
+/// Every mutating call the platform received, for assertions and display.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub method: &'static str,
+    pub request_id: String,
+    pub model: String,
+    pub detail: String,
+    pub duplicate: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    models: HashMap<String, ModelSim>,
+    seen: HashSet<String>,
+    calls: Vec<Call>,
+}
+
+/// The simulated platform; cheap to clone.
+#[derive(Clone, Default)]
+pub struct SimPlatform {
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl SimPlatform {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add_model(&self, sim: ModelSim) {
+        self.lock().models.insert(sim.deployment.model.clone(), sim);
+    }
+
+    pub fn model(&self, name: &str) -> Option<ModelSim> {
+        self.lock().models.get(name).cloned()
+    }
+
+    pub fn set_load(&self, name: &str, load_rps: f64) {
+        if let Some(m) = self.lock().models.get_mut(name) {
+            m.load_rps = load_rps;
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// Waits until a call arrives (or returns at once if `seen` < calls).
+    pub async fn wait_for_calls(&self, seen: usize) {
+        loop {
+            let notified = self.changed.notified();
+            if self.lock().calls.len() > seen {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Serves `ServingControl` on `listen` until `shutdown`.
+    pub async fn serve(
+        &self,
+        listen: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let svc = ServingControlServer::new(self.clone());
+        let task = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(error) = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
+                .await
+            {
+                tracing::error!(%error, "simulated serving platform failed");
+            }
+        });
+        Ok((addr, task))
+    }
+
+    fn mutate(
+        &self,
+        method: &'static str,
+        request_id: &str,
+        model: &str,
+        detail: String,
+        apply: impl FnOnce(&mut ModelSim) -> Result<(), Status>,
+    ) -> Result<(Deployment, bool), Status> {
+        if request_id.is_empty() {
+            return Err(Status::invalid_argument("request_id: required on mutating calls"));
+        }
+        let mut inner = self.lock();
+        let duplicate = inner.seen.contains(request_id);
+        let Some(sim) = inner.models.get_mut(model) else {
+            return Err(Status::not_found(format!("model: {model:?} is not deployed")));
+        };
+        if !duplicate {
+            apply(sim)?;
+        }
+        let deployment = sim.deployment.clone();
+        inner.seen.insert(request_id.to_string());
+        inner.calls.push(Call {
+            method,
+            request_id: request_id.to_string(),
+            model: model.to_string(),
+            detail,
+            duplicate,
+        });
+        drop(inner);
+        self.changed.notify_waiters();
+        Ok((deployment, duplicate))
+    }
+}
+
+#[tonic::async_trait]
+impl ServingControl for SimPlatform {
+    async fn get_deployment(&self, request: Request<GetDeploymentRequest>) -> Result<Response<Deployment>, Status> {
+        let model = request.into_inner().model;
+        self.model(&model)
+            .map(|m| Response::new(m.deployment))
+            .ok_or_else(|| Status::not_found(format!("model: {model:?} is not deployed")))
+    }
+
+    async fn scale(&self, request: Request<ScaleRequest>) -> Result<Response<ScaleResponse>, Status> {
+        let r = request.into_inner();
+        let replicas = r.replicas;
+        let (deployment, duplicate) =
+            self.mutate("Scale", &r.request_id, &r.model, format!("replicas={replicas}"), |m| {
+                let d = &mut m.deployment;
+                if replicas < d.min_replicas || replicas > d.max_replicas {
+                    return Err(Status::out_of_range(format!(
+                        "replicas: {replicas} outside [{}, {}]",
+                        d.min_replicas, d.max_replicas
+                    )));
+                }
+                d.replicas = replicas;
+                Ok(())
+            })?;
+        Ok(Response::new(ScaleResponse {
+            deployment: Some(deployment),
+            duplicate,
+        }))
+    }
+
+    async fn rollback(&self, request: Request<RollbackRequest>) -> Result<Response<RollbackResponse>, Status> {
+        let r = request.into_inner();
+        let to = r.to_version.clone();
+        let (deployment, duplicate) = self.mutate("Rollback", &r.request_id, &r.model, format!("to={to:?}"), |m| {
+            let d = &mut m.deployment;
+            let target = if to.is_empty() {
+                d.previous_versions
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| Status::failed_precondition("no previous version to roll back to"))?
+            } else {
+                to.clone()
+            };
+            let current = std::mem::replace(&mut d.active_version, target.clone());
+            d.previous_versions.retain(|v| v != &target);
+            d.previous_versions.push(current);
+            d.traffic_percent.clear();
+            d.traffic_percent.insert(target, 100.0);
+            Ok(())
+        })?;
+        Ok(Response::new(RollbackResponse {
+            deployment: Some(deployment),
+            duplicate,
+        }))
+    }
+
+    async fn set_traffic(&self, request: Request<SetTrafficRequest>) -> Result<Response<SetTrafficResponse>, Status> {
+        let r = request.into_inner();
+        let total: f64 = r.traffic_percent.values().sum();
+        if (total - 100.0).abs() > 1e-6 {
+            return Err(Status::invalid_argument(format!(
+                "traffic_percent: sums to {total}, not 100"
+            )));
+        }
+        let split = r.traffic_percent.clone();
+        let (deployment, duplicate) =
+            self.mutate("SetTraffic", &r.request_id, &r.model, format!("{split:?}"), |m| {
+                m.deployment.traffic_percent = split.clone();
+                Ok(())
+            })?;
+        Ok(Response::new(SetTrafficResponse {
+            deployment: Some(deployment),
+            duplicate,
+        }))
+    }
+}

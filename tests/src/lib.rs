@@ -1,0 +1,90 @@
+//! Helpers for the integration tests: a Kafka configuration with private
+//! topics per test, waiting with a deadline, and reading a topic back.
+
+use std::time::Duration;
+
+use mlwatch_common::kafka::{KafkaConfig, Topics};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+
+/// The broker under test: `KAFKA_BOOTSTRAP_SERVERS`, else the local default
+/// that `scripts/broker.sh` starts.
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A Kafka configuration whose topics are private to one test.
+pub fn kafka_for_test(name: &str) -> (KafkaConfig, String) {
+    let suffix = format!("{name}-{}", mlwatch_demo::run_suffix());
+    let kafka = KafkaConfig {
+        bootstrap_servers: bootstrap(),
+        topics: Topics::with_suffix(&suffix),
+        partitions: 3,
+        ..KafkaConfig::default()
+    };
+    (kafka, suffix)
+}
+
+/// Installs a test log subscriber once (`RUST_LOG` controls it).
+pub fn init_logs() {
+    let _ = tracing_subscriber_init();
+}
+
+fn tracing_subscriber_init() -> Option<()> {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        mlwatch_common::telemetry::init(&mlwatch_common::telemetry::LogConfig {
+            filter: "warn".into(),
+            json: false,
+        });
+    });
+    Some(())
+}
+
+/// Awaits `fut` or fails the test after `secs` seconds, naming `what`.
+pub async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs} s waiting for {what}"),
+    }
+}
+
+/// Reads `topic` from the beginning until `done` says enough was read, or
+/// `secs` pass; returns the messages read.
+pub async fn read_topic(
+    kafka: &KafkaConfig,
+    topic: &str,
+    secs: u64,
+    done: impl Fn(&[OwnedMessage]) -> bool,
+) -> Vec<OwnedMessage> {
+    let consumer: StreamConsumer = kafka
+        .client_config()
+        .set("group.id", format!("reader-{}", mlwatch_demo::run_suffix()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !done(&out) {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// A header's value as text.
+pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+}

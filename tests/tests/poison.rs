@@ -1,0 +1,174 @@
+//! Bad input never crashes a service and never silently disappears: the
+//! collector answers it precisely, and a consumer moves a poison message to
+//! the dead-letter topic with its reason, then carries on.
+
+use std::time::Duration;
+
+use mlwatch_common::config::AdminConfig;
+use mlwatch_common::shutdown::CancellationToken;
+use mlwatch_proto::v1::InferenceEvent;
+use mlwatch_tests::{header, init_logs, kafka_for_test, read_topic, within};
+use prost::Message as _;
+use rdkafka::Message;
+use rdkafka::producer::FutureRecord;
+use serde_json::json;
+
+fn loopback() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analyzer_dead_letters_poison_and_keeps_counting() {
+    init_logs();
+    let (kafka, suffix) = kafka_for_test("poison");
+    let shutdown = CancellationToken::new();
+    let mut config = mlwatch_analyzer::Config::default();
+    config.kafka = kafka.clone();
+    config.admin = AdminConfig::on(loopback());
+    config.analyzer.group_id = format!("analyzer-{suffix}");
+    let analyzer = mlwatch_analyzer::start(config, shutdown.clone())
+        .await
+        .expect("analyzer starts");
+
+    let producer = kafka.producer().unwrap();
+    let topic = &kafka.topics.inference;
+    let good = |i: i64| InferenceEvent {
+        event_id: format!("e{i}"),
+        model: "fraud".into(),
+        model_version: "v1".into(),
+        timestamp_ms: mlwatch_common::now_ms(),
+        latency_ms: 10.0,
+        status: 1,
+        ..Default::default()
+    };
+    let garbage: &[u8] = b"\xff\xff\xff this is not protobuf";
+    let no_model = InferenceEvent {
+        model: String::new(),
+        ..good(0)
+    }
+    .encode_to_vec();
+    let payloads: Vec<Vec<u8>> = vec![
+        good(1).encode_to_vec(),
+        garbage.to_vec(),
+        no_model,
+        good(2).encode_to_vec(),
+    ];
+    for p in &payloads {
+        producer
+            .send(FutureRecord::to(topic).key("fraud").payload(p), Duration::from_secs(5))
+            .await
+            .expect("produce");
+    }
+
+    let dead = read_topic(&kafka, &kafka.topics.deadletter, 60, |ms| ms.len() >= 2).await;
+    assert_eq!(dead.len(), 2, "both poison messages dead-lettered");
+    assert_eq!(dead[0].payload().unwrap(), garbage);
+    assert!(
+        header(&dead[0], "mlwatch.reason")
+            .unwrap()
+            .contains("undecodable protobuf")
+    );
+    assert_eq!(
+        header(&dead[0], "mlwatch.source.topic").as_deref(),
+        Some(topic.as_str())
+    );
+    assert!(header(&dead[1], "mlwatch.reason").unwrap().contains("without a model"));
+    assert_eq!(dead[0].key(), Some(topic.as_bytes()));
+
+    // The valid events on either side were counted.
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/models", analyzer.admin_addr);
+    within(30, "both valid events counted", async {
+        loop {
+            let v: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+            if v["models"][0]["events"] == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let health = client
+        .get(format!("http://{}/healthz", analyzer.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    shutdown.cancel();
+    analyzer.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_answers_bad_input_precisely_and_publishes_the_rest() {
+    init_logs();
+    let (kafka, _suffix) = kafka_for_test("ingest");
+    let shutdown = CancellationToken::new();
+    let mut config = mlwatch_collector::Config::default();
+    config.kafka = kafka.clone();
+    config.admin = AdminConfig::on(loopback());
+    config.http.listen = loopback();
+    config.grpc.listen = loopback();
+    let collector = mlwatch_collector::start(config, shutdown.clone())
+        .await
+        .expect("collector starts");
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/inferences", collector.http_addr);
+    let now = mlwatch_common::now_ms();
+    let ok = json!({"event_id": "a1", "model": "fraud", "latency_ms": 12.5, "timestamp": now});
+
+    // A batch with one good and two bad events: 200, the bad ones listed.
+    let body = json!([ok, {"event_id": "a2", "model": "fraud", "latency_ms": -3}, {"model": "fraud", "latency_ms": 1}]);
+    let r = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["accepted"], 1);
+    assert_eq!(v["rejected"][0]["index"], 1);
+    assert_eq!(v["rejected"][0]["field"], "latency_ms");
+    assert_eq!(v["rejected"][1]["index"], 2);
+    assert_eq!(v["rejected"][1]["field"], "event_id");
+    assert_eq!(v["rejected"][1]["reason"], "missing required field");
+
+    // Nothing valid: 400 naming the problem.
+    let r = client.post(&url).body("{\"event_id\": 1}").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["rejected"][0]["field"], "event_id");
+    let r = client.post(&url).body("[{\"event_id\": ").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // JSON Lines with a broken line: the others go through.
+    let lines = format!("{ok}\nnot json\n{ok}\n");
+    let r = client.post(&url).body(lines).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["accepted"], 2);
+    assert_eq!(v["rejected"][0]["index"], 1);
+
+    // What was accepted is in Kafka, keyed by model.
+    let msgs = read_topic(&kafka, &kafka.topics.inference, 30, |ms| ms.len() >= 3).await;
+    assert_eq!(msgs.len(), 3);
+    for m in &msgs {
+        assert_eq!(m.key(), Some(&b"fraud"[..]));
+        let e = InferenceEvent::decode(m.payload().unwrap()).unwrap();
+        assert_eq!(e.event_id, "a1");
+        assert_eq!(e.model_version, "unversioned");
+    }
+    let ready = client
+        .get(format!("http://{}/readyz", collector.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = client
+        .get(format!("http://{}/metrics", collector.admin_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ml_inference_latency_seconds_bucket"), "{metrics}");
+    assert!(metrics.contains("mlwatch_collector_events_total"));
+    shutdown.cancel();
+    collector.task.await.unwrap().unwrap();
+}
