@@ -170,7 +170,10 @@ impl KafkaConfig {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            // Brokers wait up to about half the session timeout for a group
+            // to form; 6 s (the usual broker minimum) keeps joins and
+            // rebalances quick.
+            .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("enable.partition.eof", "false");
         self.with_passthrough(cfg)

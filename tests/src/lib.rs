@@ -64,6 +64,7 @@ pub async fn read_topic(
         .set("group.id", format!("reader-{}", mlwatch_demo::run_suffix()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
         .create()
         .expect("reader consumer");
     consumer.subscribe(&[topic]).expect("subscribe");

@@ -109,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
         .set("group.id", format!("mlwatch-demo-observer-{suffix}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
         .create()
         .context("observer consumer")?;
     observer.subscribe(&[&kafka.topics.alerts, &kafka.topics.actions])?;
@@ -230,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
             }
             _ = tokio::signal::ctrl_c() => break,
         }
-        if m.resolve_paged.is_some() && m.verified.is_some() && !args.keep_running {
+        if m.resolved.is_some() && m.resolve_paged.is_some() && m.verified.is_some() && !args.keep_running {
             break;
         }
     }
