@@ -31,6 +31,10 @@ struct Args {
     /// Keep the stack running after the incident (Ctrl-C to stop).
     #[arg(long)]
     keep_running: bool,
+    /// Write the services' admin addresses as a Prometheus file_sd target
+    /// list to this file (for scraping the demo with a real Prometheus).
+    #[arg(long)]
+    targets_file: Option<std::path::PathBuf>,
 }
 
 struct Clock(Instant);
@@ -103,6 +107,18 @@ async fn main() -> anyhow::Result<()> {
             stack.serving_addr, stack.slack_addr, opts.p99_window_secs
         ),
     );
+
+    if let Some(path) = &args.targets_file {
+        let targets = serde_json::json!([
+            {"targets": [stack.collector_admin.to_string()], "labels": {"job": "mlwatch-collector"}},
+            {"targets": [stack.analyzer_admin.to_string()], "labels": {"job": "mlwatch-analyzer"}},
+            {"targets": [stack.alerter_admin.to_string()], "labels": {"job": "mlwatch-alerter"}},
+            {"targets": [stack.remediator_admin.to_string()], "labels": {"job": "mlwatch-remediator"}},
+        ]);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&targets)?).context("writing the targets file")?;
+        std::fs::rename(&tmp, path).context("writing the targets file")?;
+    }
 
     let observer: StreamConsumer = kafka
         .client_config()
