@@ -1,0 +1,90 @@
+//! The standard benchmark event: 20 numeric and 5 categorical features, a
+//! binary prediction with a score, labels for half of the events.
+
+use std::collections::HashMap;
+
+use mlwatch_proto::v1::{FeatureValue, InferenceEvent, InferenceStatus, LabelEvent, Prediction, feature_value};
+use rand::Rng;
+use rand::rngs::SmallRng;
+
+pub const NUMERIC: usize = 20;
+pub const CATEGORICAL: usize = 5;
+const CATEGORIES: [&str; 8] = ["DE", "FR", "US", "GB", "IN", "BR", "JP", "NG"];
+
+/// Feature names, built once.
+pub struct Names {
+    numeric: Vec<String>,
+    categorical: Vec<String>,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self {
+            numeric: (0..NUMERIC).map(|i| format!("num_{i:02}")).collect(),
+            categorical: (0..CATEGORICAL).map(|i| format!("cat_{i}")).collect(),
+        }
+    }
+}
+
+/// One standard inference event for `model` (version `v1`).
+pub fn inference(
+    names: &Names,
+    rng: &mut SmallRng,
+    model: &str,
+    seq: u64,
+    ts_ms: i64,
+    latency_ms: f64,
+) -> InferenceEvent {
+    let mut features = HashMap::with_capacity(NUMERIC + CATEGORICAL);
+    for n in &names.numeric {
+        let x: f64 = rng.random_range(-3.0..3.0);
+        features.insert(
+            n.clone(),
+            FeatureValue {
+                kind: Some(feature_value::Kind::Number(x)),
+            },
+        );
+    }
+    for c in &names.categorical {
+        let v = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
+        features.insert(
+            c.clone(),
+            FeatureValue {
+                kind: Some(feature_value::Kind::Text(v.to_string())),
+            },
+        );
+    }
+    let score: f64 = rng.random_range(0.0..1.0);
+    InferenceEvent {
+        event_id: format!("{model}-{seq}"),
+        model: model.to_string(),
+        model_version: "v1".into(),
+        endpoint: "predict".into(),
+        timestamp_ms: ts_ms,
+        latency_ms,
+        status: InferenceStatus::Ok as i32,
+        error: String::new(),
+        batch_size: 1,
+        prediction: Some(Prediction {
+            score: Some(score),
+            label: Some(if score > 0.5 { "1" } else { "0" }.into()),
+            value: None,
+            scores: HashMap::new(),
+        }),
+        features,
+        tags: HashMap::new(),
+        received_at_ms: ts_ms,
+    }
+}
+
+/// The label of an event (sent for half of the events).
+pub fn label(model: &str, seq: u64, ts_ms: i64, rng: &mut SmallRng) -> LabelEvent {
+    LabelEvent {
+        event_id: format!("{model}-{seq}"),
+        model: model.to_string(),
+        timestamp_ms: ts_ms,
+        label: Some(if rng.random_bool(0.5) { "1" } else { "0" }.into()),
+        value: None,
+        received_at_ms: ts_ms,
+    }
+}
