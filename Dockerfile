@@ -1,4 +1,5 @@
-# Multi-stage build of the four mlwatch services (one image, four binaries).
+# Multi-stage build of the four mlwatch services and the simulated serving
+# platform (one image, five binaries).
 # docker build -t mlwatch .
 FROM rust:1.95-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends libssl-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
@@ -6,9 +7,10 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
       --bin mlwatch-collector --bin mlwatch-analyzer --bin mlwatch-alerter --bin mlwatch-remediator \
+      --bin mlwatch-sim \
  && mkdir /out \
  && cp target/release/mlwatch-collector target/release/mlwatch-analyzer \
-       target/release/mlwatch-alerter target/release/mlwatch-remediator /out/
+       target/release/mlwatch-alerter target/release/mlwatch-remediator target/release/mlwatch-sim /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g && rm -rf /var/lib/apt/lists/* \

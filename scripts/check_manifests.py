@@ -80,9 +80,19 @@ def main():
         for p in d["spec"]["ports"]:
             if p.get("targetPort") not in names:
                 problems.append(f"{f}: service {d['metadata']['name']} targets unknown port {p.get('targetPort')}")
+    compose = yaml.safe_load(open(os.path.join(ROOT, "docker-compose.yml")))
+    for name, svc in compose["services"].items():
+        cmd = svc.get("command") or []
+        if not cmd or cmd[0] not in {f"mlwatch-{s}" for s in ("collector", "analyzer", "alerter", "remediator")}:
+            continue
+        known = sections(cmd[0].removeprefix("mlwatch-"))
+        for key in (svc.get("environment") or {}):
+            m = re.match(r"MLWATCH_([A-Z_]+?)__", key)
+            if m and m.group(1).lower() not in known:
+                problems.append(f"docker-compose.yml: {name}: {key} names an unknown section (known: {sorted(known)})")
     for p in problems:
         print(p, file=sys.stderr)
-    print(f"manifests: {len(docs)} objects checked, {len(problems)} problems")
+    print(f"manifests: {len(docs)} objects and docker-compose.yml checked, {len(problems)} problems")
     return 1 if problems else 0
 
 
