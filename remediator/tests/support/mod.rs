@@ -93,11 +93,17 @@ pub fn alert(alert_type: &str, severity: Severity, model: &str, status: AlertSta
 }
 
 pub async fn publish(kafka: &KafkaConfig, alert: &Alert) {
+    publish_keyed(kafka, &alert.fingerprint, alert).await;
+}
+
+/// Publishes with an explicit Kafka key (same key, same partition: handled
+/// after what was published before under it).
+pub async fn publish_keyed(kafka: &KafkaConfig, key: &str, alert: &Alert) {
     let producer: FutureProducer = kafka.producer().expect("producer");
     producer
         .send(
             FutureRecord::to(&kafka.topics.alerts)
-                .key(&alert.fingerprint)
+                .key(key)
                 .payload(&alert.encode_to_vec()),
             Duration::from_secs(10),
         )
