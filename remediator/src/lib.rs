@@ -359,3 +359,46 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
     Ok(Running { admin_addr, task })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlwatch_common::config::from_toml;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = include_str!("../../config/remediator.toml");
+        let parsed: Config = from_toml(text).expect("config/remediator.toml parses");
+        let defaults = Config::default();
+        assert_eq!(parsed.policy.rules, defaults.policy.rules);
+        assert_eq!(parsed.guards, defaults.guards);
+        assert_eq!(parsed.serving.tls, defaults.serving.tls);
+        parsed.validate().expect("valid");
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let err = from_toml::<Config>("[guards]\ncooldown_sec = 3").unwrap_err();
+        assert!(err.to_string().contains("cooldown_sec"), "{err}");
+        let err = from_toml::<Config>(
+            "[[policy.rules]]\nname = \"x\"\nalert_types = [\"A\"]\naction = { kind = \"reboot\" }",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("reboot"), "{err}");
+        let mut c = Config::default();
+        c.guards.require_approval = vec!["scale_up".into()];
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().starts_with("guards.require_approval"), "{err}");
+        assert_eq!(err.exit_code(), 64);
+        let mut c = Config::default();
+        c.policy.rules[1].alert_types.clear();
+        assert!(c.validate().unwrap_err().to_string().starts_with("policy.rules[1]"));
+    }
+
+    #[test]
+    fn the_webhook_url_never_prints() {
+        let mut c = Config::default();
+        c.retrain.webhook_url = Some("https://ci.example.com/hooks/TOKEN123".into());
+        assert!(!format!("{c:?}").contains("TOKEN123"));
+    }
+}

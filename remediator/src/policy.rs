@@ -458,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn rules_parse_from_toml() {
+    fn rules_parse_from_json() {
         #[derive(Deserialize)]
         struct P {
             rules: Vec<Rule>,

@@ -214,13 +214,13 @@ mod tests {
             cert_file: Some("/nonexistent/cert.pem".into()),
             ..Default::default()
         };
-        let err = client_tls(&tls).err().expect("refused");
+        let Err(err) = client_tls(&tls) else { panic!("accepted") };
         assert!(err.to_string().contains("key_file"), "{err}");
         let tls = TlsConfig {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..Default::default()
         };
-        let err = client_tls(&tls).err().expect("refused");
+        let Err(err) = client_tls(&tls) else { panic!("accepted") };
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
     }
 }
