@@ -24,15 +24,13 @@ use axum::{Json, Router};
 use mlwatch_proto::v1::{Alert, AlertStatus, Severity};
 use serde::Deserialize;
 
-use crate::engine::{Engine, RemediatorError};
+use crate::engine::{Engine, Manual, RemediatorError};
 
 pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/v1/actions", get(list))
         .route("/v1/actions/{id}", get(one))
-        .route("/v1/actions/{id}/approve", post(approve))
-        .route("/v1/actions/{id}/reject", post(reject))
-        .route("/v1/actions/{id}/execute", post(execute))
+        .route("/v1/actions/{id}/{verb}", post(manual))
         .route("/v1/plan", post(plan))
         .route("/v1/guards", get(guards))
         .route("/v1/kill-switch", put(kill_switch).post(kill_switch))
@@ -70,41 +68,17 @@ struct Decision {
     comment: String,
 }
 
-fn decision(body: Option<Json<Decision>>) -> Decision {
-    body.map(|Json(d)| d).unwrap_or_default()
-}
-
-async fn approve(
+async fn manual(
     State(engine): State<Engine>,
-    Path(id): Path<String>,
+    Path((id, verb)): Path<(String, String)>,
     body: Option<Json<Decision>>,
 ) -> Result<Json<serde_json::Value>, RemediatorError> {
-    let d = decision(body);
+    let m = Manual::from_path(&verb).ok_or_else(|| RemediatorError::NotFound(format!("{id}/{verb}")))?;
+    let d = body.map(|Json(d)| d).unwrap_or_default();
     engine
-        .approve(&id, &d.by, &d.comment, mlwatch_common::now_ms())
+        .manual(&id, m, &d.by, &d.comment, mlwatch_common::now_ms())
         .await
         .map(Json)
-}
-
-async fn reject(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-    body: Option<Json<Decision>>,
-) -> Result<Json<serde_json::Value>, RemediatorError> {
-    let d = decision(body);
-    engine
-        .reject(&id, &d.by, &d.comment, mlwatch_common::now_ms())
-        .await
-        .map(Json)
-}
-
-async fn execute(
-    State(engine): State<Engine>,
-    Path(id): Path<String>,
-    body: Option<Json<Decision>>,
-) -> Result<Json<serde_json::Value>, RemediatorError> {
-    let d = decision(body);
-    engine.execute(&id, &d.by, mlwatch_common::now_ms()).await.map(Json)
 }
 
 /// An alert as the plan endpoint takes it.

@@ -169,6 +169,42 @@ fn entry_json(e: &Entry) -> serde_json::Value {
     })
 }
 
+/// What a person can decide about an action through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manual {
+    Approve,
+    Reject,
+    /// Carry out an action planned in dry-run mode.
+    Execute,
+}
+
+impl Manual {
+    /// From the last path segment of `/v1/actions/{id}/{verb}`.
+    pub fn from_path(verb: &str) -> Option<Self> {
+        match verb {
+            "approve" => Some(Self::Approve),
+            "reject" => Some(Self::Reject),
+            "execute" => Some(Self::Execute),
+            _ => None,
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Approve => "approved",
+            Self::Reject => "rejected",
+            Self::Execute => "executed by hand",
+        }
+    }
+
+    fn precondition(self) -> &'static str {
+        match self {
+            Self::Approve | Self::Reject => "only an action awaiting approval can be approved or rejected",
+            Self::Execute => "only an action planned in dry-run mode can be executed by hand",
+        }
+    }
+}
+
 /// What a `POST /v1/plan` answers: the decision without acting.
 #[derive(Debug, Serialize)]
 pub struct PlanPreview {
@@ -207,33 +243,17 @@ impl Engine {
         self.0.lock().await.tick(now_ms).await
     }
 
-    pub async fn approve(
+    /// Approve, reject or execute by hand; answers the action's state.
+    pub async fn manual(
         &self,
         id: &str,
+        m: Manual,
         by: &str,
         comment: &str,
         now_ms: i64,
     ) -> Result<serde_json::Value, RemediatorError> {
         let mut core = self.0.lock().await;
-        core.approve(id, by, comment, now_ms).await?;
-        core.entry_json(id)
-    }
-
-    pub async fn reject(
-        &self,
-        id: &str,
-        by: &str,
-        comment: &str,
-        now_ms: i64,
-    ) -> Result<serde_json::Value, RemediatorError> {
-        let mut core = self.0.lock().await;
-        core.reject(id, by, comment, now_ms).await?;
-        core.entry_json(id)
-    }
-
-    pub async fn execute(&self, id: &str, by: &str, now_ms: i64) -> Result<serde_json::Value, RemediatorError> {
-        let mut core = self.0.lock().await;
-        core.execute_by_hand(id, by, now_ms).await?;
+        core.manual(id, m, by, comment, now_ms).await?;
         core.entry_json(id)
     }
 
@@ -844,56 +864,37 @@ impl Core {
         }
     }
 
-    async fn approve(&mut self, id: &str, by: &str, comment: &str, now_ms: i64) -> Result<(), RemediatorError> {
+    /// A person's decision on an action: approve or reject one awaiting
+    /// approval, or execute one planned in dry-run mode. Approving and
+    /// executing check every guard again (dry-run aside).
+    async fn manual(
+        &mut self,
+        id: &str,
+        m: Manual,
+        by: &str,
+        comment: &str,
+        now_ms: i64,
+    ) -> Result<(), RemediatorError> {
         let last = self.last(id)?;
-        if last.decision != ActionDecision::AwaitingApproval as i32 {
-            return Err(self.conflict(&last, "only an action awaiting approval can be approved"));
+        let allowed = match m {
+            Manual::Approve | Manual::Reject => last.decision == ActionDecision::AwaitingApproval as i32,
+            Manual::Execute => last.decision == ActionDecision::Planned as i32 && last.dry_run,
+        };
+        if !allowed {
+            return Err(self.conflict(&last, m.precondition()));
+        }
+        if m == Manual::Reject {
+            let r = next_record(&last, ActionDecision::Rejected, who(m.verb(), by, comment), now_ms);
+            return self.record(r).await;
         }
         if let Err(refusal) = self.check_again(&last, now_ms) {
-            let r = next_record(
-                &last,
-                ActionDecision::Refused,
-                format!("approved by {by} but refused: {refusal}"),
-                now_ms,
-            );
-            self.record(r).await?;
+            let reason = format!("{} but refused: {refusal}", who(m.verb(), by, comment));
+            self.record(next_record(&last, ActionDecision::Refused, reason, now_ms))
+                .await?;
             return Err(refusal.into());
         }
-        let r = next_record(&last, ActionDecision::Approved, who("approved", by, comment), now_ms);
-        self.record(r).await?;
-        self.execute(id, now_ms).await
-    }
-
-    async fn reject(&mut self, id: &str, by: &str, comment: &str, now_ms: i64) -> Result<(), RemediatorError> {
-        let last = self.last(id)?;
-        if last.decision != ActionDecision::AwaitingApproval as i32 {
-            return Err(self.conflict(&last, "only an action awaiting approval can be rejected"));
-        }
-        let r = next_record(&last, ActionDecision::Rejected, who("rejected", by, comment), now_ms);
-        self.record(r).await
-    }
-
-    /// Carries out an action planned in dry-run mode, on a person's word
-    /// (every guard but dry-run still applies).
-    async fn execute_by_hand(&mut self, id: &str, by: &str, now_ms: i64) -> Result<(), RemediatorError> {
-        let last = self.last(id)?;
-        let entry_dry = last.decision == ActionDecision::Planned as i32 && last.dry_run;
-        if !entry_dry {
-            return Err(self.conflict(&last, "only an action planned in dry-run mode can be executed by hand"));
-        }
-        if let Err(refusal) = self.check_again(&last, now_ms) {
-            let r = next_record(
-                &last,
-                ActionDecision::Refused,
-                format!("execute by {by} refused: {refusal}"),
-                now_ms,
-            );
-            self.record(r).await?;
-            return Err(refusal.into());
-        }
-        // Approval (when required) stands in for the manual go-ahead: the
-        // person who executes by hand is the approver.
-        let mut r = next_record(&last, ActionDecision::Approved, who("executed by hand", by, ""), now_ms);
+        // Executing a dry-run plan by hand is its approval too.
+        let mut r = next_record(&last, ActionDecision::Approved, who(m.verb(), by, comment), now_ms);
         r.dry_run = false;
         self.record(r).await?;
         self.execute(id, now_ms).await

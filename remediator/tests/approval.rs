@@ -4,17 +4,13 @@
 
 mod support;
 
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
+use mlwatch_demo::sim::ModelSim;
 use mlwatch_proto::v1::{ActionDecision, AlertStatus, Severity};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_waits_for_approval_then_happens_once() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-approval");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-approval").await;
     sim.add_model(
         ModelSim::new("fraud", "v3", 2, 50.0)
             .with_previous_versions(&["v1", "v2"])
@@ -22,7 +18,6 @@ async fn rollback_waits_for_approval_then_happens_once() {
             .with_accuracy("v3", 0.71),
     );
     sim.add_model(ModelSim::new("ranker", "r9", 2, 50.0).with_previous_versions(&["r8"]));
-    let addr = platform(&sim, &shutdown).await;
     let rem = Remediator::start(config(&kafka, &suffix, addr)).await;
     assert_eq!(sim.model("fraud").unwrap().accuracy(), Some(0.71));
 
@@ -62,12 +57,7 @@ async fn rollback_waits_for_approval_then_happens_once() {
             .unwrap()
     };
     let (fraud, ranker) = (id_of("fraud"), id_of("ranker"));
-    let guards = reqwest::get(format!("{}/v1/guards", rem.api))
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let guards = get_json(&format!("{}/v1/guards", rem.api)).await;
     assert_eq!(
         guards["awaiting_approval"].as_array().map(Vec::len),
         Some(2),

@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use mlwatch_common::kafka::KafkaConfig;
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
+use mlwatch_demo::sim::ModelSim;
 use mlwatch_proto::v1::{ActionDecision, AlertStatus, Severity};
 use support::*;
 use tokio::process::{Child, Command};
@@ -84,12 +83,8 @@ async fn kill_9(child: &mut Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_planned_and_the_call_acts_once_after_restart() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-crash-planned");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-crash-planned").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let addr = platform(&sim, &shutdown).await;
 
     let paused = config_file(&kafka, &suffix, addr, "test_pause_after_planned_ms = 600000");
     let mut child = spawn(&paused);
@@ -134,12 +129,8 @@ async fn killed_between_planned_and_the_call_acts_once_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_the_call_and_executed_is_deduplicated_by_request_id() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-crash-called");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-crash-called").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let addr = platform(&sim, &shutdown).await;
 
     let paused = config_file(&kafka, &suffix, addr, "test_pause_after_call_ms = 600000");
     let mut child = spawn(&paused);

@@ -5,19 +5,14 @@
 
 mod support;
 
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
+use mlwatch_demo::sim::ModelSim;
 use mlwatch_proto::v1::{ActionDecision, AlertStatus, Severity};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicated_and_redelivered_alerts_act_once() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-dup");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-dup").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let addr = platform(&sim, &shutdown).await;
     let cfg = config(&kafka, &suffix, addr);
     let rem = Remediator::start(cfg.clone()).await;
 

@@ -5,8 +5,7 @@
 
 mod support;
 
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
+use mlwatch_demo::sim::ModelSim;
 use mlwatch_proto::v1::{ActionDecision, Alert, AlertStatus, Severity};
 use prost::Message as _;
 use rdkafka::Message;
@@ -14,12 +13,8 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_incident_scales_once_and_is_verified() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-latency");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-latency").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let addr = platform(&sim, &shutdown).await;
     let rem = Remediator::start(config(&kafka, &suffix, addr)).await;
 
     let t0 = mlwatch_common::now_ms();
@@ -64,12 +59,8 @@ async fn latency_incident_scales_once_and_is_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_that_does_not_help_raises_remediation_failed_and_is_not_repeated() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-verify-fail");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-verify-fail").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let addr = platform(&sim, &shutdown).await;
     let mut cfg = config(&kafka, &suffix, addr);
     cfg.remediator.verify_window_secs = 2;
     cfg.guards.cooldown_secs = 0;

@@ -4,22 +4,17 @@
 
 mod support;
 
-use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_demo::receiver::HttpReceiver;
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
+use mlwatch_demo::sim::ModelSim;
 use mlwatch_proto::v1::{AlertStatus, Severity};
 use mlwatch_remediator::policy::{ActionSpec, MinSeverity, Rule};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_platform_is_retried_with_the_same_request_id() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-unavailable");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-unavailable").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
     sim.add_model(ModelSim::new("recsys", "v1", 2, 114.0));
-    let addr = platform(&sim, &shutdown).await;
     let mut cfg = config(&kafka, &suffix, addr);
     cfg.serving.timeout_ms = 2_000;
     cfg.remediator.max_attempts = 2;
@@ -62,11 +57,7 @@ async fn unavailable_platform_is_retried_with_the_same_request_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_calls_the_retraining_webhook_once() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-retrain");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
-    let addr = platform(&sim, &shutdown).await;
+    let (kafka, suffix, shutdown, _sim, addr) = fixture("rem-retrain").await;
     let hook = HttpReceiver::default();
     let (hook_addr, _t) = hook.serve(loopback(), shutdown.clone()).await.unwrap();
     let secret_path = "/hooks/retrain/s3cr3t-token";
@@ -136,12 +127,8 @@ async fn drift_calls_the_retraining_webhook_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_plans_only_until_a_person_executes() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-dry-run");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-dry-run").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let addr = platform(&sim, &shutdown).await;
     let mut cfg = config(&kafka, &suffix, addr);
     cfg.remediator.dry_run = true;
     let rem = Remediator::start(cfg).await;

@@ -4,8 +4,7 @@
 
 mod support;
 
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
+use mlwatch_demo::sim::ModelSim;
 use mlwatch_proto::v1::{AlertStatus, Severity};
 use support::*;
 
@@ -18,12 +17,8 @@ fn reasons(actions: &[serde_json::Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_on_one_model_scales_once_within_the_cooldown() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-storm-cooldown");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-storm-cooldown").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let addr = platform(&sim, &shutdown).await;
     let rem = Remediator::start(config(&kafka, &suffix, addr)).await;
 
     // Five separate firings (flapping), each a distinct alert id.
@@ -52,14 +47,10 @@ async fn a_storm_on_one_model_scales_once_within_the_cooldown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_over_models_respects_the_budgets_and_the_kill_switch() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-storm-budget");
-    let shutdown = CancellationToken::new();
-    let sim = SimPlatform::default();
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-storm-budget").await;
     for m in ["fraud", "recsys", "ranker"] {
         sim.add_model(ModelSim::new(m, "v1", 2, 114.0));
     }
-    let addr = platform(&sim, &shutdown).await;
     let mut cfg = config(&kafka, &suffix, addr);
     cfg.guards.cooldown_secs = 0;
     cfg.guards.max_actions_per_hour_per_model = 2;
@@ -90,12 +81,7 @@ async fn a_storm_over_models_respects_the_budgets_and_the_kill_switch() {
         "{last}"
     );
     assert_eq!(sim.applied_calls().len(), 3, "{:?}", sim.calls());
-    let guards = reqwest::get(format!("{}/v1/guards", rem.api))
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let guards = get_json(&format!("{}/v1/guards", rem.api)).await;
     assert_eq!(guards["budget"]["used_last_hour"], 3, "{guards}");
     assert_eq!(guards["budget"]["used_last_hour_per_model"]["fraud"], 2, "{guards}");
 

@@ -31,6 +31,18 @@ pub async fn platform(sim: &SimPlatform, shutdown: &CancellationToken) -> Socket
     addr
 }
 
+/// What every test starts with: private topics (and their suffix), a
+/// shutdown token, and the simulated platform serving on a loopback port
+/// until that token fires.
+pub async fn fixture(name: &str) -> (KafkaConfig, String, CancellationToken, SimPlatform, SocketAddr) {
+    init_logs();
+    let (kafka, suffix) = kafka_for_test(name);
+    let shutdown = CancellationToken::new();
+    let sim = SimPlatform::default();
+    let addr = platform(&sim, &shutdown).await;
+    (kafka, suffix, shutdown, sim, addr)
+}
+
 /// A remediator configuration for one test: private topics and group,
 /// loopback admin port, the given platform, fast ticks.
 pub fn config(kafka: &KafkaConfig, suffix: &str, serving: SocketAddr) -> Config {
@@ -175,4 +187,13 @@ pub async fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value
         .expect("api answers");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or_default())
+}
+
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .expect("api answers")
+        .json()
+        .await
+        .expect("json answer")
 }
