@@ -17,6 +17,7 @@ use mlwatch_proto::v1::{
 use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status};
 
 /// One simulated model.
@@ -173,12 +174,38 @@ impl SimPlatform {
         listen: SocketAddr,
         shutdown: CancellationToken,
     ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        self.serve_with(listen, None, shutdown).await
+    }
+
+    /// Serves `ServingControl` over TLS (mutual TLS when `tls` names a
+    /// client CA) on `listen` until `shutdown`.
+    pub async fn serve_tls(
+        &self,
+        listen: SocketAddr,
+        tls: ServerTlsConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        self.serve_with(listen, Some(tls), shutdown).await
+    }
+
+    async fn serve_with(
+        &self,
+        listen: SocketAddr,
+        tls: Option<ServerTlsConfig>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let svc = ServingControlServer::new(self.clone());
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
         let task = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            if let Err(error) = tonic::transport::Server::builder()
+            if let Err(error) = builder
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
                 .await
