@@ -180,3 +180,49 @@ async fn dry_run_plans_only_until_a_person_executes() {
     rem.stop().await;
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traffic_shift_waits_for_approval_then_sets_the_split_once() {
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-shift").await;
+    sim.add_model(ModelSim::new("ranker", "r9", 2, 50.0).with_previous_versions(&["r7", "r8"]));
+    let mut cfg = config(&kafka, &suffix, addr);
+    cfg.policy.rules.insert(
+        0,
+        Rule {
+            name: "canary-back-to-r7".into(),
+            alert_types: vec!["AccuracyDecay".into()],
+            min_severity: MinSeverity::High,
+            labels: [("model".to_string(), "ranker".to_string())].into(),
+            action: ActionSpec::ShiftTraffic {
+                to_version: Some("r7".into()),
+                percent: 90.0,
+            },
+        },
+    );
+    let rem = Remediator::start(cfg).await;
+    let t0 = mlwatch_common::now_ms();
+    publish(
+        &kafka,
+        &alert("AccuracyDecay", Severity::Critical, "ranker", AlertStatus::Firing, t0),
+    )
+    .await;
+    let actions = api_until(&rem.api, 40, "AWAITING_APPROVAL", |a| {
+        with_decision(a, "awaiting_approval").len() == 1
+    })
+    .await;
+    assert!(sim.calls().is_empty());
+    let waiting = with_decision(&actions, "awaiting_approval")[0];
+    assert_eq!(waiting["kind"], "shift_traffic");
+    assert_eq!(waiting["params"]["traffic.r7"], "90");
+    assert_eq!(waiting["params"]["traffic.r9"], "10");
+    let id = waiting["action_id"].as_str().unwrap();
+    let (status, body) = post(&format!("{}/v1/actions/{id}/approve", rem.api), serde_json::json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let calls = sim.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].method, "SetTraffic");
+    let split = sim.model("ranker").unwrap().deployment.traffic_percent;
+    assert_eq!((split["r7"], split["r9"]), (90.0, 10.0));
+    rem.stop().await;
+    shutdown.cancel();
+}
