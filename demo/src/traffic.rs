@@ -155,3 +155,17 @@ async fn post_labels(client: &reqwest::Client, url: &str, labels: &[Value], coun
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_right_or_the_other_class() {
+        let right = label_json("e1", "fraud", 5, "1", true);
+        assert_eq!(right["label"], "1");
+        assert_eq!(right["event_id"], "e1");
+        assert_eq!(label_json("e1", "fraud", 5, "1", false)["label"], "0");
+        assert_eq!(label_json("e1", "fraud", 5, "0", false)["label"], "1");
+    }
+}

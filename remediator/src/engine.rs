@@ -805,12 +805,8 @@ impl Core {
             }
         }
         let window = self.settings.verify_window_ms;
-        for id in self.ledger.with_next_step(NextStep::Verify) {
+        for (id, executed) in self.ledger.overdue_verifications(now_ms, window) {
             let Some(e) = self.ledger.get(&id) else { continue };
-            let executed = e.executed_at_ms().unwrap_or(e.last().at_ms);
-            if now_ms - executed < window {
-                continue;
-            }
             let last = e.last().clone();
             let mut r = next_record(
                 &last,

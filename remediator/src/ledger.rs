@@ -152,6 +152,18 @@ impl Ledger {
             .collect()
     }
 
+    /// Executed actions whose alert has not resolved within `window_ms` of
+    /// the execution, with the execution time.
+    pub fn overdue_verifications(&self, now_ms: i64, window_ms: i64) -> Vec<(String, i64)> {
+        self.entries()
+            .filter(|e| e.next_step() == NextStep::Verify)
+            .filter_map(|e| {
+                let executed = e.executed_at_ms().unwrap_or(e.last().at_ms);
+                (now_ms - executed >= window_ms).then(|| (e.last().action_id.clone(), executed))
+            })
+            .collect()
+    }
+
     /// Drops terminal entries whose last record is older than `before_ms`,
     /// keeping memory bounded.
     pub fn prune(&mut self, before_ms: i64) {
@@ -219,6 +231,23 @@ mod tests {
 
         let ids: Vec<&str> = l.entries().map(|e| e.last().action_id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn verification_is_overdue_after_the_window() {
+        let mut l = Ledger::default();
+        l.apply(rec("a", ActionDecision::Planned, 0));
+        l.apply(rec("a", ActionDecision::Executed, 1_000));
+        let mut notify = rec("n", ActionDecision::Executed, 0);
+        notify.kind = ActionKind::Notify as i32;
+        l.apply(notify);
+        assert!(l.overdue_verifications(300_999, 300_000).is_empty());
+        assert_eq!(
+            l.overdue_verifications(301_000, 300_000),
+            vec![("a".to_string(), 1_000)]
+        );
+        l.apply(rec("a", ActionDecision::Verified, 2_000));
+        assert!(l.overdue_verifications(1_000_000, 300_000).is_empty());
     }
 
     #[test]
