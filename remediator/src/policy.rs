@@ -130,8 +130,10 @@ impl Rule {
 }
 
 /// The default rules: latency and throughput alerts scale up, high-severity
-/// accuracy decay rolls back to the previous version, drift and data
-/// quality only notify.
+/// accuracy decay rolls back to the previous version; drift, data quality,
+/// lesser accuracy decay, its early warning and error rates only notify
+/// (scaling does not fix errors, and a rollback for them is a person's
+/// call).
 pub fn default_rules() -> Vec<Rule> {
     let types = |ts: &[&str]| ts.iter().map(|t| t.to_string()).collect();
     vec![
@@ -160,7 +162,14 @@ pub fn default_rules() -> Vec<Rule> {
         },
         Rule {
             name: "notify-on-drift".into(),
-            alert_types: types(&["FeatureDrift", "PredictionDrift", "DataQuality", "AccuracyDecay"]),
+            alert_types: types(&[
+                "FeatureDrift",
+                "PredictionDrift",
+                "DataQuality",
+                "AccuracyDecay",
+                "AccuracyDecayEarlyWarning",
+                "HighErrorRate",
+            ]),
             min_severity: MinSeverity::Low,
             labels: BTreeMap::new(),
             action: ActionSpec::Notify,
