@@ -442,19 +442,8 @@ impl Core {
                 NextStep::None | NextStep::Verify => Ok(()),
             };
         }
-        let model = alert.labels.get("model").cloned().unwrap_or_default();
-        let refuse = |reason: String| base_record(alert, &id, kind, ActionDecision::Refused, reason, now_ms);
-        let pre = Proposal {
-            action_id: &id,
-            model: &model,
-            kind,
-            alert_fingerprint: &alert.fingerprint,
-            to_replicas: None,
-        };
-        if let Err(refusal) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &pre, now_ms) {
-            return self.record(refuse(format!("{}: refused: {refusal}", rule.name))).await;
-        }
         if kind == ActionKind::Notify {
+            // Touches nothing, so no guard applies (not even the kill switch).
             let r = base_record(
                 alert,
                 &id,
@@ -467,6 +456,18 @@ impl Core {
                 now_ms,
             );
             return self.record(r).await;
+        }
+        let model = alert.labels.get("model").cloned().unwrap_or_default();
+        let refuse = |reason: String| base_record(alert, &id, kind, ActionDecision::Refused, reason, now_ms);
+        let pre = Proposal {
+            action_id: &id,
+            model: &model,
+            kind,
+            alert_fingerprint: &alert.fingerprint,
+            to_replicas: None,
+        };
+        if let Err(refusal) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &pre, now_ms) {
+            return self.record(refuse(format!("{}: refused: {refusal}", rule.name))).await;
         }
         if kind == ActionKind::Retrain && self.settings.retrain.webhook_url.is_none() {
             return self
@@ -752,6 +753,7 @@ impl Core {
             .filter(|e| e.last().alert_fingerprint == alert.fingerprint)
             .filter(|e| {
                 e.next_step() == NextStep::Verify
+                    || e.decision() == ActionDecision::AwaitingApproval
                     || (e.decision() == ActionDecision::VerificationFailed
                         && e.planned().and_then(|p| p.params.get("alert_starts_at_ms"))
                             == Some(&alert.starts_at_ms.to_string()))
@@ -765,6 +767,18 @@ impl Core {
                 if let Some(raised) = remediation_failed_alert(&last, AlertStatus::Resolved, now_ms) {
                     self.publish_alert(&raised).await?;
                 }
+                continue;
+            }
+            if last.decision == ActionDecision::AwaitingApproval as i32 {
+                // Nobody approved it in time and the problem went away: an
+                // approval now would act on a healthy model.
+                let r = next_record(
+                    &last,
+                    ActionDecision::Rejected,
+                    format!("{} resolved before approval: not needed any more", alert.r#type),
+                    now_ms,
+                );
+                self.record(r).await?;
                 continue;
             }
             let after_secs = (now_ms - last.at_ms).max(0) / 1000;
