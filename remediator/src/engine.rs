@@ -427,10 +427,17 @@ impl Core {
             return self.on_resolved(alert, now_ms).await;
         }
         let Some(rule) = policy::select(&self.settings.rules, alert).cloned() else {
+            tracing::debug!(alert_id = %alert.id, alert_type = %alert.r#type, "no rule matches; no action");
             return Ok(());
         };
         let kind = rule.action.kind();
         let id = policy::action_id(&alert.id, kind_name(kind));
+        if self.ledger.get(&id).is_none() && policy::is_stale(alert, now_ms, self.memory_ms()) {
+            // Older than what the ledger remembers: it may have been acted
+            // on long ago, so never act on it now.
+            tracing::warn!(alert_id = %alert.id, alert_type = %alert.r#type, "stale firing alert ignored");
+            return Ok(());
+        }
         if let Some(e) = self.ledger.get(&id) {
             // A redelivered or duplicated alert: finish what a crash may
             // have interrupted, never start a second action.
@@ -842,11 +849,16 @@ impl Core {
             }
             self.record(r).await?;
         }
-        let g = &self.settings.guards;
-        let keep_secs = g.failed_memory_secs.max(g.cooldown_secs).max(3600);
-        self.ledger
-            .prune(now_ms - i64::try_from(keep_secs).unwrap_or(i64::MAX / 2000) * 1000);
+        self.ledger.prune(now_ms - self.memory_ms());
         Ok(())
+    }
+
+    /// How long finished actions stay in the ledger: long enough for every
+    /// guard that looks back (and no firing older than this is acted on).
+    fn memory_ms(&self) -> i64 {
+        let g = &self.settings.guards;
+        let secs = g.failed_memory_secs.max(g.cooldown_secs).max(3600);
+        i64::try_from(secs).unwrap_or(i64::MAX / 2000).saturating_mul(1000)
     }
 
     fn check_again(&self, last: &ActionRecord, now_ms: i64) -> Result<(), Refusal> {

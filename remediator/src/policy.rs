@@ -186,6 +186,17 @@ pub fn select<'a>(rules: &'a [Rule], alert: &Alert) -> Option<&'a Rule> {
     rules.iter().find(|r| r.matches(alert))
 }
 
+/// Whether a firing alert is older than `horizon_ms` (by when it was
+/// produced, or started when that is unknown).
+pub fn is_stale(alert: &Alert, now_ms: i64, horizon_ms: i64) -> bool {
+    let at = if alert.generated_at_ms > 0 {
+        alert.generated_at_ms
+    } else {
+        alert.starts_at_ms
+    };
+    at > 0 && now_ms - at > horizon_ms
+}
+
 /// Whether the remediator raised this alert (it never acts on those).
 pub fn is_own(alert: &Alert) -> bool {
     alert.r#type == REMEDIATION_FAILED || alert.source == "remediator"
@@ -412,6 +423,35 @@ mod tests {
         let mut own = alert("HighP99Latency", Severity::High);
         own.source = "remediator".into();
         assert!(select(&rules, &own).is_none());
+    }
+
+    #[test]
+    fn own_alerts_never_match_even_when_a_rule_names_them() {
+        let rules = vec![Rule {
+            name: "loop".into(),
+            alert_types: vec![REMEDIATION_FAILED.into(), "HighP99Latency".into()],
+            min_severity: MinSeverity::Low,
+            labels: BTreeMap::new(),
+            action: ActionSpec::ScaleUp { step: 1, factor: 1.5 },
+        }];
+        assert!(select(&rules, &alert(REMEDIATION_FAILED, Severity::Critical)).is_none());
+        let mut own = alert("HighP99Latency", Severity::High);
+        own.source = "remediator".into();
+        assert!(select(&rules, &own).is_none());
+        assert!(select(&rules, &alert("HighP99Latency", Severity::High)).is_some());
+    }
+
+    #[test]
+    fn stale_alerts_are_recognised() {
+        let mut a = alert("HighP99Latency", Severity::High);
+        a.generated_at_ms = 1_000;
+        assert!(!is_stale(&a, 1_000 + 3_600_000, 3_600_000));
+        assert!(is_stale(&a, 1_001 + 3_600_000, 3_600_000));
+        a.generated_at_ms = 0;
+        a.starts_at_ms = 1_000;
+        assert!(is_stale(&a, 1_001 + 3_600_000, 3_600_000));
+        a.starts_at_ms = 0;
+        assert!(!is_stale(&a, i64::MAX, 3_600_000));
     }
 
     #[test]
