@@ -16,7 +16,7 @@ use mlwatch_proto::v1::{
     ActionDecision, ActionKind, ActionRecord, Alert, AlertStatus, RollbackRequest, ScaleRequest, SetTrafficRequest,
     Severity,
 };
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, IntGauge, Opts};
 use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
@@ -118,7 +118,32 @@ pub struct Core {
     http: reqwest::Client,
     sink: Sink,
     retries: HashMap<String, Retry>,
-    decisions: IntCounterVec,
+    metrics: Metrics,
+}
+
+/// The remediator's own metrics, registered on the registry passed in.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Action records by decision and kind.
+    pub decisions: IntCounterVec,
+    /// 1 while the kill switch is engaged.
+    pub kill_switch: IntGauge,
+}
+
+impl Metrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "mlwatch_remediator_decisions_total",
+                "Action records by decision and kind",
+            ),
+            &["decision", "kind"],
+        )?;
+        let kill_switch = IntGauge::new("mlwatch_remediator_kill_switch", "1 while the kill switch is engaged")?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(kill_switch.clone()))?;
+        Ok(Self { decisions, kill_switch })
+    }
 }
 
 /// The engine; cheap to clone.
@@ -218,8 +243,9 @@ pub struct PlanPreview {
 }
 
 impl Engine {
-    pub fn new(settings: Settings, ledger: Ledger, serving: Serving, sink: Sink, decisions: IntCounterVec) -> Self {
+    pub fn new(settings: Settings, ledger: Ledger, serving: Serving, sink: Sink, metrics: Metrics) -> Self {
         let kill_switch = settings.guards.kill_switch;
+        metrics.kill_switch.set(i64::from(kill_switch));
         Self(Arc::new(Mutex::new(Core {
             settings,
             ledger,
@@ -228,7 +254,7 @@ impl Engine {
             http: reqwest::Client::new(),
             sink,
             retries: HashMap::new(),
-            decisions,
+            metrics,
         })))
     }
 
@@ -285,6 +311,7 @@ impl Engine {
             tracing::warn!(engaged, "kill switch changed through the API");
         }
         core.kill_switch = engaged;
+        core.metrics.kill_switch.set(i64::from(engaged));
     }
 
     /// Guard state for the API.
@@ -400,7 +427,13 @@ impl Core {
             reason = %record.reason,
             "action recorded"
         );
-        self.decisions.with_label_values(&[decision_name(decision)]).inc();
+        self.metrics
+            .decisions
+            .with_label_values(&[
+                decision_name(decision),
+                kind_name(ActionKind::try_from(record.kind).unwrap_or_default()),
+            ])
+            .inc();
         self.ledger.apply(record);
         Ok(())
     }

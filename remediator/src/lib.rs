@@ -40,14 +40,14 @@ use mlwatch_common::kafka::{self, DeadLetter, HandleError, Handler, KafkaConfig}
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_common::telemetry::LogConfig;
 use mlwatch_proto::v1::Alert;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::Registry;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 pub use crate::engine::RetrainConfig;
-use crate::engine::{Engine, RemediatorError, Settings, Sink};
+use crate::engine::{Engine, Metrics, RemediatorError, Settings, Sink};
 pub use crate::guards::GuardConfig;
 use crate::ledger::Ledger;
 use crate::policy::Rule;
@@ -263,11 +263,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     config.validate()?;
     let registry = Registry::new();
-    let decisions = IntCounterVec::new(
-        Opts::new("mlwatch_remediator_decisions_total", "Action records by decision"),
-        &["decision"],
-    )?;
-    registry.register(Box::new(decisions.clone()))?;
+    let metrics = Metrics::register(&registry)?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
     config
@@ -315,7 +311,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         alerts_topic: topics.alerts.clone(),
         timeout,
     };
-    let engine = Engine::new(settings, ledger, serving, sink, decisions);
+    let engine = Engine::new(settings, ledger, serving, sink, metrics);
 
     let app = admin::router(registry, ready.clone()).merge(api::router(engine.clone()));
     let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;

@@ -105,6 +105,17 @@ async fn a_storm_over_models_respects_the_budgets_and_the_kill_switch() {
     })
     .await;
     assert!(reasons(&actions)[3].contains("kill switch engaged"), "{actions:?}");
+    let metrics = reqwest::get(format!("{}/metrics", rem.api))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("mlwatch_remediator_kill_switch 1"), "{metrics}");
+    assert!(
+        metrics.contains(r#"mlwatch_remediator_decisions_total{decision="refused",kind="scale"} 4"#),
+        "{metrics}"
+    );
     client
         .put(format!("{}/v1/kill-switch", rem.api))
         .json(&serde_json::json!({"engaged": false}))
