@@ -1,7 +1,9 @@
 //! A simulated serving platform: a real tonic `ServingControl` server that
-//! keeps replicas, versions and traffic per model, and a latency model that
-//! depends on load and replicas, so that a scale-up visibly fixes an
-//! overload. Mutating calls are deduplicated by request id.
+//! keeps replicas, versions and traffic per model, a latency model that
+//! depends on load and replicas (so that a scale-up visibly fixes an
+//! overload) and an accuracy per version (so that a rollback visibly fixes
+//! a bad release). Mutating calls are deduplicated by request id; a test
+//! can make the next calls answer `UNAVAILABLE`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use mlwatch_proto::v1::{
 use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status};
 
 /// One simulated model.
@@ -27,6 +30,9 @@ pub struct ModelSim {
     pub capacity_per_replica: f64,
     /// Latency of an idle replica, in milliseconds.
     pub base_latency_ms: f64,
+    /// Share of correct predictions per version (versions not listed:
+    /// no labels are generated for them).
+    pub version_accuracy: HashMap<String, f64>,
 }
 
 impl ModelSim {
@@ -46,7 +52,26 @@ impl ModelSim {
             load_rps,
             capacity_per_replica: 60.0,
             base_latency_ms: 20.0,
+            version_accuracy: HashMap::new(),
         }
+    }
+
+    /// Versions that were active before, oldest first (rollback targets).
+    pub fn with_previous_versions(mut self, versions: &[&str]) -> Self {
+        self.deployment.previous_versions = versions.iter().map(|v| v.to_string()).collect();
+        self
+    }
+
+    /// The share of correct predictions of `version`.
+    pub fn with_accuracy(mut self, version: &str, accuracy: f64) -> Self {
+        self.version_accuracy
+            .insert(version.to_string(), accuracy.clamp(0.0, 1.0));
+        self
+    }
+
+    /// Accuracy of the active version, when known.
+    pub fn accuracy(&self) -> Option<f64> {
+        self.version_accuracy.get(&self.deployment.active_version).copied()
     }
 
     /// Utilisation of the replicas (load / capacity), capped at 0.98.
@@ -80,6 +105,10 @@ struct Inner {
     models: HashMap<String, ModelSim>,
     seen: HashSet<String>,
     calls: Vec<Call>,
+    /// Mutating calls still to be answered `UNAVAILABLE`.
+    fail_next: u32,
+    /// Mutating calls answered `UNAVAILABLE` so far.
+    unavailable_answers: u32,
 }
 
 /// The simulated platform; cheap to clone.
@@ -112,6 +141,22 @@ impl SimPlatform {
         self.lock().calls.clone()
     }
 
+    /// Calls that changed something (not answered as duplicates).
+    pub fn applied_calls(&self) -> Vec<Call> {
+        self.lock().calls.iter().filter(|c| !c.duplicate).cloned().collect()
+    }
+
+    /// The next `n` mutating calls are answered `UNAVAILABLE` (the platform
+    /// is briefly away) without being applied.
+    pub fn fail_next(&self, n: u32) {
+        self.lock().fail_next = n;
+    }
+
+    /// How many mutating calls were answered `UNAVAILABLE`.
+    pub fn unavailable_answers(&self) -> u32 {
+        self.lock().unavailable_answers
+    }
+
     /// Waits until a call arrives (or returns at once if `seen` < calls).
     pub async fn wait_for_calls(&self, seen: usize) {
         loop {
@@ -129,12 +174,38 @@ impl SimPlatform {
         listen: SocketAddr,
         shutdown: CancellationToken,
     ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        self.serve_with(listen, None, shutdown).await
+    }
+
+    /// Serves `ServingControl` over TLS (mutual TLS when `tls` names a
+    /// client CA) on `listen` until `shutdown`.
+    pub async fn serve_tls(
+        &self,
+        listen: SocketAddr,
+        tls: ServerTlsConfig,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+        self.serve_with(listen, Some(tls), shutdown).await
+    }
+
+    async fn serve_with(
+        &self,
+        listen: SocketAddr,
+        tls: Option<ServerTlsConfig>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let svc = ServingControlServer::new(self.clone());
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
         let task = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            if let Err(error) = tonic::transport::Server::builder()
+            if let Err(error) = builder
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
                 .await
@@ -157,6 +228,11 @@ impl SimPlatform {
             return Err(Status::invalid_argument("request_id: required on mutating calls"));
         }
         let mut inner = self.lock();
+        if inner.fail_next > 0 {
+            inner.fail_next -= 1;
+            inner.unavailable_answers += 1;
+            return Err(Status::unavailable("simulated platform briefly unavailable"));
+        }
         let duplicate = inner.seen.contains(request_id);
         let Some(sim) = inner.models.get_mut(model) else {
             return Err(Status::not_found(format!("model: {model:?} is not deployed")));
@@ -219,8 +295,10 @@ impl ServingControl for SimPlatform {
                     .last()
                     .cloned()
                     .ok_or_else(|| Status::failed_precondition("no previous version to roll back to"))?
-            } else {
+            } else if d.previous_versions.contains(&to) {
                 to.clone()
+            } else {
+                return Err(Status::not_found(format!("to_version: {to:?} was never deployed")));
             };
             let current = std::mem::replace(&mut d.active_version, target.clone());
             d.previous_versions.retain(|v| v != &target);

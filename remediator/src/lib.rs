@@ -1,65 +1,96 @@
 //! The mlwatch remediator: turns alerts into actions on the serving
-//! platform, and records every decision.
+//! platform, safely, and records every decision.
 //!
-//! - [`policy`]: which alert calls for which action, and the bounds of a
-//!   scale-up (pure).
+//! - [`policy`] (pure): rules mapping an alert (type, severity, labels) to
+//!   an action (scale up, roll back, shift traffic, retrain, notify) and the
+//!   arithmetic of each action's target.
+//! - [`guards`] (pure): kill switch, empty/wildcard targets, replica
+//!   bounds, cooldowns, budgets, no blind repeat of a failed remedy.
+//! - [`ledger`] (pure): each action's life rebuilt from its records: what
+//!   was decided, what waits for approval, what is left to carry out or to
+//!   verify.
+//! - [`engine`]: applies policy and guards to alerts, approvals and the
+//!   clock; carries actions out; verifies them; publishes `ActionRecord`s
+//!   on `mlwatch.actions.v1` and `RemediationFailed` alerts.
 //! - [`serving`]: the `ServingControl` gRPC client (deadlines, retries on
-//!   `UNAVAILABLE` only).
+//!   `UNAVAILABLE` only, request ids, TLS/mTLS).
+//! - [`replay`]: rebuilds the ledger from the actions topic at start-up.
+//! - [`api`]: plan, approve, reject, execute, list, guard state, kill
+//!   switch, on the admin port.
 //!
-//! One action per alert firing: the action id is derived from the alert id,
-//! is sent as the request id of the mutating call (so the platform drops a
-//! duplicate), and redelivered alerts are recognised and skipped. Every
-//! decision is an `ActionRecord` on `mlwatch.actions.v1` and listed at
-//! `GET /v1/actions` on the admin port. When the alert that caused an
-//! action resolves, the action is recorded as verified.
+//! One action per alert firing: the action id is derived from the alert id
+//! and sent as the request id of the mutating call, and the ledger (rebuilt
+//! from the actions topic after a restart) recognises a redelivered alert.
 
+pub mod api;
+pub mod engine;
+pub mod guards;
+pub mod ledger;
 pub mod policy;
+pub mod replay;
 pub mod serving;
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use mlwatch_common::admin::{self, Readiness};
 use mlwatch_common::cli::HasLog;
 use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::{self, DeadLetter, HandleError, Handler, KafkaConfig};
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_common::telemetry::LogConfig;
-use mlwatch_proto::v1::{ActionDecision, ActionKind, ActionRecord, Alert, AlertStatus, ScaleRequest};
-use prometheus::{IntCounterVec, Opts, Registry};
-use prost::Message as _;
+use mlwatch_proto::v1::Alert;
+use prometheus::Registry;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use crate::policy::{Plan, ScaleUpPolicy};
-use crate::serving::Serving;
+pub use crate::engine::RetrainConfig;
+use crate::engine::{Engine, Metrics, RemediatorError, Settings, Sink};
+pub use crate::guards::GuardConfig;
+use crate::ledger::Ledger;
+use crate::policy::Rule;
+use crate::serving::{Serving, TlsConfig};
 
-pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "remediator", "serving", "policy"];
+pub const SECTIONS: &[&str] = &[
+    "kafka",
+    "admin",
+    "log",
+    "remediator",
+    "serving",
+    "policy",
+    "guards",
+    "retrain",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Broker, topics and client settings.
     #[serde(default)]
     pub kafka: KafkaConfig,
+    /// Admin port: metrics, health and the remediator's API.
     #[serde(default = "default_admin")]
     pub admin: AdminConfig,
+    /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The remediator itself.
     #[serde(default)]
     pub remediator: RemediatorConfig,
+    /// The serving platform's `ServingControl` endpoint.
     #[serde(default)]
     pub serving: ServingConfig,
+    /// Which alert calls for which action.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// What must hold before any action.
+    #[serde(default)]
+    pub guards: GuardConfig,
+    /// The retraining webhook.
+    #[serde(default)]
+    pub retrain: RetrainConfig,
 }
 
 fn default_admin() -> AdminConfig {
@@ -75,6 +106,8 @@ impl Default for Config {
             remediator: RemediatorConfig::default(),
             serving: ServingConfig::default(),
             policy: PolicyConfig::default(),
+            guards: GuardConfig::default(),
+            retrain: RetrainConfig::default(),
         }
     }
 }
@@ -89,9 +122,29 @@ impl HasLog for Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemediatorConfig {
+    /// Consumer group on the alerts topic.
     pub group_id: String,
-    /// Plan and record actions without calling the serving platform.
+    /// Plan and record actions without carrying them out (an operator can
+    /// still execute one through the API).
     pub dry_run: bool,
+    /// After acting, how long the alert has to resolve before the action
+    /// is recorded as VERIFICATION_FAILED and `RemediationFailed` raised.
+    pub verify_window_secs: u64,
+    /// How often committed actions, retries and verification windows are
+    /// looked at.
+    pub tick_ms: u64,
+    /// Attempts at an action call while the platform is unavailable, before
+    /// it is recorded as FAILED.
+    pub max_attempts: u32,
+    /// Longest time the start-up replay of the actions topic may take.
+    pub replay_timeout_secs: u64,
+    /// Test only: sleep this long after recording PLANNED and before
+    /// calling the platform, so a test can `kill -9` the process there.
+    /// 0 (the default) turns it off.
+    pub test_pause_after_planned_ms: u64,
+    /// Test only: sleep this long after the platform call and before
+    /// recording EXECUTED. 0 (the default) turns it off.
+    pub test_pause_after_call_ms: u64,
 }
 
 impl Default for RemediatorConfig {
@@ -99,6 +152,12 @@ impl Default for RemediatorConfig {
         Self {
             group_id: "mlwatch-remediator".into(),
             dry_run: false,
+            verify_window_secs: 300,
+            tick_ms: 1000,
+            max_attempts: 5,
+            replay_timeout_secs: 60,
+            test_pause_after_planned_ms: 0,
+            test_pause_after_call_ms: 0,
         }
     }
 }
@@ -107,10 +166,12 @@ impl Default for RemediatorConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServingConfig {
-    /// gRPC endpoint, e.g. `http://127.0.0.1:50051`.
+    /// gRPC endpoint, e.g. `http://127.0.0.1:50051` (`https://` for TLS).
     pub endpoint: String,
     /// Deadline of each call, retries included.
     pub timeout_ms: u64,
+    /// TLS and mutual TLS.
+    pub tls: TlsConfig,
 }
 
 impl Default for ServingConfig {
@@ -118,15 +179,51 @@ impl Default for ServingConfig {
         Self {
             endpoint: "http://127.0.0.1:50051".into(),
             timeout_ms: 5_000,
+            tls: TlsConfig::default(),
         }
     }
 }
 
 /// The `[policy]` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
-    pub scale_up: ScaleUpPolicy,
+    /// Rules in order; the first that matches an alert decides.
+    pub rules: Vec<Rule>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            rules: policy::default_rules(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks what serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.guards.validate().map_err(|(k, r)| Error::config(k, r))?;
+        if let Some((i, _)) = self
+            .policy
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.name.trim().is_empty() || r.alert_types.is_empty())
+        {
+            return Err(Error::config(
+                format!("policy.rules[{i}]"),
+                "a rule needs a name and at least one alert type",
+            ));
+        }
+        if self.remediator.verify_window_secs == 0 {
+            return Err(Error::config("remediator.verify_window_secs", "must be above 0"));
+        }
+        if self.remediator.tick_ms == 0 {
+            return Err(Error::config("remediator.tick_ms", "must be above 0"));
+        }
+        Ok(())
+    }
 }
 
 pub use mlwatch_common::ServiceError as Error;
@@ -136,227 +233,8 @@ pub struct Running {
     pub task: JoinHandle<Result<(), Error>>,
 }
 
-const HISTORY: usize = 10_000;
-
-/// Recent action records, for the API.
-#[derive(Clone, Default)]
-struct Journal(Arc<Mutex<VecDeque<ActionRecord>>>);
-
-impl Journal {
-    fn push(&self, record: ActionRecord) {
-        let mut j = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        j.push_back(record);
-        while j.len() > HISTORY {
-            j.pop_front();
-        }
-    }
-
-    fn list(&self) -> Vec<ActionRecord> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
-
 struct AlertHandler {
-    serving: Serving,
-    policy: PolicyConfig,
-    dry_run: bool,
-    producer: FutureProducer,
-    actions_topic: String,
-    timeout: Duration,
-    handled: HashSet<String>,
-    /// Executed actions waiting for their alert to resolve, by fingerprint.
-    awaiting: HashMap<String, ActionRecord>,
-    journal: Journal,
-    decisions: IntCounterVec,
-}
-
-fn decision_name(d: ActionDecision) -> &'static str {
-    match d {
-        ActionDecision::Unspecified => "unspecified",
-        ActionDecision::Planned => "planned",
-        ActionDecision::Refused => "refused",
-        ActionDecision::AwaitingApproval => "awaiting_approval",
-        ActionDecision::Approved => "approved",
-        ActionDecision::Rejected => "rejected",
-        ActionDecision::Executed => "executed",
-        ActionDecision::Failed => "failed",
-        ActionDecision::Verified => "verified",
-        ActionDecision::VerificationFailed => "verification_failed",
-    }
-}
-
-impl AlertHandler {
-    /// Publishes a record and waits for the broker (retrying), then keeps it
-    /// in the journal.
-    async fn record(&self, record: ActionRecord) -> Result<(), HandleError> {
-        let payload = record.encode_to_vec();
-        let decision = ActionDecision::try_from(record.decision).unwrap_or_default();
-        self.producer
-            .send(
-                FutureRecord::to(&self.actions_topic)
-                    .key(&record.model)
-                    .payload(&payload),
-                self.timeout,
-            )
-            .await
-            .map_err(|(e, _)| HandleError::Transient(format!("action record not acknowledged: {e}")))?;
-        tracing::info!(
-            model = %record.model,
-            decision = decision_name(decision),
-            reason = %record.reason,
-            params = ?record.params,
-            "action recorded"
-        );
-        self.decisions.with_label_values(&[decision_name(decision)]).inc();
-        self.journal.push(record);
-        Ok(())
-    }
-
-    fn base_record(
-        alert: &Alert,
-        action_id: &str,
-        kind: ActionKind,
-        decision: ActionDecision,
-        reason: String,
-    ) -> ActionRecord {
-        ActionRecord {
-            action_id: action_id.to_string(),
-            request_id: action_id.to_string(),
-            alert_id: alert.id.clone(),
-            alert_fingerprint: alert.fingerprint.clone(),
-            alert_type: alert.r#type.clone(),
-            model: alert.labels.get("model").cloned().unwrap_or_default(),
-            model_version: alert.labels.get("model_version").cloned().unwrap_or_default(),
-            kind: kind as i32,
-            decision: decision as i32,
-            reason,
-            at_ms: mlwatch_common::now_ms(),
-            ..Default::default()
-        }
-    }
-
-    async fn scale_up(&mut self, alert: &Alert) -> Result<(), HandleError> {
-        let action_id = policy::action_id(&alert.id, "scale");
-        if self.handled.contains(&action_id) {
-            tracing::info!(%action_id, "alert already handled; skipping duplicate");
-            return Ok(());
-        }
-        let model = alert.labels.get("model").cloned().unwrap_or_default();
-        if model.is_empty() || model.contains('*') {
-            let r = Self::base_record(
-                alert,
-                &action_id,
-                ActionKind::Scale,
-                ActionDecision::Refused,
-                "refused: empty or wildcard target model".into(),
-            );
-            self.record(r).await?;
-            self.handled.insert(action_id);
-            return Ok(());
-        }
-        let deployment = match self.serving.get_deployment(&model).await {
-            Ok(d) => d,
-            Err(status)
-                if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::DeadlineExceeded =>
-            {
-                return Err(HandleError::Transient(format!("GetDeployment: {status}")));
-            }
-            Err(status) => {
-                let mut r = Self::base_record(
-                    alert,
-                    &action_id,
-                    ActionKind::Scale,
-                    ActionDecision::Failed,
-                    "GetDeployment failed".into(),
-                );
-                r.error = status.to_string();
-                self.record(r).await?;
-                self.handled.insert(action_id);
-                return Ok(());
-            }
-        };
-        let Some(target) = policy::scale_target(&self.policy.scale_up, deployment.replicas, deployment.max_replicas)
-        else {
-            let r = Self::base_record(
-                alert,
-                &action_id,
-                ActionKind::Scale,
-                ActionDecision::Refused,
-                format!("refused: already at the replica limit ({})", deployment.replicas),
-            );
-            self.record(r).await?;
-            self.handled.insert(action_id);
-            return Ok(());
-        };
-        let reason = format!(
-            "{} fired: scale {} from {} to {} replicas",
-            alert.r#type, model, deployment.replicas, target
-        );
-        let mut planned = Self::base_record(
-            alert,
-            &action_id,
-            ActionKind::Scale,
-            ActionDecision::Planned,
-            reason.clone(),
-        );
-        planned.dry_run = self.dry_run;
-        planned
-            .params
-            .insert("from_replicas".into(), deployment.replicas.to_string());
-        planned.params.insert("to_replicas".into(), target.to_string());
-        self.record(planned.clone()).await?;
-        if self.dry_run {
-            self.handled.insert(action_id);
-            return Ok(());
-        }
-        let result = self
-            .serving
-            .scale(ScaleRequest {
-                request_id: action_id.clone(),
-                model: model.clone(),
-                replicas: target,
-                reason: reason.clone(),
-            })
-            .await;
-        let mut done = planned;
-        done.at_ms = mlwatch_common::now_ms();
-        match result {
-            Ok(resp) => {
-                done.decision = ActionDecision::Executed as i32;
-                if let Some(d) = resp.deployment {
-                    done.params.insert("replicas_now".into(), d.replicas.to_string());
-                }
-                done.params.insert("duplicate".into(), resp.duplicate.to_string());
-                self.record(done.clone()).await?;
-                self.awaiting.insert(alert.fingerprint.clone(), done);
-            }
-            Err(status) => {
-                done.decision = ActionDecision::Failed as i32;
-                done.error = status.to_string();
-                self.record(done).await?;
-            }
-        }
-        self.handled.insert(action_id);
-        Ok(())
-    }
-
-    async fn resolved(&mut self, alert: &Alert) -> Result<(), HandleError> {
-        let Some(executed) = self.awaiting.get(&alert.fingerprint).cloned() else {
-            return Ok(());
-        };
-        let mut r = executed;
-        r.decision = ActionDecision::Verified as i32;
-        r.reason = format!("{} resolved after the action", alert.r#type);
-        r.at_ms = mlwatch_common::now_ms();
-        self.record(r).await?;
-        self.awaiting.remove(&alert.fingerprint);
-        Ok(())
-    }
+    engine: Engine,
 }
 
 impl Handler for AlertHandler {
@@ -365,12 +243,15 @@ impl Handler for AlertHandler {
         if alert.id.is_empty() {
             return Err(HandleError::Poison("alert without id".into()));
         }
-        if alert.status == AlertStatus::Resolved as i32 {
-            return self.resolved(&alert).await;
-        }
-        match policy::plan(&self.policy.scale_up, &alert) {
-            Plan::Nothing => Ok(()),
-            Plan::ScaleUp => self.scale_up(&alert).await,
+        match self.engine.on_alert(&alert, mlwatch_common::now_ms()).await {
+            Ok(()) => Ok(()),
+            Err(e @ (RemediatorError::Publish(_) | RemediatorError::Unavailable(_))) => {
+                Err(HandleError::Transient(e.to_string()))
+            }
+            Err(error) => {
+                tracing::warn!(alert_id = %alert.id, %error, "alert not acted on");
+                Ok(())
+            }
         }
     }
 }
@@ -380,78 +261,140 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    config.validate()?;
     let registry = Registry::new();
-    let decisions = IntCounterVec::new(
-        Opts::new("mlwatch_remediator_decisions_total", "Action records by decision"),
-        &["decision"],
-    )?;
-    registry.register(Box::new(decisions.clone()))?;
+    let metrics = Metrics::register(&registry)?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
     config
         .kafka
         .ensure_topics(&[&topics.alerts, &topics.actions, &topics.deadletter])
         .await?;
-    let producer = config.kafka.producer()?;
-    let consumer = config.kafka.consumer(&config.remediator.group_id)?;
-    consumer.subscribe(&[&topics.alerts])?;
     let deadline = Duration::from_millis(config.serving.timeout_ms);
-    let serving =
-        Serving::connect_lazy(&config.serving.endpoint, deadline).map_err(|e| Error::config("serving.endpoint", e))?;
-    let journal = Journal::default();
-    let app = admin::router(registry, ready.clone()).merge(
-        Router::new()
-            .route("/v1/actions", get(list_actions))
-            .with_state(journal.clone()),
+    let serving = Serving::connect_lazy(&config.serving.endpoint, deadline, &config.serving.tls)
+        .map_err(|e| Error::config("serving", e))?;
+
+    // Durable memory: rebuild the ledger from the actions topic.
+    let kafka_cfg = config.kafka.clone();
+    let actions_topic = topics.actions.clone();
+    let limit = Duration::from_secs(config.remediator.replay_timeout_secs);
+    let records = tokio::task::spawn_blocking(move || replay::read_all(&kafka_cfg, &actions_topic, limit))
+        .await
+        .map_err(|e| Error::Task("replay of the actions topic", e.to_string()))??;
+    let mut ledger = Ledger::default();
+    let replayed = records.len();
+    for r in records {
+        ledger.apply(r);
+    }
+    tracing::info!(
+        records = replayed,
+        actions = ledger.len(),
+        "ledger rebuilt from the actions topic"
     );
-    let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
+
+    let producer = config.kafka.producer()?;
     let timeout = Duration::from_millis(config.kafka.produce_timeout_ms);
-    let mut handler = AlertHandler {
-        serving,
-        policy: config.policy.clone(),
+    let settings = Settings {
+        rules: config.policy.rules.clone(),
+        guards: config.guards.clone(),
         dry_run: config.remediator.dry_run,
+        verify_window_ms: i64::try_from(config.remediator.verify_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        max_attempts: config.remediator.max_attempts.max(1),
+        retrain: config.retrain.clone(),
+        retrain_timeout: deadline,
+        pause_after_planned: Duration::from_millis(config.remediator.test_pause_after_planned_ms),
+        pause_after_call: Duration::from_millis(config.remediator.test_pause_after_call_ms),
+    };
+    let sink = Sink {
         producer: producer.clone(),
         actions_topic: topics.actions.clone(),
+        alerts_topic: topics.alerts.clone(),
         timeout,
-        handled: HashSet::new(),
-        awaiting: HashMap::new(),
-        journal,
-        decisions,
     };
+    let engine = Engine::new(settings, ledger, serving, sink, metrics);
+
+    let app = admin::router(registry, ready.clone()).merge(api::router(engine.clone()));
+    let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
+
+    let ticker = {
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        let every = Duration::from_millis(config.remediator.tick_ms);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = interval.tick() => {}
+                }
+                if let Err(error) = engine.tick(mlwatch_common::now_ms()).await {
+                    tracing::warn!(%error, "periodic remediation work failed; retrying next tick");
+                }
+            }
+        })
+    };
+
+    let consumer = config.kafka.consumer(&config.remediator.group_id)?;
+    consumer.subscribe(&[&topics.alerts])?;
+    let mut handler = AlertHandler { engine };
     let dead_letter = DeadLetter::new(producer, topics.deadletter.clone(), timeout);
     ready.set(true);
-    tracing::info!(%admin_addr, dry_run = config.remediator.dry_run, "remediator ready");
+    tracing::info!(
+        %admin_addr,
+        dry_run = config.remediator.dry_run,
+        kill_switch = config.guards.kill_switch,
+        "remediator ready"
+    );
     let task = tokio::spawn(async move {
         kafka::consume(&consumer, &dead_letter, &shutdown, &mut handler).await;
         ready.set(false);
+        let _ = ticker.await;
         let _ = admin_task.await;
         Ok(())
     });
     Ok(Running { admin_addr, task })
 }
 
-async fn list_actions(State(journal): State<Journal>) -> impl IntoResponse {
-    let records: Vec<serde_json::Value> = journal
-        .list()
-        .into_iter()
-        .map(|r| {
-            serde_json::json!({
-                "action_id": r.action_id,
-                "request_id": r.request_id,
-                "alert_id": r.alert_id,
-                "alert_fingerprint": r.alert_fingerprint,
-                "alert_type": r.alert_type,
-                "model": r.model,
-                "model_version": r.model_version,
-                "kind": ActionKind::try_from(r.kind).map(|k| k.as_str_name()).unwrap_or("unknown"),
-                "decision": decision_name(ActionDecision::try_from(r.decision).unwrap_or_default()),
-                "reason": r.reason,
-                "dry_run": r.dry_run,
-                "params": r.params,
-                "at_ms": r.at_ms,
-                "error": r.error,
-            })
-        })
-        .collect();
-    axum::Json(serde_json::json!({ "actions": records }))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlwatch_common::config::from_toml;
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let text = include_str!("../../config/remediator.toml");
+        let parsed: Config = from_toml(text).expect("config/remediator.toml parses");
+        let defaults = Config::default();
+        assert_eq!(parsed.policy.rules, defaults.policy.rules);
+        assert_eq!(parsed.guards, defaults.guards);
+        assert_eq!(parsed.serving.tls, defaults.serving.tls);
+        parsed.validate().expect("valid");
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_named() {
+        let err = from_toml::<Config>("[guards]\ncooldown_sec = 3").unwrap_err();
+        assert!(err.to_string().contains("cooldown_sec"), "{err}");
+        let err = from_toml::<Config>(
+            "[[policy.rules]]\nname = \"x\"\nalert_types = [\"A\"]\naction = { kind = \"reboot\" }",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("reboot"), "{err}");
+        let mut c = Config::default();
+        c.guards.require_approval = vec!["scale_up".into()];
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().starts_with("guards.require_approval"), "{err}");
+        assert_eq!(err.exit_code(), 64);
+        let mut c = Config::default();
+        c.policy.rules[1].alert_types.clear();
+        assert!(c.validate().unwrap_err().to_string().starts_with("policy.rules[1]"));
+    }
+
+    #[test]
+    fn the_webhook_url_never_prints() {
+        let mut c = Config::default();
+        c.retrain.webhook_url = Some("https://ci.example.com/hooks/TOKEN123".into());
+        assert!(!format!("{c:?}").contains("TOKEN123"));
+    }
 }

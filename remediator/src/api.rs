@@ -1,0 +1,138 @@
+//! The remediator's HTTP API, on the admin port:
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/v1/actions?model=&decision=` | every action record, oldest action first |
+//! | GET | `/v1/actions/{id}` | one action: state and records |
+//! | POST | `/v1/actions/{id}/approve` | approve an action awaiting approval (guards checked again), then carry it out |
+//! | POST | `/v1/actions/{id}/reject` | reject it |
+//! | POST | `/v1/actions/{id}/execute` | carry out an action planned in dry-run mode |
+//! | POST | `/v1/plan` | what the policy and guards would do about an alert, without acting |
+//! | GET | `/v1/guards` | kill switch, dry-run, cooldowns, budgets, pending approvals |
+//! | PUT | `/v1/kill-switch` | `{"engaged": true}` stops every action; `false` releases |
+//!
+//! Approve, reject and execute take an optional JSON body
+//! `{"by": "who", "comment": "why"}`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use mlwatch_proto::v1::{Alert, AlertStatus, Severity};
+use serde::Deserialize;
+
+use crate::engine::{Engine, Manual, RemediatorError};
+
+pub fn router(engine: Engine) -> Router {
+    Router::new()
+        .route("/v1/actions", get(list))
+        .route("/v1/actions/{id}", get(one))
+        .route("/v1/actions/{id}/{verb}", post(manual))
+        .route("/v1/plan", post(plan))
+        .route("/v1/guards", get(guards))
+        .route("/v1/kill-switch", put(kill_switch).post(kill_switch))
+        .with_state(engine)
+}
+
+impl IntoResponse for RemediatorError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    model: Option<String>,
+    decision: Option<String>,
+}
+
+async fn list(State(engine): State<Engine>, Query(q): Query<ListQuery>) -> impl IntoResponse {
+    let actions = engine.records(q.model.as_deref(), q.decision.as_deref()).await;
+    Json(serde_json::json!({ "actions": actions }))
+}
+
+async fn one(State(engine): State<Engine>, Path(id): Path<String>) -> Result<Json<serde_json::Value>, RemediatorError> {
+    engine.action(&id).await.map(Json)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    #[serde(default)]
+    by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn manual(
+    State(engine): State<Engine>,
+    Path((id, verb)): Path<(String, String)>,
+    body: Option<Json<Decision>>,
+) -> Result<Json<serde_json::Value>, RemediatorError> {
+    let m = Manual::from_path(&verb).ok_or_else(|| RemediatorError::NotFound(format!("{id}/{verb}")))?;
+    let d = body.map(|Json(d)| d).unwrap_or_default();
+    engine
+        .manual(&id, m, &d.by, &d.comment, mlwatch_common::now_ms())
+        .await
+        .map(Json)
+}
+
+/// An alert as the plan endpoint takes it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertIn {
+    #[serde(rename = "type")]
+    alert_type: String,
+    /// `low`, `medium`, `high`, `critical`.
+    severity: String,
+    #[serde(default)]
+    labels: HashMap<String, String>,
+    /// Identifies the firing (default `preview`).
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    fingerprint: Option<String>,
+}
+
+async fn plan(State(engine): State<Engine>, Json(a): Json<AlertIn>) -> Result<impl IntoResponse, RemediatorError> {
+    let severity = match a.severity.as_str() {
+        "low" => Severity::Low,
+        "medium" => Severity::Medium,
+        "high" => Severity::High,
+        "critical" => Severity::Critical,
+        other => {
+            return Err(RemediatorError::BadRequest(format!(
+                "severity: {other:?} is not one of low, medium, high, critical"
+            )));
+        }
+    };
+    let alert = Alert {
+        id: a.id.unwrap_or_else(|| "preview".into()),
+        fingerprint: a.fingerprint.unwrap_or_default(),
+        status: AlertStatus::Firing as i32,
+        r#type: a.alert_type,
+        severity: severity as i32,
+        labels: a.labels,
+        ..Default::default()
+    };
+    Ok(Json(engine.plan(&alert, mlwatch_common::now_ms()).await))
+}
+
+async fn guards(State(engine): State<Engine>) -> impl IntoResponse {
+    Json(engine.guard_state(mlwatch_common::now_ms()).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillSwitch {
+    engaged: bool,
+}
+
+async fn kill_switch(State(engine): State<Engine>, Json(k): Json<KillSwitch>) -> impl IntoResponse {
+    engine.set_kill_switch(k.engaged).await;
+    Json(engine.guard_state(mlwatch_common::now_ms()).await)
+}

@@ -1,0 +1,1075 @@
+//! The engine: where alerts, approvals and the clock meet the policy, the
+//! guards and the ledger, and where actions are carried out (I/O: the
+//! serving platform, the retraining webhook, the actions and alerts
+//! topics).
+//!
+//! All decisions go through one async lock, so the guards always see every
+//! earlier decision. A record is applied to the ledger only after the
+//! broker acknowledged it: what the ledger says is what a restarted
+//! remediator will rebuild.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlwatch_proto::v1::{
+    ActionDecision, ActionKind, ActionRecord, Alert, AlertStatus, RollbackRequest, ScaleRequest, SetTrafficRequest,
+    Severity,
+};
+use prometheus::{IntCounterVec, IntGauge, Opts};
+use prost::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::guards::{self, GuardConfig, Proposal, Refusal};
+use crate::ledger::{APPROVAL_REQUIRED, Entry, Ledger, NextStep};
+use crate::policy::{self, REMEDIATION_FAILED, Rule, Target, kind_name};
+use crate::serving::{self, Serving};
+
+/// The crate's error: what went wrong handling an alert or an API call.
+#[derive(Debug, thiserror::Error)]
+pub enum RemediatorError {
+    #[error("action {0} not found")]
+    NotFound(String),
+    #[error("action {id} is {state}: {why}")]
+    Conflict { id: String, state: String, why: String },
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("record not acknowledged by the broker: {0}")]
+    Publish(String),
+    #[error("serving platform unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl RemediatorError {
+    /// The one HTTP status of each error.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::NotFound(_) => 404,
+            Self::Conflict { .. } | Self::Refused(_) => 409,
+            Self::BadRequest(_) => 400,
+            Self::Publish(_) | Self::Unavailable(_) => 503,
+        }
+    }
+
+    /// Whether trying again later can help.
+    pub fn retry_hint(&self) -> mlwatch_common::RetryHint {
+        match self {
+            Self::Publish(_) | Self::Unavailable(_) => mlwatch_common::RetryHint::Retry,
+            _ => mlwatch_common::RetryHint::DoNotRetry,
+        }
+    }
+}
+
+/// The `[retrain]` section: the retraining webhook.
+#[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrainConfig {
+    /// URL that receives a JSON POST per retraining request (a secret:
+    /// never logged nor shown by the API). Unset: retrain actions are
+    /// refused.
+    pub webhook_url: Option<String>,
+}
+
+impl std::fmt::Debug for RetrainConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL is a secret: never printed.
+        f.debug_struct("RetrainConfig")
+            .field("webhook_url", &self.webhook_url.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// What the engine needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub rules: Vec<Rule>,
+    pub guards: GuardConfig,
+    pub dry_run: bool,
+    pub verify_window_ms: i64,
+    pub max_attempts: u32,
+    pub retrain: RetrainConfig,
+    pub retrain_timeout: Duration,
+    pub pause_after_planned: Duration,
+    pub pause_after_call: Duration,
+}
+
+/// Where records and alerts go.
+pub struct Sink {
+    pub producer: FutureProducer,
+    pub actions_topic: String,
+    pub alerts_topic: String,
+    pub timeout: Duration,
+}
+
+struct Retry {
+    attempts: u32,
+    next_ms: i64,
+}
+
+pub struct Core {
+    settings: Settings,
+    ledger: Ledger,
+    kill_switch: bool,
+    serving: Serving,
+    http: reqwest::Client,
+    sink: Sink,
+    retries: HashMap<String, Retry>,
+    metrics: Metrics,
+}
+
+/// The remediator's own metrics, registered on the registry passed in.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Action records by decision and kind.
+    pub decisions: IntCounterVec,
+    /// 1 while the kill switch is engaged.
+    pub kill_switch: IntGauge,
+}
+
+impl Metrics {
+    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let decisions = IntCounterVec::new(
+            Opts::new(
+                "mlwatch_remediator_decisions_total",
+                "Action records by decision and kind",
+            ),
+            &["decision", "kind"],
+        )?;
+        let kill_switch = IntGauge::new("mlwatch_remediator_kill_switch", "1 while the kill switch is engaged")?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(kill_switch.clone()))?;
+        Ok(Self { decisions, kill_switch })
+    }
+}
+
+/// The engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine(Arc<Mutex<Core>>);
+
+pub fn decision_name(d: ActionDecision) -> &'static str {
+    match d {
+        ActionDecision::Unspecified => "unspecified",
+        ActionDecision::Planned => "planned",
+        ActionDecision::Refused => "refused",
+        ActionDecision::AwaitingApproval => "awaiting_approval",
+        ActionDecision::Approved => "approved",
+        ActionDecision::Rejected => "rejected",
+        ActionDecision::Executed => "executed",
+        ActionDecision::Failed => "failed",
+        ActionDecision::Verified => "verified",
+        ActionDecision::VerificationFailed => "verification_failed",
+    }
+}
+
+/// An action record as JSON for the API.
+pub fn record_json(r: &ActionRecord) -> serde_json::Value {
+    let params: BTreeMap<&String, &String> = r.params.iter().collect();
+    serde_json::json!({
+        "action_id": r.action_id,
+        "request_id": r.request_id,
+        "alert_id": r.alert_id,
+        "alert_fingerprint": r.alert_fingerprint,
+        "alert_type": r.alert_type,
+        "model": r.model,
+        "model_version": r.model_version,
+        "kind": kind_name(ActionKind::try_from(r.kind).unwrap_or_default()),
+        "decision": decision_name(ActionDecision::try_from(r.decision).unwrap_or_default()),
+        "reason": r.reason,
+        "dry_run": r.dry_run,
+        "params": params,
+        "at_ms": r.at_ms,
+        "error": r.error,
+    })
+}
+
+fn entry_json(e: &Entry) -> serde_json::Value {
+    serde_json::json!({
+        "action_id": e.last().action_id,
+        "state": decision_name(e.decision()),
+        "records": e.records.iter().map(record_json).collect::<Vec<_>>(),
+    })
+}
+
+/// What a person can decide about an action through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manual {
+    Approve,
+    Reject,
+    /// Carry out an action planned in dry-run mode.
+    Execute,
+}
+
+impl Manual {
+    /// From the last path segment of `/v1/actions/{id}/{verb}`.
+    pub fn from_path(verb: &str) -> Option<Self> {
+        match verb {
+            "approve" => Some(Self::Approve),
+            "reject" => Some(Self::Reject),
+            "execute" => Some(Self::Execute),
+            _ => None,
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Approve => "approved",
+            Self::Reject => "rejected",
+            Self::Execute => "executed by hand",
+        }
+    }
+
+    fn precondition(self) -> &'static str {
+        match self {
+            Self::Approve | Self::Reject => "only an action awaiting approval can be approved or rejected",
+            Self::Execute => "only an action planned in dry-run mode can be executed by hand",
+        }
+    }
+}
+
+/// What a `POST /v1/plan` answers: the decision without acting.
+#[derive(Debug, Serialize)]
+pub struct PlanPreview {
+    pub rule: Option<String>,
+    pub kind: Option<&'static str>,
+    pub target: Option<String>,
+    pub params: BTreeMap<String, String>,
+    /// `execute`, `await_approval`, `dry_run`, `refuse`, `nothing`.
+    pub outcome: &'static str,
+    pub reason: String,
+}
+
+impl Engine {
+    pub fn new(settings: Settings, ledger: Ledger, serving: Serving, sink: Sink, metrics: Metrics) -> Self {
+        let kill_switch = settings.guards.kill_switch;
+        metrics.kill_switch.set(i64::from(kill_switch));
+        Self(Arc::new(Mutex::new(Core {
+            settings,
+            ledger,
+            kill_switch,
+            serving,
+            http: reqwest::Client::new(),
+            sink,
+            retries: HashMap::new(),
+            metrics,
+        })))
+    }
+
+    pub async fn on_alert(&self, alert: &Alert, now_ms: i64) -> Result<(), RemediatorError> {
+        self.0.lock().await.on_alert(alert, now_ms).await
+    }
+
+    /// Periodic work: carry out committed actions (after a restart, or
+    /// retrying a platform that was away), complete interrupted approval
+    /// requests, and fail verifications whose window has passed.
+    pub async fn tick(&self, now_ms: i64) -> Result<(), RemediatorError> {
+        self.0.lock().await.tick(now_ms).await
+    }
+
+    /// Approve, reject or execute by hand; answers the action's state.
+    pub async fn manual(
+        &self,
+        id: &str,
+        m: Manual,
+        by: &str,
+        comment: &str,
+        now_ms: i64,
+    ) -> Result<serde_json::Value, RemediatorError> {
+        let mut core = self.0.lock().await;
+        core.manual(id, m, by, comment, now_ms).await?;
+        core.entry_json(id)
+    }
+
+    pub async fn plan(&self, alert: &Alert, now_ms: i64) -> PlanPreview {
+        self.0.lock().await.preview(alert, now_ms).await
+    }
+
+    pub async fn action(&self, id: &str) -> Result<serde_json::Value, RemediatorError> {
+        self.0.lock().await.entry_json(id)
+    }
+
+    /// Every record, oldest action first, filtered by model and decision.
+    pub async fn records(&self, model: Option<&str>, decision: Option<&str>) -> Vec<serde_json::Value> {
+        let core = self.0.lock().await;
+        core.ledger
+            .entries()
+            .flat_map(|e| e.records.iter())
+            .filter(|r| model.is_none_or(|m| r.model == m))
+            .filter(|r| {
+                decision.is_none_or(|d| decision_name(ActionDecision::try_from(r.decision).unwrap_or_default()) == d)
+            })
+            .map(record_json)
+            .collect()
+    }
+
+    pub async fn set_kill_switch(&self, engaged: bool) {
+        let mut core = self.0.lock().await;
+        if core.kill_switch != engaged {
+            tracing::warn!(engaged, "kill switch changed through the API");
+        }
+        core.kill_switch = engaged;
+        core.metrics.kill_switch.set(i64::from(engaged));
+    }
+
+    /// Guard state for the API.
+    pub async fn guard_state(&self, now_ms: i64) -> serde_json::Value {
+        let core = self.0.lock().await;
+        let g = &core.settings.guards;
+        let mut per_model: BTreeMap<String, u32> = BTreeMap::new();
+        let mut overall = 0u32;
+        let mut cooldowns = Vec::new();
+        let cooldown_ms = i64::try_from(g.cooldown_secs).unwrap_or(i64::MAX).saturating_mul(1000);
+        for e in core.ledger.entries() {
+            let Some(at) = e.committed_at_ms else { continue };
+            if e.kind() == ActionKind::Notify {
+                continue;
+            }
+            if now_ms - at < 3_600_000 {
+                overall += 1;
+                *per_model.entry(e.last().model.clone()).or_default() += 1;
+            }
+            if now_ms - at < cooldown_ms {
+                cooldowns.push(serde_json::json!({
+                    "model": e.last().model,
+                    "kind": kind_name(e.kind()),
+                    "action_id": e.last().action_id,
+                    "remaining_secs": (cooldown_ms - (now_ms - at)) / 1000,
+                }));
+            }
+        }
+        let awaiting: Vec<String> = core
+            .ledger
+            .entries()
+            .filter(|e| e.decision() == ActionDecision::AwaitingApproval)
+            .map(|e| e.last().action_id.clone())
+            .collect();
+        serde_json::json!({
+            "kill_switch": core.kill_switch,
+            "dry_run": core.settings.dry_run,
+            "require_approval": g.require_approval,
+            "cooldown_secs": g.cooldown_secs,
+            "cooldowns": cooldowns,
+            "budget": {
+                "max_actions_per_hour": g.max_actions_per_hour,
+                "max_actions_per_hour_per_model": g.max_actions_per_hour_per_model,
+                "used_last_hour": overall,
+                "used_last_hour_per_model": per_model,
+            },
+            "replicas": {"min": g.min_replicas, "max": g.max_replicas},
+            "awaiting_approval": awaiting,
+        })
+    }
+}
+
+fn base_record(
+    alert: &Alert,
+    action_id: &str,
+    kind: ActionKind,
+    decision: ActionDecision,
+    reason: String,
+    now_ms: i64,
+) -> ActionRecord {
+    ActionRecord {
+        action_id: action_id.to_string(),
+        request_id: action_id.to_string(),
+        alert_id: alert.id.clone(),
+        alert_fingerprint: alert.fingerprint.clone(),
+        alert_type: alert.r#type.clone(),
+        model: alert.labels.get("model").cloned().unwrap_or_default(),
+        model_version: alert.labels.get("model_version").cloned().unwrap_or_default(),
+        kind: kind as i32,
+        decision: decision as i32,
+        reason,
+        at_ms: now_ms,
+        ..Default::default()
+    }
+}
+
+/// The next record of an action: a copy of its last one with a new
+/// decision, reason and time.
+fn next_record(last: &ActionRecord, decision: ActionDecision, reason: String, now_ms: i64) -> ActionRecord {
+    let mut r = last.clone();
+    r.decision = decision as i32;
+    r.reason = reason;
+    r.at_ms = now_ms;
+    r.error.clear();
+    r
+}
+
+enum Called {
+    Done(HashMap<String, String>),
+    Transient(String),
+    Failed(String),
+}
+
+impl Core {
+    async fn record(&mut self, record: ActionRecord) -> Result<(), RemediatorError> {
+        let payload = record.encode_to_vec();
+        let decision = ActionDecision::try_from(record.decision).unwrap_or_default();
+        self.sink
+            .producer
+            .send(
+                FutureRecord::to(&self.sink.actions_topic)
+                    .key(&record.model)
+                    .payload(&payload),
+                self.sink.timeout,
+            )
+            .await
+            .map_err(|(e, _)| RemediatorError::Publish(e.to_string()))?;
+        tracing::info!(
+            action_id = %record.action_id,
+            model = %record.model,
+            kind = kind_name(ActionKind::try_from(record.kind).unwrap_or_default()),
+            decision = decision_name(decision),
+            reason = %record.reason,
+            "action recorded"
+        );
+        self.metrics
+            .decisions
+            .with_label_values(&[
+                decision_name(decision),
+                kind_name(ActionKind::try_from(record.kind).unwrap_or_default()),
+            ])
+            .inc();
+        self.ledger.apply(record);
+        Ok(())
+    }
+
+    fn entry_json(&self, id: &str) -> Result<serde_json::Value, RemediatorError> {
+        self.ledger
+            .get(id)
+            .map(entry_json)
+            .ok_or_else(|| RemediatorError::NotFound(id.to_string()))
+    }
+
+    fn last(&self, id: &str) -> Result<ActionRecord, RemediatorError> {
+        self.ledger
+            .get(id)
+            .map(|e| e.last().clone())
+            .ok_or_else(|| RemediatorError::NotFound(id.to_string()))
+    }
+
+    async fn on_alert(&mut self, alert: &Alert, now_ms: i64) -> Result<(), RemediatorError> {
+        if policy::is_own(alert) {
+            return Ok(());
+        }
+        if alert.status == AlertStatus::Resolved as i32 {
+            return self.on_resolved(alert, now_ms).await;
+        }
+        let Some(rule) = policy::select(&self.settings.rules, alert).cloned() else {
+            tracing::debug!(alert_id = %alert.id, alert_type = %alert.r#type, "no rule matches; no action");
+            return Ok(());
+        };
+        let kind = rule.action.kind();
+        let id = policy::action_id(&alert.id, kind_name(kind));
+        if self.ledger.get(&id).is_none() && policy::is_stale(alert, now_ms, self.memory_ms()) {
+            // Older than what the ledger remembers: it may have been acted
+            // on long ago, so never act on it now.
+            tracing::warn!(alert_id = %alert.id, alert_type = %alert.r#type, "stale firing alert ignored");
+            return Ok(());
+        }
+        if let Some(e) = self.ledger.get(&id) {
+            // A redelivered or duplicated alert: finish what a crash may
+            // have interrupted, never start a second action.
+            let step = e.next_step();
+            tracing::info!(action_id = %id, ?step, "alert already decided; not acting again");
+            return match step {
+                NextStep::Execute => self.execute(&id, now_ms).await,
+                NextStep::AskApproval => self.ask_approval(&id, now_ms).await,
+                NextStep::None | NextStep::Verify => Ok(()),
+            };
+        }
+        if kind == ActionKind::Notify {
+            // Touches nothing, so no guard applies (not even the kill switch).
+            let r = base_record(
+                alert,
+                &id,
+                kind,
+                ActionDecision::Executed,
+                format!(
+                    "{}: {} fired: notify only (people are paged by the alerter)",
+                    rule.name, alert.r#type
+                ),
+                now_ms,
+            );
+            return self.record(r).await;
+        }
+        let model = alert.labels.get("model").cloned().unwrap_or_default();
+        let refuse = |reason: String| base_record(alert, &id, kind, ActionDecision::Refused, reason, now_ms);
+        let pre = Proposal {
+            action_id: &id,
+            model: &model,
+            kind,
+            alert_fingerprint: &alert.fingerprint,
+            to_replicas: None,
+        };
+        if let Err(refusal) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &pre, now_ms) {
+            return self.record(refuse(format!("{}: refused: {refusal}", rule.name))).await;
+        }
+        if kind == ActionKind::Retrain && self.settings.retrain.webhook_url.is_none() {
+            return self
+                .record(refuse(format!(
+                    "{}: refused: no retraining webhook configured",
+                    rule.name
+                )))
+                .await;
+        }
+        let (target, version) = if kind == ActionKind::Retrain {
+            (Target::Webhook, None)
+        } else {
+            let deployment = match self.serving.get_deployment(&model).await {
+                Ok(d) => d,
+                Err(status) if serving::is_transient(&status) => {
+                    return Err(RemediatorError::Unavailable(format!("GetDeployment {model}: {status}")));
+                }
+                Err(status) => {
+                    let mut r = base_record(
+                        alert,
+                        &id,
+                        kind,
+                        ActionDecision::Failed,
+                        format!("{}: cannot read the deployment of {model}", rule.name),
+                        now_ms,
+                    );
+                    r.error = status.to_string();
+                    return self.record(r).await;
+                }
+            };
+            match policy::target(&rule.action, &deployment, self.settings.guards.max_replicas) {
+                Ok(t) => (t, Some(deployment.active_version)),
+                Err(e) => return self.record(refuse(format!("{}: refused: {e}", rule.name))).await,
+            }
+        };
+        let to_replicas = match &target {
+            Target::Replicas { to, .. } => Some(*to),
+            _ => None,
+        };
+        let full = Proposal { to_replicas, ..pre };
+        if let Err(refusal) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &full, now_ms) {
+            return self.record(refuse(format!("{}: refused: {refusal}", rule.name))).await;
+        }
+        let approval = self.settings.guards.needs_approval(kind);
+        let mut planned = base_record(
+            alert,
+            &id,
+            kind,
+            ActionDecision::Planned,
+            format!("{}: {} fired: {}", rule.name, alert.r#type, target.describe()),
+            now_ms,
+        );
+        planned.dry_run = self.settings.dry_run;
+        planned.params = target.to_params();
+        planned.params.insert("rule".into(), rule.name.clone());
+        planned
+            .params
+            .insert("alert_starts_at_ms".into(), alert.starts_at_ms.to_string());
+        if let Some(v) = version
+            && planned.model_version.is_empty()
+        {
+            planned.model_version = v;
+        }
+        if approval {
+            planned.params.insert(APPROVAL_REQUIRED.into(), "true".into());
+        }
+        self.record(planned).await?;
+        if self.settings.dry_run {
+            return Ok(());
+        }
+        if approval {
+            return self.ask_approval(&id, now_ms).await;
+        }
+        if !self.settings.pause_after_planned.is_zero() {
+            tracing::warn!(action_id = %id, pause = ?self.settings.pause_after_planned, "test pause after PLANNED");
+            tokio::time::sleep(self.settings.pause_after_planned).await;
+        }
+        self.execute(&id, now_ms).await
+    }
+
+    async fn ask_approval(&mut self, id: &str, now_ms: i64) -> Result<(), RemediatorError> {
+        let last = self.last(id)?;
+        let r = next_record(
+            &last,
+            ActionDecision::AwaitingApproval,
+            format!(
+                "{} needs approval: POST /v1/actions/{id}/approve or /reject",
+                kind_name(ActionKind::try_from(last.kind).unwrap_or_default())
+            ),
+            now_ms,
+        );
+        self.record(r).await
+    }
+
+    /// Carries out a committed action. A platform that is away is retried
+    /// by [`Core::tick`] with backoff, up to `max_attempts`.
+    async fn execute(&mut self, id: &str, now_ms: i64) -> Result<(), RemediatorError> {
+        let Some(entry) = self.ledger.get(id) else {
+            return Err(RemediatorError::NotFound(id.to_string()));
+        };
+        let last = entry.last().clone();
+        let planned = entry.planned().cloned().unwrap_or_else(|| last.clone());
+        if self.kill_switch {
+            let r = next_record(
+                &last,
+                ActionDecision::Refused,
+                format!("refused: {}", Refusal::KillSwitch),
+                now_ms,
+            );
+            return self.record(r).await;
+        }
+        let kind = ActionKind::try_from(planned.kind).unwrap_or_default();
+        let Some(target) = Target::from_params(kind, &planned.params) else {
+            let mut r = next_record(
+                &last,
+                ActionDecision::Failed,
+                "planned record has no usable target".into(),
+                now_ms,
+            );
+            r.error = format!("params {:?}", planned.params);
+            return self.record(r).await;
+        };
+        let called = self.call(&planned, &target).await;
+        if !self.settings.pause_after_call.is_zero() {
+            tracing::warn!(action_id = %id, pause = ?self.settings.pause_after_call, "test pause after the call");
+            tokio::time::sleep(self.settings.pause_after_call).await;
+        }
+        match called {
+            Called::Done(outcome) => {
+                self.retries.remove(id);
+                let mut r = next_record(
+                    &last,
+                    ActionDecision::Executed,
+                    format!("done: {}", target.describe()),
+                    now_ms,
+                );
+                r.params = planned.params.clone();
+                r.params.extend(outcome);
+                self.record(r).await
+            }
+            Called::Transient(error) => {
+                let retry = self.retries.entry(id.to_string()).or_insert(Retry {
+                    attempts: 0,
+                    next_ms: now_ms,
+                });
+                retry.attempts += 1;
+                let attempts = retry.attempts;
+                if attempts >= self.settings.max_attempts {
+                    self.retries.remove(id);
+                    let mut r = next_record(
+                        &last,
+                        ActionDecision::Failed,
+                        format!("gave up after {attempts} attempts: {}", target.describe()),
+                        now_ms,
+                    );
+                    r.error = error;
+                    return self.record(r).await;
+                }
+                let backoff = 1000i64 << attempts.min(10);
+                retry.next_ms = now_ms + backoff;
+                tracing::warn!(action_id = %id, attempts, %error, backoff_ms = backoff, "action call failed, will retry");
+                Ok(())
+            }
+            Called::Failed(error) => {
+                self.retries.remove(id);
+                let mut r = next_record(
+                    &last,
+                    ActionDecision::Failed,
+                    format!("failed: {}", target.describe()),
+                    now_ms,
+                );
+                r.error = error;
+                self.record(r).await
+            }
+        }
+    }
+
+    async fn call(&self, planned: &ActionRecord, target: &Target) -> Called {
+        let request_id = planned.request_id.clone();
+        let model = planned.model.clone();
+        let reason = planned.reason.clone();
+        let status = |s: tonic::Status| {
+            if serving::is_transient(&s) {
+                Called::Transient(s.to_string())
+            } else {
+                Called::Failed(s.to_string())
+            }
+        };
+        let deployment_params = |d: Option<mlwatch_proto::v1::Deployment>, duplicate: bool| {
+            let mut p = HashMap::new();
+            p.insert("duplicate".to_string(), duplicate.to_string());
+            if let Some(d) = d {
+                p.insert("replicas_now".into(), d.replicas.to_string());
+                p.insert("active_version_now".into(), d.active_version);
+            }
+            Called::Done(p)
+        };
+        match target {
+            Target::Replicas { to, .. } => match self
+                .serving
+                .scale(ScaleRequest {
+                    request_id,
+                    model,
+                    replicas: *to,
+                    reason,
+                })
+                .await
+            {
+                Ok(r) => deployment_params(r.deployment, r.duplicate),
+                Err(s) => status(s),
+            },
+            Target::Version { to, .. } => match self
+                .serving
+                .rollback(RollbackRequest {
+                    request_id,
+                    model,
+                    to_version: to.clone(),
+                    reason,
+                })
+                .await
+            {
+                Ok(r) => deployment_params(r.deployment, r.duplicate),
+                Err(s) => status(s),
+            },
+            Target::Traffic { split } => match self
+                .serving
+                .set_traffic(SetTrafficRequest {
+                    request_id,
+                    model,
+                    traffic_percent: split.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    reason,
+                })
+                .await
+            {
+                Ok(r) => deployment_params(r.deployment, r.duplicate),
+                Err(s) => status(s),
+            },
+            Target::Webhook => self.call_webhook(planned).await,
+            Target::Notify => Called::Done(HashMap::new()),
+        }
+    }
+
+    async fn call_webhook(&self, planned: &ActionRecord) -> Called {
+        let Some(url) = self.settings.retrain.webhook_url.as_deref() else {
+            return Called::Failed("no retraining webhook configured".into());
+        };
+        let body = serde_json::json!({
+            "request_id": planned.request_id,
+            "model": planned.model,
+            "model_version": planned.model_version,
+            "alert_type": planned.alert_type,
+            "alert_id": planned.alert_id,
+            "alert_fingerprint": planned.alert_fingerprint,
+            "reason": planned.reason,
+        });
+        let sent = self
+            .http
+            .post(url)
+            .header("idempotency-key", &planned.request_id)
+            .timeout(self.settings.retrain_timeout)
+            .json(&body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                let mut p = HashMap::new();
+                p.insert("webhook_status".into(), r.status().as_u16().to_string());
+                Called::Done(p)
+            }
+            Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
+                Called::Transient(format!("retraining webhook answered {}", r.status()))
+            }
+            Ok(r) => Called::Failed(format!("retraining webhook answered {}", r.status())),
+            // The URL is a secret: keep it out of the error text.
+            Err(e) => Called::Transient(format!("retraining webhook unreachable: {}", e.without_url())),
+        }
+    }
+
+    async fn on_resolved(&mut self, alert: &Alert, now_ms: i64) -> Result<(), RemediatorError> {
+        let matching: Vec<ActionRecord> = self
+            .ledger
+            .entries()
+            .filter(|e| e.last().alert_fingerprint == alert.fingerprint)
+            .filter(|e| {
+                e.next_step() == NextStep::Verify
+                    || e.decision() == ActionDecision::AwaitingApproval
+                    || (e.decision() == ActionDecision::VerificationFailed
+                        && e.planned().and_then(|p| p.params.get("alert_starts_at_ms"))
+                            == Some(&alert.starts_at_ms.to_string()))
+            })
+            .map(|e| e.last().clone())
+            .collect();
+        for last in matching {
+            if last.decision == ActionDecision::VerificationFailed as i32 {
+                // The alert resolved after all: close the RemediationFailed
+                // alert raised for it.
+                if let Some(raised) = remediation_failed_alert(&last, AlertStatus::Resolved, now_ms) {
+                    self.publish_alert(&raised).await?;
+                }
+                continue;
+            }
+            if last.decision == ActionDecision::AwaitingApproval as i32 {
+                // Nobody approved it in time and the problem went away: an
+                // approval now would act on a healthy model.
+                let r = next_record(
+                    &last,
+                    ActionDecision::Rejected,
+                    format!("{} resolved before approval: not needed any more", alert.r#type),
+                    now_ms,
+                );
+                self.record(r).await?;
+                continue;
+            }
+            let after_secs = (now_ms - last.at_ms).max(0) / 1000;
+            let r = next_record(
+                &last,
+                ActionDecision::Verified,
+                format!("{} resolved {after_secs} s after the action", alert.r#type),
+                now_ms,
+            );
+            self.record(r).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_alert(&self, alert: &Alert) -> Result<(), RemediatorError> {
+        self.sink
+            .producer
+            .send(
+                FutureRecord::to(&self.sink.alerts_topic)
+                    .key(&alert.fingerprint)
+                    .payload(&alert.encode_to_vec()),
+                self.sink.timeout,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| RemediatorError::Publish(e.to_string()))
+    }
+
+    async fn tick(&mut self, now_ms: i64) -> Result<(), RemediatorError> {
+        for id in self.ledger.with_next_step(NextStep::AskApproval) {
+            self.ask_approval(&id, now_ms).await?;
+        }
+        for id in self.ledger.with_next_step(NextStep::Execute) {
+            let due = self.retries.get(&id).is_none_or(|r| r.next_ms <= now_ms);
+            if due {
+                tracing::info!(action_id = %id, "carrying out a committed action");
+                self.execute(&id, now_ms).await?;
+            }
+        }
+        let window = self.settings.verify_window_ms;
+        for (id, executed) in self.ledger.overdue_verifications(now_ms, window) {
+            let Some(e) = self.ledger.get(&id) else { continue };
+            let last = e.last().clone();
+            let mut r = next_record(
+                &last,
+                ActionDecision::VerificationFailed,
+                format!(
+                    "{} still firing {} s after the action; not repeating it, raising {REMEDIATION_FAILED}",
+                    last.alert_type,
+                    window / 1000
+                ),
+                now_ms,
+            );
+            // Deterministic start, so a repeat after a crash has the same id.
+            r.params.insert(
+                "remediation_failed_starts_at_ms".into(),
+                (executed + window).to_string(),
+            );
+            if let Some(alert) = remediation_failed_alert(&r, AlertStatus::Firing, now_ms) {
+                self.publish_alert(&alert).await?;
+            }
+            self.record(r).await?;
+        }
+        self.ledger.prune(now_ms - self.memory_ms());
+        Ok(())
+    }
+
+    /// How long finished actions stay in the ledger: long enough for every
+    /// guard that looks back (and no firing older than this is acted on).
+    fn memory_ms(&self) -> i64 {
+        let g = &self.settings.guards;
+        let secs = g.failed_memory_secs.max(g.cooldown_secs).max(3600);
+        i64::try_from(secs).unwrap_or(i64::MAX / 2000).saturating_mul(1000)
+    }
+
+    fn check_again(&self, last: &ActionRecord, now_ms: i64) -> Result<(), Refusal> {
+        let kind = ActionKind::try_from(last.kind).unwrap_or_default();
+        let planned = self.ledger.get(&last.action_id).and_then(|e| e.planned().cloned());
+        let to_replicas = planned
+            .as_ref()
+            .and_then(|p| p.params.get("to_replicas"))
+            .and_then(|v| v.parse().ok());
+        let p = Proposal {
+            action_id: &last.action_id,
+            model: &last.model,
+            kind,
+            alert_fingerprint: &last.alert_fingerprint,
+            to_replicas,
+        };
+        guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &p, now_ms)
+    }
+
+    fn conflict(&self, last: &ActionRecord, why: &str) -> RemediatorError {
+        RemediatorError::Conflict {
+            id: last.action_id.clone(),
+            state: decision_name(ActionDecision::try_from(last.decision).unwrap_or_default()).to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    /// A person's decision on an action: approve or reject one awaiting
+    /// approval, or execute one planned in dry-run mode. Approving and
+    /// executing check every guard again (dry-run aside).
+    async fn manual(
+        &mut self,
+        id: &str,
+        m: Manual,
+        by: &str,
+        comment: &str,
+        now_ms: i64,
+    ) -> Result<(), RemediatorError> {
+        let last = self.last(id)?;
+        let allowed = match m {
+            Manual::Approve | Manual::Reject => last.decision == ActionDecision::AwaitingApproval as i32,
+            Manual::Execute => last.decision == ActionDecision::Planned as i32 && last.dry_run,
+        };
+        if !allowed {
+            return Err(self.conflict(&last, m.precondition()));
+        }
+        if m == Manual::Reject {
+            let r = next_record(&last, ActionDecision::Rejected, who(m.verb(), by, comment), now_ms);
+            return self.record(r).await;
+        }
+        if let Err(refusal) = self.check_again(&last, now_ms) {
+            let reason = format!("{} but refused: {refusal}", who(m.verb(), by, comment));
+            self.record(next_record(&last, ActionDecision::Refused, reason, now_ms))
+                .await?;
+            return Err(refusal.into());
+        }
+        // Executing a dry-run plan by hand is its approval too.
+        let mut r = next_record(&last, ActionDecision::Approved, who(m.verb(), by, comment), now_ms);
+        r.dry_run = false;
+        self.record(r).await?;
+        self.execute(id, now_ms).await
+    }
+
+    async fn preview(&mut self, alert: &Alert, now_ms: i64) -> PlanPreview {
+        let mut out = PlanPreview {
+            rule: None,
+            kind: None,
+            target: None,
+            params: BTreeMap::new(),
+            outcome: "nothing",
+            reason: "no rule matches this alert".into(),
+        };
+        let Some(rule) = policy::select(&self.settings.rules, alert).cloned() else {
+            return out;
+        };
+        let kind = rule.action.kind();
+        out.rule = Some(rule.name.clone());
+        out.kind = Some(kind_name(kind));
+        let model = alert.labels.get("model").cloned().unwrap_or_default();
+        let id = policy::action_id(&alert.id, kind_name(kind));
+        let mut proposal = Proposal {
+            action_id: &id,
+            model: &model,
+            kind,
+            alert_fingerprint: &alert.fingerprint,
+            to_replicas: None,
+        };
+        if let Err(r) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &proposal, now_ms) {
+            out.outcome = "refuse";
+            out.reason = r.to_string();
+            return out;
+        }
+        let target = match kind {
+            ActionKind::Notify => Ok(Target::Notify),
+            ActionKind::Retrain => Ok(Target::Webhook),
+            _ => match self.serving.get_deployment(&model).await {
+                Ok(d) => policy::target(&rule.action, &d, self.settings.guards.max_replicas).map_err(|e| e.to_string()),
+                Err(s) => Err(format!("cannot read the deployment: {s}")),
+            },
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(e) => {
+                out.outcome = "refuse";
+                out.reason = e;
+                return out;
+            }
+        };
+        out.target = Some(target.describe());
+        out.params = target.to_params().into_iter().collect();
+        if let Target::Replicas { to, .. } = target {
+            proposal.to_replicas = Some(to);
+        }
+        if let Err(r) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &proposal, now_ms) {
+            out.outcome = "refuse";
+            out.reason = r.to_string();
+            return out;
+        }
+        (out.outcome, out.reason) = if self.settings.dry_run {
+            ("dry_run", "dry-run mode: the action would be planned only".into())
+        } else if self.settings.guards.needs_approval(kind) {
+            ("await_approval", "the action would wait for approval".into())
+        } else {
+            ("execute", "every guard passes".into())
+        };
+        out
+    }
+}
+
+fn who(what: &str, by: &str, comment: &str) -> String {
+    let by = if by.trim().is_empty() { "anonymous" } else { by.trim() };
+    if comment.trim().is_empty() {
+        format!("{what} by {by}")
+    } else {
+        format!("{what} by {by}: {}", comment.trim())
+    }
+}
+
+/// The `RemediationFailed` alert for a failed verification (same
+/// fingerprint and id conventions as the analyzer's alerts).
+pub fn remediation_failed_alert(failed: &ActionRecord, status: AlertStatus, now_ms: i64) -> Option<Alert> {
+    let starts_at_ms: i64 = failed.params.get("remediation_failed_starts_at_ms")?.parse().ok()?;
+    let kind = kind_name(ActionKind::try_from(failed.kind).unwrap_or_default());
+    let mut labels = BTreeMap::new();
+    labels.insert("model".to_string(), failed.model.clone());
+    if !failed.model_version.is_empty() {
+        labels.insert("model_version".to_string(), failed.model_version.clone());
+    }
+    labels.insert("alert_type".to_string(), failed.alert_type.clone());
+    labels.insert("action".to_string(), kind.to_string());
+    let fingerprint = mlwatch_analyzer::rules::fingerprint(REMEDIATION_FAILED, &labels);
+    let id = mlwatch_analyzer::rules::alert_id(&fingerprint, status, starts_at_ms);
+    let mut annotations = HashMap::new();
+    annotations.insert(
+        "summary".to_string(),
+        format!(
+            "{kind} of {} did not resolve {} (action {})",
+            failed.model, failed.alert_type, failed.action_id
+        ),
+    );
+    annotations.insert("description".to_string(), failed.reason.clone());
+    Some(Alert {
+        id,
+        fingerprint,
+        status: status as i32,
+        r#type: REMEDIATION_FAILED.to_string(),
+        severity: Severity::High as i32,
+        labels: labels.into_iter().collect(),
+        annotations,
+        value: 1.0,
+        threshold: 0.0,
+        starts_at_ms,
+        ends_at_ms: if status == AlertStatus::Resolved { now_ms } else { 0 },
+        recommendations: vec![format!(
+            "look at {} by hand: the automatic {kind} did not help",
+            failed.model
+        )],
+        source: "remediator".into(),
+        generated_at_ms: now_ms,
+    })
+}
