@@ -476,10 +476,9 @@ enum Reference {
 struct WindowCounts {
     /// Per bin (fine bins or categories + other + unseen).
     counts: Vec<u64>,
-    /// Numeric: sum, min and max of the values in each fine bin.
+    /// Numeric: sum and sum of squares of the values in each fine bin.
     sums: Vec<f64>,
-    lo: Vec<f64>,
-    hi: Vec<f64>,
+    squares: Vec<f64>,
     values: u64,
     nulls: u64,
     wrong_type: u64,
@@ -491,8 +490,7 @@ impl WindowCounts {
     fn reset(&mut self) {
         self.counts.iter_mut().for_each(|c| *c = 0);
         self.sums.iter_mut().for_each(|c| *c = 0.0);
-        self.lo.iter_mut().for_each(|c| *c = f64::INFINITY);
-        self.hi.iter_mut().for_each(|c| *c = f64::NEG_INFINITY);
+        self.squares.iter_mut().for_each(|c| *c = 0.0);
         self.values = 0;
         self.nulls = 0;
         self.wrong_type = 0;
@@ -863,7 +861,7 @@ impl DriftMonitor {
             .iter()
             .map(|s| {
                 let w = &s.window;
-                let window = 8 * (w.counts.len() + w.sums.len() + w.lo.len() + w.hi.len());
+                let window = 8 * (w.counts.len() + w.sums.len() + w.squares.len());
                 let reference = match &s.reference {
                     Reference::Numeric(n) => {
                         8 * (n.edges.len() + n.coarse_of.len() + n.fine.len() + n.coarse.len() + n.cum.len())
@@ -938,12 +936,7 @@ impl Slot {
                 let bin = r.edges.partition_point(|e| *e <= x);
                 w.counts[bin] += 1;
                 w.sums[bin] += x;
-                if x < w.lo[bin] {
-                    w.lo[bin] = x;
-                }
-                if x > w.hi[bin] {
-                    w.hi[bin] = x;
-                }
+                w.squares[bin] += x * x;
                 if x < r.min || x > r.max {
                     w.out_of_range += 1;
                 }
@@ -1039,11 +1032,16 @@ impl Slot {
                         .filter(|(c, _)| **c > 0.0)
                         .map(|(c, s)| (s / c, *c))
                         .collect();
+                    // Moving a bin's values to their mean moves each by
+                    // E|x − mean| ≤ the bin's standard deviation.
                     let spread: f64 = cur
                         .iter()
-                        .zip(w.lo.iter().zip(&w.hi))
+                        .zip(w.sums.iter().zip(&w.squares))
                         .filter(|(c, _)| **c > 0.0)
-                        .map(|(c, (lo, hi))| c / n * (hi - lo) / 2.0)
+                        .map(|(c, (s, sq))| {
+                            let mean = s / c;
+                            c / n * (sq / c - mean * mean).max(0.0).sqrt()
+                        })
                         .sum();
                     let std = if r.std > 0.0 { r.std } else { 1.0 };
                     scores.wasserstein_normalised = Some(stats::wasserstein(&r.atoms, &atoms) / std);
@@ -1140,8 +1138,7 @@ fn numeric_reference(n: &NumericProfile) -> (Reference, WindowCounts) {
     let window = WindowCounts {
         counts: vec![0; bins],
         sums: vec![0.0; bins],
-        lo: vec![f64::INFINITY; bins],
-        hi: vec![f64::NEG_INFINITY; bins],
+        squares: vec![0.0; bins],
         ..Default::default()
     };
     (

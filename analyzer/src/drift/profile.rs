@@ -424,12 +424,16 @@ fn summarise(mut col: Column, rows: u64, o: &BuildOptions, forced_categorical: b
     })
 }
 
-/// numpy's default (linear) quantile of sorted values.
+/// numpy's default (linear) quantile of sorted values, with numpy's
+/// rounding (`_lerp` interpolates from the nearer end), so edges match
+/// `np.quantile` bit for bit.
 pub fn quantile_sorted(xs: &[f64], q: f64) -> f64 {
     let h = (xs.len() - 1) as f64 * q;
     let lo = h.floor() as usize;
     let hi = (lo + 1).min(xs.len() - 1);
-    xs[lo] + (h - lo as f64) * (xs[hi] - xs[lo])
+    let (a, b, t) = (xs[lo], xs[hi], h - lo as f64);
+    let diff = b - a;
+    if t >= 0.5 { b - diff * (1.0 - t) } else { a + diff * t }
 }
 
 /// How a number becomes a category name (integers without a trailing `.0`).
