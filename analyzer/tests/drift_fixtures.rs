@@ -136,7 +136,7 @@ fn numeric_statistics_match_scipy() {
             f("wasserstein_normalised")
         );
         assert!(wb <= 0.15, "{name}: wasserstein bound {wb} too loose");
-        println!(
+        eprintln!(
             "{name}: ks {ks:.5} (scipy {:.5}, bound {bound:.5}); wasserstein {w:.5} (scipy {:.5}, bound {wb:.5})",
             f("ks_raw"),
             f("wasserstein_normalised")
