@@ -191,7 +191,9 @@ impl Stream {
                 (true, Some(Drift::Scale(f))) => z *= f,
                 _ => {}
             }
-            if i < 3 {
+            // The score depends on n00 and n03, so drift in n03 moves the
+            // prediction distribution too.
+            if i == 0 || i == 3 {
                 logit += 0.8 * z;
             }
             self.values.push(mean + std * z);
