@@ -2,6 +2,8 @@
 //!
 //! - [`profile`]: the compact, versioned reference profile (quantile bins for
 //!   numbers, frequency tables for categories) and its builder.
+//! - [`ingest`]: CSV and JSON Lines readers feeding the profile builder
+//!   (used by the `mlwatch-profile` binary).
 //! - [`stats`]: PSI, KS, Jensen-Shannon, Wasserstein, chi-square and the
 //!   CUSUM threshold, on bin counts.
 //! - [`monitor`]: one model's drift and quality state: `observe` events,
@@ -12,6 +14,7 @@
 //!
 //! The statistical method and the integration points are in `docs/drift.md`.
 
+pub mod ingest;
 pub mod monitor;
 pub mod profile;
 pub mod sim;

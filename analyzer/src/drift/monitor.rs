@@ -1223,7 +1223,11 @@ mod tests {
         let d = m.evaluate(10);
         let r = m.report().unwrap();
         let n03 = r.features.iter().find(|f| f.name == "n03").unwrap();
-        assert_eq!(d.len(), 1, "{d:?} {:?} {:?}", n03.scores, n03.decision);
+        assert!(n03.decision.firing);
+        // n03 feeds the score, so the prediction drifts as well.
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!(d[1].kind, DecisionKind::PredictionDrift);
+        assert_eq!(d[1].feature, "prediction.score");
         assert_eq!(d[0].kind, DecisionKind::FeatureDrift);
         assert_eq!(d[0].feature, "n03");
         let alert = d[0].to_alert("v1").unwrap();
@@ -1237,9 +1241,13 @@ mod tests {
             feed(&mut m, &mut clean, 5000);
             resolved.extend(m.evaluate(20 + t));
         }
-        assert_eq!(resolved.len(), 1, "{resolved:?}");
-        assert_eq!(resolved[0].status, DecisionStatus::Resolved);
-        assert_eq!(resolved[0].started_at_ms, 10);
+        assert_eq!(resolved.len(), 2, "{resolved:?}");
+        for r in &resolved {
+            assert_eq!(r.status, DecisionStatus::Resolved);
+            assert_eq!(r.started_at_ms, 10);
+            let alert = r.to_alert("v1").unwrap();
+            assert_eq!(alert.ends_at_ms, r.window_end_ms);
+        }
     }
 
     #[test]
