@@ -97,12 +97,25 @@ fn main() {
         .map(|(nums, cats, score)| {
             let mut e = InferenceEvent::default();
             for (k, v) in nums {
-                e.features.insert(k.clone(), FeatureValue { kind: Some(feature_value::Kind::Number(*v)) });
+                e.features.insert(
+                    k.clone(),
+                    FeatureValue {
+                        kind: Some(feature_value::Kind::Number(*v)),
+                    },
+                );
             }
             for (k, v) in cats {
-                e.features.insert(k.clone(), FeatureValue { kind: Some(feature_value::Kind::Text(v.to_string())) });
+                e.features.insert(
+                    k.clone(),
+                    FeatureValue {
+                        kind: Some(feature_value::Kind::Text(v.to_string())),
+                    },
+                );
             }
-            e.prediction = Some(Prediction { score: Some(*score), ..Default::default() });
+            e.prediction = Some(Prediction {
+                score: Some(*score),
+                ..Default::default()
+            });
             e
         })
         .collect();

@@ -18,6 +18,8 @@ struct Outcome {
     decisions: Vec<(usize, Decision)>,
     /// Per window, the z-score of every stream (features then predictions).
     z: Vec<Vec<f64>>,
+    /// Stream names in the order of `z`.
+    names: Vec<String>,
     cusum_h: f64,
 }
 
@@ -27,6 +29,7 @@ fn run(scenario: &Scenario, profile_seed: u64, stream_seed: u64, events: usize) 
     let mut stream = scenario.stream(stream_seed);
     let mut decisions = Vec::new();
     let mut z = Vec::new();
+    let mut names = Vec::new();
     for w in 0..events / WINDOW {
         for _ in 0..WINDOW {
             let e = stream.next_event();
@@ -35,10 +38,17 @@ fn run(scenario: &Scenario, profile_seed: u64, stream_seed: u64, events: usize) 
         decisions.extend(monitor.evaluate((w as i64 + 1) * 60_000).into_iter().map(|d| (w, d)));
         let r = monitor.report().expect("report");
         z.push(r.features.iter().chain(&r.predictions).map(|f| f.decision.z).collect());
+        names = r
+            .features
+            .iter()
+            .chain(&r.predictions)
+            .map(|f| f.name.clone())
+            .collect();
     }
     Outcome {
         decisions,
         z,
+        names,
         cusum_h: monitor.cusum_h(),
     }
 }
@@ -82,9 +92,11 @@ fn injected_drift_is_caught_and_stable_features_stay_silent() {
             fired >= drift_window && fired <= drift_window + deadline,
             "{feature} fired in window {fired}, change at {drift_window}, deadline +{deadline}"
         );
+        let i = o.names.iter().position(|n| n == feature).expect("stream");
         eprintln!(
-            "{feature}: fired {} window(s) after the change",
-            fired - drift_window + 1
+            "{feature}: fired in window {} after the change (z {:.1} in the first drifted window)",
+            fired - drift_window + 1,
+            o.z[drift_window][i]
         );
     }
     // Nothing else fires, ever: not before the change, not on stable features.

@@ -22,7 +22,7 @@ pub mod stats;
 
 pub use monitor::{
     Decision, DecisionKind, DecisionStatus, DriftConfig, DriftMonitor, DriftReport, DriftRulesConfig, MetricValues,
-    QualityCheck, QualityConfig,
+    MonitorState, QualityCheck, QualityConfig,
 };
 pub use profile::{BuildOptions, FeatureProfile, Profile, ProfileBuilder, Value};
 
@@ -38,6 +38,9 @@ pub enum DriftError {
     /// Build options or drift configuration are unusable; names the key.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// A checkpoint does not fit the profile it is restored with.
+    #[error("invalid checkpoint: {0}")]
+    InvalidState(String),
     /// A profile for a different model was given to a monitor.
     #[error("profile is for model {profile:?}, not {model:?}")]
     WrongModel { profile: String, model: String },

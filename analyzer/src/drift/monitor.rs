@@ -14,7 +14,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use mlwatch_proto::v1::{Alert, InferenceEvent, Prediction, Severity, feature_value};
+use mlwatch_proto::v1::feature_value::Kind;
+use mlwatch_proto::v1::{Alert, FeatureValue, InferenceEvent, Prediction, Severity};
 use serde::{Deserialize, Serialize};
 
 use super::DriftError;
@@ -395,8 +396,8 @@ pub struct MetricValues {
 
 /// Counts consecutive breaching / calm evaluations and flips between
 /// inactive and firing.
-#[derive(Debug, Clone, Default)]
-struct Latch {
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latch {
     firing: bool,
     since_ms: i64,
     breach_run: u32,
@@ -436,6 +437,38 @@ impl Latch {
         }
         None
     }
+}
+
+/// A monitor's mutable state, as checkpointed (serde JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorState {
+    pub model: String,
+    pub profile_version: u32,
+    /// Events in the open window.
+    pub events: u64,
+    pub windows_evaluated: u64,
+    pub unexpected: BTreeMap<String, u64>,
+    pub appeared: BTreeMap<String, Latch>,
+    pub streams: Vec<StreamState>,
+}
+
+/// One stream's open window and sequential state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamState {
+    pub name: String,
+    pub counts: Vec<u64>,
+    pub sums: Vec<f64>,
+    pub squares: Vec<f64>,
+    pub values: u64,
+    pub nulls: u64,
+    pub wrong_type: u64,
+    pub out_of_range: u64,
+    pub unseen: BTreeMap<String, u64>,
+    pub cusum: f64,
+    pub drift: Latch,
+    pub quality: Vec<Latch>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -624,15 +657,7 @@ impl DriftMonitor {
 
     /// Adds an inference event from the topic.
     pub fn observe_event(&mut self, event: &InferenceEvent) {
-        let features = event.features.iter().map(|(k, v)| {
-            let value = match &v.kind {
-                Some(feature_value::Kind::Number(x)) => Value::Number(*x),
-                Some(feature_value::Kind::Text(t)) => Value::Text(t),
-                Some(feature_value::Kind::Flag(b)) => Value::Bool(*b),
-                Some(feature_value::Kind::Missing(_)) | None => Value::Missing,
-            };
-            (k.as_str(), value)
-        });
+        let features = event.features.iter().map(|(k, v)| (k.as_str(), feature_value(v)));
         let outputs = event.prediction.as_ref().map(prediction_values).unwrap_or_default();
         let outputs: Vec<(&str, Value<'_>)> = outputs.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
         self.observe(features, outputs);
@@ -854,6 +879,90 @@ impl DriftMonitor {
         }
     }
 
+    /// The mutable state (open window, CUSUMs, alert phases) for a
+    /// checkpoint. The last report is not included; it is recomputed at the
+    /// next evaluation.
+    pub fn snapshot(&self) -> MonitorState {
+        MonitorState {
+            model: self.model.clone(),
+            profile_version: self.profile_version,
+            events: self.events,
+            windows_evaluated: self.windows_evaluated,
+            unexpected: self.unexpected.clone(),
+            appeared: self.appeared.clone(),
+            streams: self
+                .slots
+                .iter()
+                .map(|s| StreamState {
+                    name: s.name.clone(),
+                    counts: s.window.counts.clone(),
+                    sums: s.window.sums.clone(),
+                    squares: s.window.squares.clone(),
+                    values: s.window.values,
+                    nulls: s.window.nulls,
+                    wrong_type: s.window.wrong_type,
+                    out_of_range: s.window.out_of_range,
+                    unseen: s.window.unseen.clone(),
+                    cusum: s.cusum,
+                    drift: s.drift.clone(),
+                    quality: s.quality.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A monitor resumed from a checkpoint taken with the same profile.
+    pub fn restore(profile: &Profile, config: DriftConfig, state: MonitorState) -> Result<Self, DriftError> {
+        let mut m = Self::new(profile, config)?;
+        if state.model != m.model || state.profile_version != m.profile_version {
+            return Err(DriftError::InvalidState(format!(
+                "checkpoint is for {} profile v{}, not {} v{}",
+                state.model, state.profile_version, m.model, m.profile_version
+            )));
+        }
+        if state.streams.len() != m.slots.len() {
+            return Err(DriftError::InvalidState(format!(
+                "checkpoint has {} streams, the profile {}",
+                state.streams.len(),
+                m.slots.len()
+            )));
+        }
+        for (slot, st) in m.slots.iter_mut().zip(state.streams) {
+            let w = &mut slot.window;
+            let numeric = matches!(slot.reference, Reference::Numeric(_));
+            let sums_len = if numeric { w.counts.len() } else { 0 };
+            if st.name != slot.name
+                || st.counts.len() != w.counts.len()
+                || st.sums.len() != sums_len
+                || st.squares.len() != sums_len
+                || st.quality.len() != slot.quality.len()
+            {
+                return Err(DriftError::InvalidState(format!(
+                    "stream {}: does not match the profile's {}",
+                    st.name, slot.name
+                )));
+            }
+            w.counts = st.counts;
+            w.sums = st.sums;
+            w.squares = st.squares;
+            w.values = st.values;
+            w.nulls = st.nulls;
+            w.wrong_type = st.wrong_type;
+            w.out_of_range = st.out_of_range;
+            w.unseen = st.unseen;
+            slot.cusum = st.cusum;
+            slot.drift = st.drift;
+            for (q, l) in slot.quality.iter_mut().zip(st.quality) {
+                *q = l;
+            }
+        }
+        m.events = state.events;
+        m.windows_evaluated = state.windows_evaluated;
+        m.unexpected = state.unexpected;
+        m.appeared = state.appeared;
+        Ok(m)
+    }
+
     /// Approximate heap bytes of the monitor (reference and window state).
     pub fn heap_bytes(&self) -> usize {
         let slot_bytes: usize = self
@@ -881,6 +990,16 @@ impl DriftMonitor {
             .map(|k| k.len() + 40)
             .sum();
         std::mem::size_of::<Self>() + slot_bytes + index
+    }
+}
+
+/// A protobuf feature value as a [`Value`].
+pub fn feature_value(v: &FeatureValue) -> Value<'_> {
+    match &v.kind {
+        Some(Kind::Number(x)) => Value::Number(*x),
+        Some(Kind::Text(t)) => Value::Text(t),
+        Some(Kind::Flag(b)) => Value::Bool(*b),
+        Some(Kind::Missing(_)) | None => Value::Missing,
     }
 }
 
@@ -1305,7 +1424,7 @@ mod tests {
 
     #[test]
     fn events_from_the_topic_are_observed() {
-        use mlwatch_proto::v1::FeatureValue;
+        use mlwatch_proto::v1::feature_value;
         let (mut m, _) = monitor(DriftConfig {
             min_window_events: 1,
             ..DriftConfig::default()
@@ -1334,6 +1453,32 @@ mod tests {
         assert_eq!(n00.count, 1);
         assert_eq!(r.predictions[0].name, "prediction.score");
         assert_eq!(r.predictions[0].count, 1);
+    }
+
+    #[test]
+    fn checkpoint_round_trip_resumes_exactly() {
+        let s = Scenario::stationary();
+        let p = s.profile("fraud", 20_000, 1);
+        let mut a = DriftMonitor::new(&p, DriftConfig::default()).unwrap();
+        let mut st = s.stream(9);
+        feed(&mut a, &mut st, 3000);
+        a.evaluate(1);
+        feed(&mut a, &mut st, 1500);
+        let json = serde_json::to_string(&a.snapshot()).unwrap();
+        let state: MonitorState = serde_json::from_str(&json).unwrap();
+        let mut b = DriftMonitor::restore(&p, DriftConfig::default(), state).unwrap();
+        let mut st2 = s.stream(10);
+        let mut st3 = s.stream(10);
+        feed(&mut a, &mut st2, 1500);
+        feed(&mut b, &mut st3, 1500);
+        assert_eq!(a.evaluate(2), b.evaluate(2));
+        let (ra, rb) = (a.report().unwrap(), b.report().unwrap());
+        assert_eq!(ra, rb);
+        let other = s.profile("other", 1000, 1);
+        let err = DriftMonitor::restore(&other, DriftConfig::default(), a.snapshot())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("checkpoint is for fraud"), "{err}");
     }
 
     #[test]

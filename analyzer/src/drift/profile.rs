@@ -309,6 +309,21 @@ impl ProfileBuilder {
         self.rows
     }
 
+    /// Adds an inference event as one row: its features and prediction
+    /// outputs. This is how a profile is captured from a reference window
+    /// or from a model version's first events.
+    pub fn add_event(&mut self, event: &mlwatch_proto::v1::InferenceEvent) {
+        self.start_row();
+        for (name, v) in &event.features {
+            self.add_feature(name, super::monitor::feature_value(v));
+        }
+        if let Some(p) = &event.prediction {
+            for (name, v) in super::monitor::prediction_values(p) {
+                self.add_prediction(&name, v);
+            }
+        }
+    }
+
     /// Builds the profile.
     pub fn finish(self) -> Result<Profile, DriftError> {
         if self.rows == 0 {
@@ -505,6 +520,40 @@ mod tests {
         assert_eq!(c.other, 1);
         let back = Profile::from_json(&p.to_json()).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn profile_captured_from_events() {
+        use mlwatch_proto::v1::{FeatureValue, InferenceEvent, Prediction, feature_value::Kind};
+        let mut b = ProfileBuilder::new(BuildOptions::new("m", 2)).unwrap();
+        for i in 0..10 {
+            let mut e = InferenceEvent::default();
+            e.features.insert(
+                "x".into(),
+                FeatureValue {
+                    kind: Some(Kind::Number(i as f64)),
+                },
+            );
+            e.features.insert(
+                "flag".into(),
+                FeatureValue {
+                    kind: Some(Kind::Flag(i % 2 == 0)),
+                },
+            );
+            e.prediction = Some(Prediction {
+                label: Some("yes".into()),
+                ..Default::default()
+            });
+            b.add_event(&e);
+        }
+        let p = b.finish().unwrap();
+        assert_eq!(p.rows, 10);
+        assert_eq!(p.features["x"].count(), 10);
+        let FeatureProfile::Categorical(flag) = &p.features["flag"] else {
+            panic!()
+        };
+        assert_eq!(flag.categories["true"], 5);
+        assert_eq!(p.predictions["label"].count(), 10);
     }
 
     #[test]
