@@ -62,6 +62,19 @@ fn first_firing(o: &Outcome, kind: DecisionKind, feature: &str) -> Option<usize>
 
 #[test]
 fn injected_drift_is_caught_and_stable_features_stay_silent() {
+    injected_drift(11, 12);
+}
+
+/// The same scenario with ten other reference and stream seeds.
+#[test]
+#[ignore = "long: 10 million events; run with --release --ignored"]
+fn injected_drift_over_many_seeds() {
+    for seed in 0..10 {
+        injected_drift(1000 + seed, 2000 + seed);
+    }
+}
+
+fn injected_drift(profile_seed: u64, stream_seed: u64) {
     let drift_window = 50;
     let scenario = Scenario {
         drift_at: (drift_window * WINDOW) as u64,
@@ -74,7 +87,7 @@ fn injected_drift_is_caught_and_stable_features_stay_silent() {
         ],
         ..Scenario::stationary()
     };
-    let o = run(&scenario, 11, 12, EVENTS);
+    let o = run(&scenario, profile_seed, stream_seed, EVENTS);
 
     // Deadlines, in windows after the change (0 = the first drifted window).
     let expected = [
