@@ -8,7 +8,7 @@
 //! ks_bound`) and normalised Wasserstein (`|mlwatch − scipy| ≤
 //! wasserstein_bound`).
 
-use mlwatch_analyzer::drift::monitor::FeatureReport;
+use mlwatch_analyzer::drift::monitor::{FeatureReport, Scores};
 use mlwatch_analyzer::drift::{BuildOptions, DriftConfig, DriftMonitor, FeatureProfile, ProfileBuilder, Value};
 use serde_json::Value as Json;
 
@@ -26,6 +26,21 @@ fn close(name: &str, what: &str, got: f64, want: f64, rel: f64) {
         "{name}: {what} = {got:e}, scipy {want:e} (diff {:e})",
         got - want
     );
+}
+
+/// PSI, chi-square and Jensen-Shannon: exact on both kinds of feature.
+fn check_binned(name: &str, s: &Scores, f: &dyn Fn(&str) -> f64) {
+    close(name, "psi", s.psi, f("psi"), 1e-9);
+    close(name, "chi_square", s.chi_square, f("chi_square"), 1e-9);
+    assert_eq!(s.chi_square_df as f64, f("chi_square_df"), "{name}: df");
+    close(
+        name,
+        "chi_square_p_value",
+        s.chi_square_p_value,
+        f("chi_square_p_value"),
+        1e-7,
+    );
+    close(name, "js_distance", s.js_distance, f("js_distance"), 1e-9);
 }
 
 fn values(case: &Json, key: &str) -> Vec<Json> {
@@ -96,17 +111,7 @@ fn numeric_statistics_match_scipy() {
         assert_eq!((p.min, p.max), (f("min"), f("max")), "{name}: range");
 
         let s = &r.scores;
-        close(name, "psi", s.psi, f("psi"), 1e-9);
-        close(name, "chi_square", s.chi_square, f("chi_square"), 1e-9);
-        assert_eq!(s.chi_square_df as f64, f("chi_square_df"), "{name}: df");
-        close(
-            name,
-            "chi_square_p_value",
-            s.chi_square_p_value,
-            f("chi_square_p_value"),
-            1e-7,
-        );
-        close(name, "js_distance", s.js_distance, f("js_distance"), 1e-9);
+        check_binned(name, s, &f);
         let ks = s.ks.unwrap();
         close(name, "ks (binned)", ks, f("ks_binned"), 1e-12);
         close(
@@ -172,17 +177,7 @@ fn categorical_statistics_match_scipy() {
         let f = |k: &str| e[k].as_f64().unwrap_or_else(|| panic!("{name}: {k}"));
         let (_, r) = run(case);
         let s = &r.scores;
-        close(name, "psi", s.psi, f("psi"), 1e-9);
-        close(name, "chi_square", s.chi_square, f("chi_square"), 1e-9);
-        assert_eq!(s.chi_square_df as f64, f("chi_square_df"), "{name}: df");
-        close(
-            name,
-            "chi_square_p_value",
-            s.chi_square_p_value,
-            f("chi_square_p_value"),
-            1e-7,
-        );
-        close(name, "js_distance", s.js_distance, f("js_distance"), 1e-9);
+        check_binned(name, s, &f);
         assert_eq!(s.unseen_share.unwrap(), f("unseen_share"), "{name}: unseen share");
         checked += 1;
     }
