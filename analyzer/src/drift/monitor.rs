@@ -1481,6 +1481,73 @@ mod tests {
         assert!(err.to_string().contains("checkpoint is for fraud"), "{err}");
     }
 
+    fn exact_ks_and_wasserstein(a: &[f64], b: &[f64]) -> (f64, f64) {
+        let mut pts: Vec<(f64, f64)> = a
+            .iter()
+            .map(|x| (*x, 1.0 / a.len() as f64))
+            .chain(b.iter().map(|x| (*x, -1.0 / b.len() as f64)))
+            .collect();
+        pts.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let (mut diff, mut ks, mut w) = (0.0f64, 0.0f64, 0.0);
+        for (i, p) in pts.iter().enumerate() {
+            diff += p.1;
+            // Right-continuous CDFs: compare after all ties at this point.
+            if pts.get(i + 1).is_none_or(|n| n.0 > p.0) {
+                ks = ks.max(diff.abs());
+            }
+            if let Some(n) = pts.get(i + 1) {
+                w += diff.abs() * (n.0 - p.0);
+            }
+        }
+        (ks, w)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The binned KS and Wasserstein are within their reported bounds
+        /// of the exact values, for any data (ties, skew, shifts).
+        #[test]
+        fn binned_statistics_stay_within_their_bounds(
+            seed in 0u64..u64::MAX,
+            m in 50usize..1500,
+            n in 20usize..800,
+            shift in -2.0f64..2.0,
+            scale in 0.2f64..3.0,
+            round in proptest::bool::ANY,
+        ) {
+            let mut rng = crate::drift::sim::Rng::new(seed);
+            let mut draw = |k: usize, shift: f64, scale: f64| -> Vec<f64> {
+                (0..k)
+                    .map(|_| {
+                        let x = shift + scale * rng.normal().exp();
+                        if round { x.round() } else { x }
+                    })
+                    .collect()
+            };
+            let reference = draw(m, 0.0, 1.0);
+            let current = draw(n, shift, scale);
+            let mut b = crate::drift::ProfileBuilder::new(crate::drift::BuildOptions::new("p", 1)).unwrap();
+            for x in &reference {
+                b.start_row();
+                b.add_feature("x", Value::Number(*x));
+            }
+            let p = b.finish().unwrap();
+            let mut mon = DriftMonitor::new(&p, DriftConfig { min_window_events: 1, ..DriftConfig::default() }).unwrap();
+            for x in &current {
+                mon.observe([("x", Value::Number(*x))], []);
+            }
+            mon.evaluate(1);
+            let s = &mon.report().unwrap().features[0].scores;
+            let (ks, w) = exact_ks_and_wasserstein(&reference, &current);
+            let (got, bound) = (s.ks.unwrap(), s.ks_bound.unwrap());
+            proptest::prop_assert!(got <= ks + 1e-9 && ks <= got + bound + 1e-9, "ks {ks} vs {got} + {bound}");
+            let FeatureProfile::Numeric(np) = &p.features["x"] else { unreachable!() };
+            let std = if np.std > 0.0 { np.std } else { 1.0 };
+            let (wn, wb) = (s.wasserstein_normalised.unwrap(), s.wasserstein_bound.unwrap());
+            proptest::prop_assert!((w / std - wn).abs() <= wb + 1e-9, "w {} vs {wn} ± {wb}", w / std);
+        }
+    }
+
     #[test]
     fn config_is_validated() {
         let bad = DriftConfig {

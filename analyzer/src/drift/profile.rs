@@ -155,6 +155,15 @@ impl Profile {
             if n.counts.iter().sum::<u64>() != n.count {
                 return bad(name, format!("bin counts do not add up to count {}", n.count));
             }
+            if n.bin_means.iter().any(|m| !m.is_finite()) || !(n.binning_error >= 0.0 && n.min <= n.max) {
+                return bad(
+                    name,
+                    format!(
+                        "bin means, binning error {} or range [{}, {}] are not usable",
+                        n.binning_error, n.min, n.max
+                    ),
+                );
+            }
             if !(n.std.is_finite() && n.std >= 0.0 && n.mean.is_finite()) {
                 return bad(name, format!("mean {} / std {} are not usable", n.mean, n.std));
             }

@@ -436,6 +436,25 @@ mod tests {
         assert!((arl / target - 1.0).abs() < 0.15, "measured arl {arl}, target {target}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn scores_are_bounded_and_symmetric(
+            pairs in proptest::collection::vec((0u32..1000, 0u32..1000), 2..20)
+        ) {
+            let a: Vec<f64> = pairs.iter().map(|p| p.0 as f64).collect();
+            let b: Vec<f64> = pairs.iter().map(|p| p.1 as f64).collect();
+            let js = js_distance(&a, &b);
+            proptest::prop_assert!((0.0..=1.0 + 1e-12).contains(&js));
+            proptest::prop_assert!((js - js_distance(&b, &a)).abs() < 1e-12);
+            proptest::prop_assert!(psi(&a, &b) >= 0.0);
+            let (x, y) = (chi2_two_sample(&a, &b), chi2_two_sample(&b, &a));
+            proptest::prop_assert!(x.statistic >= 0.0 && (0.0..=1.0).contains(&x.p_value));
+            proptest::prop_assert!((x.statistic - y.statistic).abs() <= 1e-9 * x.statistic.max(1.0));
+            let z = z_from_ln_p(x.ln_p_value);
+            proptest::prop_assert!(z.is_finite());
+        }
+    }
+
     #[test]
     fn identical_distributions_score_zero() {
         let a = [10.0, 20.0, 30.0];
