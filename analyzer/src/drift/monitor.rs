@@ -23,6 +23,28 @@ use super::profile::{CategoricalProfile, FeatureProfile, NumericProfile, Profile
 use super::stats;
 use crate::rules::{self, AlertSpec, Transition};
 
+/// FNV-1a: feature and category names are short, and SipHash's DoS
+/// resistance buys nothing for a map keyed by the profile's own names.
+#[derive(Default, Clone, Copy)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type NameMap = HashMap<String, usize, std::hash::BuildHasherDefault<Fnv>>;
+
 /// Names kept per window for unseen categories and unexpected features.
 const MAX_TRACKED_NAMES: usize = 64;
 
@@ -493,7 +515,7 @@ struct NumericRef {
 }
 
 struct CategoricalRef {
-    index: HashMap<String, usize>,
+    index: NameMap,
     names: Vec<String>,
     /// Counts of the categories, then other, then unseen (0).
     counts: Vec<f64>,
@@ -551,8 +573,8 @@ pub struct DriftMonitor {
     config: DriftConfig,
     cusum_h: f64,
     slots: Vec<Slot>,
-    features: HashMap<String, usize>,
-    predictions: HashMap<String, usize>,
+    features: NameMap,
+    predictions: NameMap,
     events: u64,
     windows_evaluated: u64,
     unexpected: BTreeMap<String, u64>,
@@ -566,8 +588,8 @@ impl DriftMonitor {
         profile.validate()?;
         config.validate()?;
         let mut slots = Vec::new();
-        let mut features = HashMap::new();
-        let mut predictions = HashMap::new();
+        let mut features = NameMap::default();
+        let mut predictions = NameMap::default();
         for (role, map, index) in [
             (Role::Feature, &profile.features, &mut features),
             (Role::Prediction, &profile.predictions, &mut predictions),
