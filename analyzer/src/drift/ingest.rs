@@ -160,6 +160,8 @@ pub fn build(
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy;
+
     use super::*;
     use crate::drift::profile::{BuildOptions, FeatureProfile};
 
@@ -204,6 +206,40 @@ mod tests {
         assert!(matches!(p.features["is_new"], FeatureProfile::Categorical(_)));
         let outputs: Vec<&str> = p.predictions.keys().map(String::as_str).collect();
         assert_eq!(outputs, ["label", "score", "scores.a"]);
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, the readers and the profile loader answer
+        /// with a profile or an error, never a panic.
+        #[test]
+        fn arbitrary_input_never_panics(text in "(?s).{0,400}", csv in proptest::bool::ANY) {
+            let format = if csv { Format::Csv } else { Format::JsonLines };
+            let _ = build(text.as_bytes(), format, &Columns::default(), builder());
+            let _ = Profile::from_json(&text);
+        }
+
+        #[test]
+        fn json_shaped_input_never_panics(
+            rows in proptest::collection::vec(
+                proptest::collection::btree_map("[a-c]{1,2}", proptest::prop_oneof![
+                    proptest::num::f64::ANY.prop_map(|x| serde_json::json!(x)),
+                    "[a-z]{0,3}".prop_map(|s| serde_json::json!(s)),
+                    proptest::bool::ANY.prop_map(|b| serde_json::json!(b)),
+                    proptest::strategy::Just(serde_json::Value::Null),
+                ], 0..4),
+                1..30,
+            )
+        ) {
+            let text: String = rows
+                .iter()
+                .map(|r| serde_json::to_string(r).unwrap() + "\n")
+                .collect();
+            if let Ok(p) = build(text.as_bytes(), Format::JsonLines, &Columns::default(), builder()) {
+                proptest::prop_assert!(p.validate().is_ok());
+                let back = Profile::from_json(&p.to_json());
+                proptest::prop_assert!(back.is_ok(), "{:?}", back.err());
+            }
+        }
     }
 
     #[test]

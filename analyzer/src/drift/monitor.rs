@@ -107,6 +107,18 @@ impl DriftConfig {
         if self.min_effect_psi.is_nan() || self.min_effect_psi < 0.0 {
             return bad("min_effect_psi", self.min_effect_psi);
         }
+        let q = &self.quality;
+        for (key, v) in [
+            ("quality.max_missing_rate_increase", q.max_missing_rate_increase),
+            ("quality.max_out_of_range_share", q.max_out_of_range_share),
+            ("quality.max_wrong_type_share", q.max_wrong_type_share),
+            ("quality.max_unseen_share", q.max_unseen_share),
+            ("quality.schema_presence_share", q.schema_presence_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(key, v);
+            }
+        }
         Ok(())
     }
 
