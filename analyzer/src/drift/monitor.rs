@@ -302,7 +302,17 @@ impl Decision {
                 severity: Severity::Medium,
                 labels,
                 summary: self.summary.clone(),
-                description: format!("{} {} (threshold {:.4})", self.summary, self.value, self.threshold),
+                description: match self.kind {
+                    DecisionKind::DataQuality => format!(
+                        "{}: share {:.4} against a limit of {:.4}",
+                        self.summary, self.value, self.threshold
+                    ),
+                    _ => format!(
+                        "{}: CUSUM of per-window chi-square z-scores {:.2} crossed {:.2}, the threshold \
+                         set for the model's false-alarm budget",
+                        self.summary, self.value, self.threshold
+                    ),
+                },
                 value: self.value,
                 threshold: self.threshold,
                 recommendations,
