@@ -10,7 +10,12 @@
 //! state change (alert id) is delivered at most once per receiver by this
 //! process; redeliveries from Kafka are recognised and skipped.
 
+pub mod alert;
 pub mod deliver;
+pub mod engine;
+pub mod error;
+pub mod matcher;
+pub mod route;
 pub mod slack;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
