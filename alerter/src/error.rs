@@ -10,6 +10,9 @@ pub enum AlerterError {
     BadMatcher { text: String, reason: String },
     #[error("route {route}: {reason}")]
     BadRoute { route: String, reason: String },
+    /// A configuration value that is unusable; names the key.
+    #[error("{key}: {reason}")]
+    BadConfig { key: String, reason: String },
     #[error("invalid alert: {0}")]
     InvalidAlert(String),
     #[error("{what} {id} not found")]
