@@ -221,7 +221,11 @@ async fn notifications(State(shared): State<Arc<Shared>>, Query(q): Query<Histor
                     json!({
                         "id": n.id,
                         "receiver": n.receiver,
-                        "kind": n.kind,
+                        "kind": n.kind.name(),
+                    "escalation_level": match n.kind {
+                        crate::engine::Kind::Escalation { level } => Some(level),
+                        _ => None,
+                    },
                         "group_id": n.group_id,
                         "status": n.status().as_str(),
                         "firing": n.firing.iter().map(|a| &a.fingerprint).collect::<Vec<_>>(),

@@ -197,6 +197,17 @@ pub enum Kind {
     Acknowledged,
 }
 
+impl Kind {
+    /// `notify`, `escalation` or `acknowledged`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Notify => "notify",
+            Kind::Escalation { .. } => "escalation",
+            Kind::Acknowledged => "acknowledged",
+        }
+    }
+}
+
 /// One message to one receiver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {

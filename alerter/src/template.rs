@@ -9,7 +9,7 @@
 //! acknowledged), `group` (the group labels), `labels.NAME` (first alert).
 
 use crate::alert::AlertRecord;
-use crate::engine::{Kind, Notification};
+use crate::engine::Notification;
 use crate::error::AlerterError;
 
 const NAMES: &[&str] = &[
@@ -92,11 +92,7 @@ fn value(name: &str, n: &Notification) -> String {
         "resolved_count" => n.resolved.len().to_string(),
         "summary" => first(n).map(|a| a.summary().to_string()).unwrap_or_default(),
         "receiver" => n.receiver.clone(),
-        "kind" => match n.kind {
-            Kind::Notify => "notify".into(),
-            Kind::Escalation { .. } => "escalation".into(),
-            Kind::Acknowledged => "acknowledged".into(),
-        },
+        "kind" => n.kind.name().into(),
         "group" => n
             .group_labels
             .iter()
@@ -127,6 +123,9 @@ pub fn render(template: &str, n: &Notification) -> String {
     out.push_str(rest);
     out
 }
+
+#[cfg(test)]
+use crate::engine::Kind;
 
 #[cfg(test)]
 pub(crate) fn test_notification(alerts: Vec<AlertRecord>) -> Notification {

@@ -1,0 +1,118 @@
+//! Helpers shared by the alerter's integration tests: alerts published to
+//! a private topic of the real broker, and polling with a deadline.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mlwatch_common::kafka::KafkaConfig;
+use mlwatch_proto::v1::{Alert, AlertStatus, Severity};
+use prost::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// An alert as the analyzer would publish it.
+pub fn alert(fingerprint: &str, kind: &str, severity: Severity, model: &str, firing: bool, at_ms: i64) -> Alert {
+    let status = if firing {
+        AlertStatus::Firing
+    } else {
+        AlertStatus::Resolved
+    };
+    let mut a = Alert {
+        id: format!("{fingerprint}-{}-{at_ms}", status.as_str_name()),
+        fingerprint: fingerprint.into(),
+        status: status as i32,
+        r#type: kind.into(),
+        severity: severity as i32,
+        value: 431.0,
+        threshold: 200.0,
+        starts_at_ms: at_ms,
+        ends_at_ms: if firing { 0 } else { at_ms + 1 },
+        recommendations: vec!["scale up to 3 replicas".into()],
+        source: "analyzer".into(),
+        generated_at_ms: at_ms,
+        ..Default::default()
+    };
+    a.labels.insert("model".into(), model.into());
+    a.labels.insert("model_version".into(), "v3".into());
+    a.annotations.insert(
+        "summary".into(),
+        format!("p99 latency of {model} is 431 ms (threshold 200 ms)"),
+    );
+    a
+}
+
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Publisher {
+    pub async fn new(kafka: &KafkaConfig) -> Self {
+        kafka
+            .ensure_topics(&[&kafka.topics.alerts, &kafka.topics.deadletter])
+            .await
+            .expect("topics");
+        Self {
+            producer: kafka.producer().expect("producer"),
+            topic: kafka.topics.alerts.clone(),
+        }
+    }
+
+    pub async fn send(&self, a: &Alert) {
+        let bytes = a.encode_to_vec();
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic).key(&a.fingerprint).payload(&bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+
+    pub async fn send_raw(&self, key: &str, bytes: &[u8]) {
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic).key(key).payload(bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after
+/// `secs` naming `what`.
+pub async fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {secs} s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GETs a JSON answer from the alerter's API.
+pub async fn get_json(admin: SocketAddr, path: &str) -> serde_json::Value {
+    reqwest::get(format!("http://{admin}{path}"))
+        .await
+        .expect("api answers")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// A header's value from a received request.
+pub fn header(r: &mlwatch_demo::receiver::Received, name: &str) -> Option<String> {
+    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
