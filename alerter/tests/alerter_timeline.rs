@@ -452,3 +452,83 @@ fn stale_updates_and_unknown_resolves_are_ignored() {
         .run(10 * M);
     assert_eq!(seen, vec![note(M + 30 * S, "slack", &["a1"], &[])]);
 }
+
+#[test]
+fn acknowledging_a_group_acknowledges_its_firing_alerts_and_stops_repeats() {
+    let mut route = simple();
+    route.group_wait_ms = Some(0);
+    route.repeat_interval_ms = Some(10 * M as u64);
+    let config = EngineConfig {
+        route: Route::compile(&route).unwrap(),
+        inhibit: vec![],
+        policies: BTreeMap::new(),
+    };
+    let mut engine = Engine::new(config, State::default());
+    engine.ingest(firing("a1", "X", "high", "fraud", 0), 0);
+    engine.ingest(firing("a2", "Y", "high", "fraud", 0), 0);
+    assert_eq!(engine.tick(0).len(), 1);
+    let group = engine.state.groups.keys().next().unwrap().clone();
+    // Slack does not want acknowledgements: none is sent.
+    assert!(
+        engine
+            .acknowledge(&AckTarget::Group(group.clone()), "ana", "mine", M)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(engine.state.acks.len(), 2);
+    assert_eq!(engine.state.acks["a1"].by, "ana");
+    // No repeat at 10 min while both are acknowledged…
+    let mut now = M;
+    while now < 30 * M {
+        now = engine.next_wakeup().unwrap();
+        assert!(engine.tick(now).is_empty(), "repeat at {now}");
+    }
+    // …errors name what is missing…
+    let e = engine
+        .acknowledge(&AckTarget::Group("nope".into()), "ana", "", now)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "group nope not found");
+    let e = engine
+        .acknowledge(&AckTarget::Alert("a1".into()), " ", "", now)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "invalid request: acknowledgement needs `by`");
+    // …and a new alert in the group is news again.
+    engine.ingest(firing("a3", "Z", "high", "fraud", now), now);
+    let next = engine.next_wakeup().unwrap();
+    let sent = engine.tick(next);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].firing.len(), 3);
+}
+
+#[test]
+fn silences_are_validated_listed_and_expired() {
+    let mut engine = Engine::new(
+        EngineConfig {
+            route: Route::compile(&simple()).unwrap(),
+            inhibit: vec![],
+            policies: BTreeMap::new(),
+        },
+        State::default(),
+    );
+    let req = |matchers: Vec<&str>, ends: i64, by: &str| SilenceRequest {
+        matchers: matchers.into_iter().map(String::from).collect(),
+        starts_at_ms: None,
+        ends_at_ms: ends,
+        created_by: by.into(),
+        comment: String::new(),
+    };
+    assert!(engine.add_silence(&req(vec![], M, "ana"), 0).is_err());
+    assert!(engine.add_silence(&req(vec!["model=x"], M, ""), 0).is_err());
+    assert!(engine.add_silence(&req(vec!["model=x"], 0, "ana"), 0).is_err());
+    let e = engine.add_silence(&req(vec!["model=~("], M, "ana"), 0).unwrap_err();
+    assert!(e.to_string().starts_with("bad matcher"), "{e}");
+    let id = engine
+        .add_silence(&req(vec![r#"model="fraud""#], 10 * M, "ana"), 0)
+        .unwrap();
+    let a = firing("a1", "X", "high", "fraud", 0);
+    assert_eq!(engine.silenced_by(&a, M), Some(id.as_str()));
+    engine.expire_silence(&id, 2 * M).unwrap();
+    assert_eq!(engine.state.silences[&id].state(2 * M), "expired");
+    assert_eq!(engine.silenced_by(&a, 2 * M), None);
+    assert!(engine.expire_silence("nope", 2 * M).is_err());
+}
