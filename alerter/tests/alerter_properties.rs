@@ -10,6 +10,8 @@
 //!   least `group_interval` apart;
 //! - every alert still firing and unmuted at the end has been notified.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use mlwatch_alerter::alert::{AlertRecord, Status};
@@ -42,22 +44,14 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn alert(i: usize, status: Status, at: i64) -> AlertRecord {
-    AlertRecord {
-        id: format!("a{i}-{}-{at}", status.as_str()),
-        fingerprint: format!("a{i}"),
+    common::record(
+        &format!("a{i}"),
+        &format!("T{}", i % 2),
+        SEVERITIES[i % 4],
+        &format!("m{}", i % 3),
         status,
-        kind: format!("T{}", i % 2),
-        severity: SEVERITIES[i % 4].into(),
-        labels: [("model".to_string(), format!("m{}", i % 3))].into(),
-        annotations: BTreeMap::new(),
-        value: 1.0,
-        threshold: 0.5,
-        starts_at_ms: at,
-        ends_at_ms: if status == Status::Resolved { at } else { 0 },
-        recommendations: vec![],
-        source: "analyzer".into(),
-        generated_at_ms: at,
-    }
+        at,
+    )
 }
 
 fn config() -> EngineConfig {

@@ -4,6 +4,8 @@
 //! the exact notifications (time, receiver, kind, firing and resolved
 //! alerts) are compared with the expected ones.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use mlwatch_alerter::alert::{AlertRecord, Status};
@@ -17,22 +19,7 @@ const S: i64 = 1000;
 const M: i64 = 60 * S;
 
 fn alert(fp: &str, kind: &str, severity: &str, model: &str, status: Status, at: i64) -> AlertRecord {
-    AlertRecord {
-        id: format!("{fp}-{}-{at}", status.as_str()),
-        fingerprint: fp.into(),
-        status,
-        kind: kind.into(),
-        severity: severity.into(),
-        labels: [("model".to_string(), model.to_string())].into(),
-        annotations: BTreeMap::new(),
-        value: 1.0,
-        threshold: 0.5,
-        starts_at_ms: at,
-        ends_at_ms: if status == Status::Resolved { at } else { 0 },
-        recommendations: vec![],
-        source: "analyzer".into(),
-        generated_at_ms: at,
-    }
+    common::record(fp, kind, severity, model, status, at)
 }
 
 fn firing(fp: &str, kind: &str, severity: &str, model: &str, at: i64) -> AlertRecord {

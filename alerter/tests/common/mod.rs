@@ -15,6 +15,34 @@ pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// An alert record for the pure engine, generated at `at`.
+pub fn record(
+    fp: &str,
+    kind: &str,
+    severity: &str,
+    model: &str,
+    status: mlwatch_alerter::alert::Status,
+    at: i64,
+) -> mlwatch_alerter::alert::AlertRecord {
+    use mlwatch_alerter::alert::{AlertRecord, Status};
+    AlertRecord {
+        id: format!("{fp}-{}-{at}", status.as_str()),
+        fingerprint: fp.into(),
+        status,
+        kind: kind.into(),
+        severity: severity.into(),
+        labels: [("model".to_string(), model.to_string())].into(),
+        annotations: Default::default(),
+        value: 1.0,
+        threshold: 0.5,
+        starts_at_ms: at,
+        ends_at_ms: if status == Status::Resolved { at } else { 0 },
+        recommendations: vec![],
+        source: "analyzer".into(),
+        generated_at_ms: at,
+    }
+}
+
 /// An alert as the analyzer would publish it.
 pub fn alert(fingerprint: &str, kind: &str, severity: Severity, model: &str, firing: bool, at_ms: i64) -> Alert {
     let status = if firing {
