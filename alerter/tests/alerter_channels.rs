@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Publisher, alert, eventually, get_json, header, loopback};
+use common::{Publisher, alert, eventually, get_json, get_json_blocking, header, loopback};
 use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret, SmtpTls};
 use mlwatch_common::config::AdminConfig;
@@ -315,7 +315,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         .send(&alert("fp-churn", "FeatureDrift", Severity::Medium, "churn", true, t0))
         .await;
     let state = eventually(30, "the churn alert to be filed", || {
-        futures_lite_block(get_json(admin, "/api/v1/alerts"))
+        get_json_blocking(admin, "/api/v1/alerts")
             .as_array()
             .unwrap()
             .iter()
@@ -398,7 +398,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     // firing, 1 acknowledge, 3 for churn (webhook, alertmanager, slack),
     // 5 resolves.
     let history = eventually(30, "every outcome recorded", || {
-        let h = futures_lite_block(get_json(admin, "/api/v1/notifications"));
+        let h = get_json_blocking(admin, "/api/v1/notifications");
         let all = h.as_array().unwrap().clone();
         (all.len() == 14 && all.iter().all(|n| n["outcome"] == "delivered")).then_some(all)
     })
@@ -416,19 +416,4 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
 
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), running.task).await;
-}
-
-/// Runs a future to completion from a synchronous closure (the polling
-/// helper is synchronous); uses a fresh thread so it never blocks a
-/// runtime worker.
-fn futures_lite_block<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(f)
-    })
-    .join()
-    .unwrap()
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Publisher, alert, eventually, get_json, header, loopback};
+use common::{Publisher, alert, eventually, get_json, get_json_blocking, header, loopback};
 use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret};
 use mlwatch_common::config::AdminConfig;
@@ -116,7 +116,7 @@ async fn flaky_receiver_gets_each_notification_once_and_refusals_are_not_retried
 
     // The refusal: one request, no retry, the receiver's text recorded.
     let history = eventually(30, "the refusal in the history", || {
-        let h = blocking_get(running.admin_addr, "/api/v1/notifications?outcome=failed");
+        let h = get_json_blocking(running.admin_addr, "/api/v1/notifications?outcome=failed");
         (!h.as_array().unwrap().is_empty()).then_some(h)
     })
     .await;
@@ -128,19 +128,6 @@ async fn flaky_receiver_gets_each_notification_once_and_refusals_are_not_retried
 
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), running.task).await;
-}
-
-fn blocking_get(admin: std::net::SocketAddr, path: &str) -> serde_json::Value {
-    let path = path.to_string();
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(get_json(admin, &path))
-    })
-    .join()
-    .unwrap()
 }
 
 struct Alerter {

@@ -1,17 +1,56 @@
 //! A small real SMTP server on tokio, for the tests and as the local demo's
-//! mail catcher: `EHLO`/`HELO`, `AUTH PLAIN`, `MAIL FROM`, `RCPT TO`,
-//! `DATA`, `RSET`, `NOOP`, `QUIT`. It stores every message it accepts (the
-//! envelope and the raw RFC 5322 text, dot-unstuffed) and can require given
-//! credentials and refuse the next messages with a scripted reply code.
+//! mail catcher: `EHLO`/`HELO`, `STARTTLS`, `AUTH PLAIN`, `MAIL FROM`,
+//! `RCPT TO`, `DATA`, `RSET`, `NOOP`, `QUIT`, optionally TLS from the first
+//! byte (SMTPS). It stores every message it accepts (the envelope, the raw
+//! RFC 5322 text dot-unstuffed, whether it came over TLS) and can require
+//! given credentials and refuse the next messages with a scripted reply
+//! code.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
+
+/// How the server offers TLS.
+#[derive(Clone)]
+pub enum TlsMode {
+    /// Plain SMTP only.
+    None,
+    /// Plain SMTP that offers `STARTTLS`.
+    StartTls(TlsAcceptor),
+    /// TLS from the first byte (SMTPS, port 465 style).
+    Implicit(TlsAcceptor),
+}
+
+/// A TLS acceptor from a PEM certificate chain and PEM private key.
+pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// How a session on one stream ended.
+enum End<S> {
+    Closed,
+    /// The client asked for STARTTLS: the plain stream, to be upgraded.
+    StartTls(S),
+}
 
 /// One accepted message.
 #[derive(Debug, Clone)]
@@ -22,6 +61,8 @@ pub struct Mail {
     pub data: String,
     /// The user name that authenticated, if any.
     pub user: Option<String>,
+    /// Whether the message came over TLS.
+    pub tls: bool,
 }
 
 impl Mail {
@@ -63,13 +104,29 @@ struct Inner {
 }
 
 /// The server's shared state; clone it to inspect what arrived.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SmtpServer {
     inner: Arc<Mutex<Inner>>,
     changed: Arc<tokio::sync::Notify>,
+    tls: TlsMode,
+}
+
+impl Default for SmtpServer {
+    fn default() -> Self {
+        Self::with_tls(TlsMode::None)
+    }
 }
 
 impl SmtpServer {
+    /// A server offering TLS as `tls` says.
+    pub fn with_tls(tls: TlsMode) -> Self {
+        Self {
+            inner: Arc::default(),
+            changed: Arc::default(),
+            tls,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -125,7 +182,7 @@ impl SmtpServer {
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
-                        r = server.session(stream) => {
+                        r = server.connection(stream) => {
                             if let Err(error) = r {
                                 tracing::debug!(%error, "smtp session ended");
                             }
@@ -137,32 +194,63 @@ impl SmtpServer {
         Ok((addr, task))
     }
 
-    async fn session(&self, stream: TcpStream) -> std::io::Result<()> {
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read);
-        write.write_all(b"220 mlwatch-smtp ready\r\n").await?;
+    async fn connection(&self, stream: tokio::net::TcpStream) -> std::io::Result<()> {
+        match &self.tls {
+            TlsMode::None => self.session(stream, false, false).await.map(|_| ()),
+            TlsMode::Implicit(acceptor) => {
+                let tls = acceptor.accept(stream).await?;
+                self.session(tls, true, false).await.map(|_| ())
+            }
+            TlsMode::StartTls(acceptor) => match self.session(stream, false, true).await? {
+                End::Closed => Ok(()),
+                End::StartTls(plain) => {
+                    let tls = acceptor.accept(plain).await?;
+                    self.session(tls, true, false).await.map(|_| ())
+                }
+            },
+        }
+    }
+
+    /// One SMTP session; after a successful greeting over TLS (`secure`)
+    /// the client must say EHLO again, as RFC 3207 wants.
+    async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        secure: bool,
+        offer_starttls: bool,
+    ) -> std::io::Result<End<S>> {
+        let mut io = BufReader::new(stream);
+        if !secure || matches!(self.tls, TlsMode::Implicit(_)) {
+            io.write_all(b"220 mlwatch-smtp ready\r\n").await?;
+        }
         let mut from: Option<String> = None;
         let mut to: Vec<String> = Vec::new();
         let mut user: Option<String> = None;
         let mut line = String::new();
         loop {
             line.clear();
-            if lines.read_line(&mut line).await? == 0 {
-                return Ok(());
+            if io.read_line(&mut line).await? == 0 {
+                return Ok(End::Closed);
             }
             let cmd = line.trim_end_matches(['\r', '\n']);
             let upper = cmd.to_ascii_uppercase();
             let needs_auth = self.lock().credentials.is_some() && user.is_none();
             let reply: String = if upper.starts_with("EHLO") {
-                "250-mlwatch-smtp\r\n250-AUTH PLAIN\r\n250-8BITMIME\r\n250 SMTPUTF8".into()
+                let starttls = if offer_starttls { "250-STARTTLS\r\n" } else { "" };
+                format!("250-mlwatch-smtp\r\n{starttls}250-AUTH PLAIN\r\n250-8BITMIME\r\n250 SMTPUTF8")
+            } else if upper == "STARTTLS" && offer_starttls {
+                io.write_all(b"220 2.0.0 ready to start TLS\r\n").await?;
+                io.flush().await?;
+                return Ok(End::StartTls(io.into_inner()));
             } else if upper.starts_with("HELO") {
                 "250 mlwatch-smtp".into()
             } else if let Some(arg) = upper.strip_prefix("AUTH PLAIN") {
                 let arg = cmd[cmd.len() - arg.len()..].trim().to_string();
                 let arg = if arg.is_empty() {
-                    write.write_all(b"334 \r\n").await?;
+                    io.write_all(b"334 \r\n").await?;
+                    io.flush().await?;
                     line.clear();
-                    lines.read_line(&mut line).await?;
+                    io.read_line(&mut line).await?;
                     line.trim().to_string()
                 } else {
                     arg
@@ -196,12 +284,13 @@ impl SmtpServer {
                 if from.is_none() || to.is_empty() {
                     "503 5.5.1 need MAIL and RCPT first".into()
                 } else {
-                    write.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n").await?;
+                    io.write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n").await?;
+                    io.flush().await?;
                     let mut data = String::new();
                     loop {
                         line.clear();
-                        if lines.read_line(&mut line).await? == 0 {
-                            return Ok(());
+                        if io.read_line(&mut line).await? == 0 {
+                            return Ok(End::Closed);
                         }
                         if line == ".\r\n" || line == ".\n" {
                             break;
@@ -219,6 +308,7 @@ impl SmtpServer {
                                 to: std::mem::take(&mut to),
                                 data,
                                 user: user.clone(),
+                                tls: secure,
                             };
                             self.lock().mails.push(mail);
                             self.changed.notify_waiters();
@@ -233,13 +323,15 @@ impl SmtpServer {
             } else if upper == "NOOP" {
                 "250 ok".into()
             } else if upper == "QUIT" {
-                write.write_all(b"221 bye\r\n").await?;
-                return Ok(());
+                io.write_all(b"221 bye\r\n").await?;
+                io.flush().await?;
+                return Ok(End::Closed);
             } else {
                 "502 5.5.2 command not implemented".into()
             };
-            write.write_all(reply.as_bytes()).await?;
-            write.write_all(b"\r\n").await?;
+            io.write_all(reply.as_bytes()).await?;
+            io.write_all(b"\r\n").await?;
+            io.flush().await?;
         }
     }
 
@@ -307,6 +399,7 @@ mod tests {
             to: vec![],
             data: "Subject: a\r\n b\r\nFrom: x\r\n\r\nbody\r\n".into(),
             user: None,
+            tls: false,
         };
         assert_eq!(m.header("subject").as_deref(), Some("a b"));
         assert_eq!(m.body(), "body\r\n");

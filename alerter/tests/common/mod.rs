@@ -144,3 +144,18 @@ pub async fn get_json(admin: SocketAddr, path: &str) -> serde_json::Value {
 pub fn header(r: &mlwatch_demo::receiver::Received, name: &str) -> Option<String> {
     r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
+
+/// [`get_json`] from synchronous code (the polling closures): runs on its
+/// own thread and runtime, so it never blocks a runtime worker.
+pub fn get_json_blocking(admin: SocketAddr, path: &str) -> serde_json::Value {
+    let path = path.to_string();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(get_json(admin, &path))
+    })
+    .join()
+    .unwrap()
+}
