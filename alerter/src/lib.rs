@@ -127,7 +127,7 @@ pub struct AlerterConfig {
     pub max_backoff_ms: u64,
     /// Longest `Retry-After` honoured as given.
     pub max_retry_after_ms: u64,
-    /// The state database (redb). Unset: in memory, lost at exit.
+    /// The state database (redb). Empty: in memory, lost at exit.
     pub state_file: Option<PathBuf>,
     /// Answered notifications kept in the history.
     pub history_keep: usize,
