@@ -431,6 +431,16 @@ fn smtp_attempt(
 }
 
 impl Channel {
+    /// Where messages go (URL, or SMTP host and port): receivers sharing
+    /// an endpoint share its rate limit.
+    pub fn endpoint(&self) -> String {
+        match self {
+            Channel::Slack { url, .. } | Channel::Webhook { url, .. } => url.expose().to_string(),
+            Channel::Pagerduty { url, .. } | Channel::Alertmanager { url } => url.clone(),
+            Channel::Email { from, to, .. } => format!("smtp {from} {to:?}"),
+        }
+    }
+
     /// Sends one notification, with retries.
     pub async fn send(
         &self,

@@ -272,9 +272,13 @@ async fn ticker(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
+/// A rate limit shared by the receivers of one endpoint.
+type SharedLimit = Arc<tokio::sync::Mutex<deliver::RateLimit>>;
+
 struct Worker {
     name: String,
     resolved: channel::Resolved,
+    limit: SharedLimit,
     client: reqwest::Client,
     policy: RetryPolicy,
     shared: Arc<Shared>,
@@ -283,7 +287,6 @@ struct Worker {
 
 impl Worker {
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Notification>, shutdown: CancellationToken) {
-        let mut limit = deliver::RateLimit::new(self.resolved.rate_limit);
         loop {
             let n = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -291,7 +294,7 @@ impl Worker {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = limit.acquire() => {}
+                _ = async { self.limit.lock().await.acquire().await } => {}
             }
             // A send cut short by shutdown stays pending and is resent at
             // the next start.
@@ -443,10 +446,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max_retry_after: Duration::from_millis(config.alerter.max_retry_after_ms),
     };
     let mut tasks = Vec::new();
+    // Slack allows one message per second per webhook, whichever receiver
+    // posts it: receivers sharing an endpoint share the strictest limit.
+    let mut limits: BTreeMap<String, SharedLimit> = BTreeMap::new();
+    let mut intervals: BTreeMap<String, Duration> = BTreeMap::new();
+    for r in resolved.values() {
+        let e = intervals.entry(r.channel.endpoint()).or_default();
+        *e = (*e).max(r.rate_limit);
+    }
+    for (endpoint, interval) in intervals {
+        limits.insert(
+            endpoint,
+            Arc::new(tokio::sync::Mutex::new(deliver::RateLimit::new(interval))),
+        );
+    }
     for (name, rx) in receivers {
         let Some(r) = resolved.remove(&name) else { continue };
+        let Some(limit) = limits.get(&r.channel.endpoint()).cloned() else {
+            continue;
+        };
         let worker = Worker {
             name,
+            limit,
             resolved: r,
             client: client.clone(),
             policy,
