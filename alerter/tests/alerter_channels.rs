@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::{Publisher, alert, eventually, get_json, get_json_blocking, header, loopback};
 use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret, SmtpTls};
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_demo::receiver::HttpReceiver;
 use mlwatch_demo::smtp::SmtpServer;
@@ -48,11 +47,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     smtp.require_auth("alerts@example.org", "smtp-pass");
     let (smtp_addr, _) = smtp.serve(loopback(), shutdown.clone()).await.unwrap();
 
-    let mut config = mlwatch_alerter::Config::default();
-    config.kafka = kafka.clone();
-    config.admin = AdminConfig::on(loopback());
-    config.alerter.group_id = format!("alerter-{suffix}");
-    config.alerter.state_file = None;
+    let mut config = common::config(&kafka, &suffix);
     config.alerter.external_url = "http://alerter.example".into();
     config.route = Some(RouteConfig {
         receiver: Some("slack".into()),

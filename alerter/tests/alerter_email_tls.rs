@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::{Publisher, alert, eventually, get_json_blocking, loopback};
 use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret, SmtpTls};
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_demo::smtp::{SmtpServer, TlsMode, tls_acceptor};
 use mlwatch_proto::v1::Severity;
@@ -60,11 +59,7 @@ async fn starttls_and_implicit_tls_deliver_and_an_unknown_ca_is_refused() {
     let implicit_port = implicit.serve(loopback(), shutdown.clone()).await.unwrap().0.port();
     let untrusted_port = untrusted.serve(loopback(), shutdown.clone()).await.unwrap().0.port();
 
-    let mut config = mlwatch_alerter::Config::default();
-    config.kafka = kafka.clone();
-    config.admin = AdminConfig::on(loopback());
-    config.alerter.group_id = format!("alerter-{suffix}");
-    config.alerter.state_file = None;
+    let mut config = common::config(&kafka, &suffix);
     config.alerter.max_attempts = 2;
     config.alerter.initial_backoff_ms = 50;
     let child = |r: &str| RouteConfig {

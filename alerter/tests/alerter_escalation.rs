@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::{Publisher, alert, eventually, get_json, loopback};
 use mlwatch_alerter::route::{EscalationConfig, RouteConfig};
 use mlwatch_alerter::{Receiver, Secret};
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_demo::receiver::HttpReceiver;
 use mlwatch_proto::v1::Severity;
@@ -38,11 +37,7 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
     let primary_addr = primary.serve(loopback(), shutdown.clone()).await.unwrap().0;
     let secondary_addr = secondary.serve(loopback(), shutdown.clone()).await.unwrap().0;
 
-    let mut config = mlwatch_alerter::Config::default();
-    config.kafka = kafka.clone();
-    config.admin = AdminConfig::on(loopback());
-    config.alerter.group_id = format!("alerter-{suffix}");
-    config.alerter.state_file = None;
+    let mut config = common::config(&kafka, &suffix);
     config.route = Some(RouteConfig {
         receiver: Some("primary".into()),
         group_by: Some(vec!["model".into()]),

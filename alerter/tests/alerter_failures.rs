@@ -14,7 +14,6 @@ use std::time::Duration;
 use common::{Publisher, alert, eventually, get_json, get_json_blocking, header, loopback};
 use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret};
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_demo::receiver::HttpReceiver;
 use mlwatch_proto::v1::Severity;
@@ -44,11 +43,7 @@ async fn flaky_receiver_gets_each_notification_once_and_refusals_are_not_retried
     let (refusing_addr, _) = refusing.serve(loopback(), shutdown.clone()).await.unwrap();
     refusing.script([(404, None); 10]);
 
-    let mut config = mlwatch_alerter::Config::default();
-    config.kafka = kafka.clone();
-    config.admin = AdminConfig::on(loopback());
-    config.alerter.group_id = format!("alerter-{suffix}");
-    config.alerter.state_file = None;
+    let mut config = common::config(&kafka, &suffix);
     config.alerter.initial_backoff_ms = 50;
     config.route = Some(RouteConfig {
         receiver: Some("slack".into()),

@@ -15,6 +15,17 @@ pub fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// An in-process alerter's configuration: the test's topics and consumer
+/// group, an OS-chosen admin port, state in memory.
+pub fn config(kafka: &KafkaConfig, suffix: &str) -> mlwatch_alerter::Config {
+    let mut config = mlwatch_alerter::Config::default();
+    config.kafka = kafka.clone();
+    config.admin = mlwatch_common::config::AdminConfig::on(loopback());
+    config.alerter.group_id = format!("alerter-{suffix}");
+    config.alerter.state_file = None;
+    config
+}
+
 /// An alert record for the pure engine, generated at `at`.
 pub fn record(
     fp: &str,
