@@ -219,6 +219,8 @@ impl Shared {
 
 struct AlertHandler {
     shared: Arc<Shared>,
+    /// Alerts consumed, by what the engine did with them.
+    alerts: IntCounterVec,
 }
 
 impl Handler for AlertHandler {
@@ -237,7 +239,23 @@ impl Handler for AlertHandler {
         .map_err(|e| HandleError::Transient(format!("ingest task failed: {e}")))?;
         match filed {
             Ok(what) => {
-                tracing::debug!(%fingerprint, outcome = ?what, "alert filed");
+                let outcome = match what {
+                    engine::Ingested::Firing => "firing",
+                    engine::Ingested::Resolved => "resolved",
+                    engine::Ingested::Unchanged => "unchanged",
+                    engine::Ingested::Stale => "stale",
+                    engine::Ingested::UnknownResolved => "unknown_resolved",
+                };
+                self.alerts.with_label_values(&[outcome]).inc();
+                match what {
+                    engine::Ingested::Stale => {
+                        tracing::info!(%fingerprint, "ignored an alert update older than the one held")
+                    }
+                    engine::Ingested::UnknownResolved => {
+                        tracing::info!(%fingerprint, "ignored the resolve of an alert never seen firing")
+                    }
+                    _ => tracing::debug!(%fingerprint, outcome, "alert filed"),
+                }
                 Ok(())
             }
             Err(error) => Err(HandleError::Transient(error.to_string())),
@@ -389,6 +407,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &["receiver", "outcome"],
     )?;
     registry.register(Box::new(notifications.clone()))?;
+    let alerts_total = IntCounterVec::new(
+        Opts::new(
+            "mlwatch_alerter_alerts_total",
+            "Alerts consumed, by what the engine did with them",
+        ),
+        &["outcome"],
+    )?;
+    registry.register(Box::new(alerts_total.clone()))?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
     config
@@ -480,7 +506,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let app = admin::router(registry, ready.clone()).merge(api::router(shared.clone()));
     let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
-    let mut handler = AlertHandler { shared };
+    let mut handler = AlertHandler {
+        shared,
+        alerts: alerts_total,
+    };
     let dead_letter = DeadLetter::new(
         producer,
         topics.deadletter.clone(),

@@ -409,6 +409,25 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert_eq!(only_pd.as_array().unwrap().len(), 1);
     assert_eq!(only_pd[0]["kind"], "notify");
 
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"mlwatch_alerter_alerts_total{outcome="firing"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mlwatch_alerter_alerts_total{outcome="resolved"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mlwatch_alerter_notifications_total{outcome="delivered",receiver="slack"} 3"#),
+        "{metrics}"
+    );
+
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(15), running.task).await;
 }
