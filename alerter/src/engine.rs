@@ -430,9 +430,10 @@ impl Engine {
             .map(|g| g.id.clone())
             .collect();
         let mut out = Vec::new();
+        let mut released = Vec::new();
         for id in due {
             if self.state.groups.get(&id).is_some_and(|g| g.next_flush_ms <= now_ms) {
-                self.flush(&id, now_ms, &mut out);
+                released.extend(self.flush(&id, now_ms, &mut out));
             }
             if self
                 .state
@@ -443,7 +444,7 @@ impl Engine {
                 self.escalate(&id, now_ms, &mut out);
             }
         }
-        self.collect_garbage(now_ms);
+        self.collect_garbage(released, now_ms);
         out
     }
 
@@ -475,9 +476,10 @@ impl Engine {
             .collect()
     }
 
-    fn flush(&mut self, id: &str, now_ms: i64, out: &mut Vec<Notification>) {
+    /// Flushes one group; returns the resolved alerts that left it.
+    fn flush(&mut self, id: &str, now_ms: i64, out: &mut Vec<Notification>) -> BTreeSet<String> {
         let Some(group) = self.state.groups.get(id).cloned() else {
-            return;
+            return BTreeSet::new();
         };
         let policy = self.policy(&group.receiver);
         let (firing, resolved) = self.split(&group, now_ms);
@@ -553,6 +555,7 @@ impl Engine {
             group.next_flush_ms = now_ms + group.group_interval_ms as i64;
             self.state.groups.insert(id.to_string(), group);
         }
+        resolved_set
     }
 
     fn escalate(&mut self, id: &str, now_ms: i64, out: &mut Vec<Notification>) {
@@ -621,18 +624,14 @@ impl Engine {
         }
     }
 
-    /// Drops resolved alerts no group holds any more, and silences
-    /// expired for more than a day.
-    fn collect_garbage(&mut self, now_ms: i64) {
-        let held: BTreeSet<&String> = self.state.groups.values().flat_map(|g| g.alerts.iter()).collect();
-        let gone: Vec<String> = self
-            .state
-            .alerts
-            .iter()
-            .filter(|(fp, a)| !a.is_firing() && !held.contains(fp))
-            .map(|(fp, _)| fp.clone())
-            .collect();
-        for fp in gone {
+    /// Drops the `released` resolved alerts that no group holds any more,
+    /// and silences expired for more than a day.
+    fn collect_garbage(&mut self, released: Vec<String>, now_ms: i64) {
+        for fp in released {
+            let resolved = self.state.alerts.get(&fp).is_some_and(|a| !a.is_firing());
+            if !resolved || self.state.groups.values().any(|g| g.alerts.contains(&fp)) {
+                continue;
+            }
             self.state.alerts.remove(&fp);
             self.state.acks.remove(&fp);
         }

@@ -519,3 +519,41 @@ fn silences_are_validated_listed_and_expired() {
     assert_eq!(engine.silenced_by(&a, 2 * M), None);
     assert!(engine.expire_silence("nope", 2 * M).is_err());
 }
+
+#[test]
+fn resolved_alerts_are_forgotten_once_every_group_reported_them() {
+    let mut route = simple();
+    route.group_wait_ms = Some(0);
+    route.routes = vec![
+        RouteConfig {
+            receiver: Some("email".into()),
+            continue_matching: true,
+            group_interval_ms: Some(M as u64),
+            ..RouteConfig::default()
+        },
+        RouteConfig {
+            receiver: Some("slack".into()),
+            ..RouteConfig::default()
+        },
+    ];
+    let config = EngineConfig {
+        route: Route::compile(&route).unwrap(),
+        inhibit: vec![],
+        policies: BTreeMap::new(),
+    };
+    let mut engine = Engine::new(config, State::default());
+    engine.ingest(firing("a1", "X", "high", "fraud", 0), 0);
+    engine
+        .acknowledge(&AckTarget::Alert("a1".into()), "ana", "", 0)
+        .unwrap();
+    assert_eq!(engine.tick(0).len(), 2);
+    engine.ingest(resolved("a1", "X", "high", "fraud", S), S);
+    // The email group (1 min interval) reports it first; slack's (5 min)
+    // still holds it.
+    assert_eq!(engine.tick(M).len(), 1);
+    assert!(engine.state.alerts.contains_key("a1"));
+    assert_eq!(engine.tick(5 * M).len(), 1);
+    assert!(engine.state.alerts.is_empty());
+    assert!(engine.state.groups.is_empty());
+    assert!(engine.state.acks.is_empty());
+}
