@@ -97,7 +97,7 @@ pub struct Ack {
 
 /// A silence: alerts matching all `matchers` are not notified while
 /// `starts_at_ms <= now < ends_at_ms`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Silence {
     pub id: String,
     pub matchers: Vec<Matcher>,

@@ -188,18 +188,17 @@ impl Shared {
     ) -> Result<T, AlerterError> {
         let now = mlwatch_common::now_ms();
         let mut core = self.lock();
-        let before = core.engine.state.clone();
-        let (value, mut made) = match f(&mut core.engine, now) {
+        let Core { engine, store } = &mut *core;
+        let (value, mut made) = match f(engine, now) {
             Ok(v) => v,
             Err(e) => {
-                core.engine.state = before;
+                engine.state = store.committed().clone();
                 return Err(e);
             }
         };
         made.retain(|n| self.configured.contains(&n.receiver));
-        let Core { engine, store } = &mut *core;
         if let Err(e) = store.commit(&engine.state, &made, now) {
-            core.engine.state = before;
+            engine.state = store.committed().clone();
             return Err(e);
         }
         drop(core);

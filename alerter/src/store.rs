@@ -59,11 +59,11 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, AlerterError> {
     serde_json::to_vec(v).map_err(st)
 }
 
-/// The database, plus what was last written per table (so a commit writes
-/// only what changed).
+/// The database, plus the state as last committed (so a commit writes only
+/// what changed, and a failed change can be rolled back).
 pub struct Store {
     db: Database,
-    written: BTreeMap<&'static str, BTreeMap<String, Vec<u8>>>,
+    committed: State,
 }
 
 impl Store {
@@ -89,7 +89,7 @@ impl Store {
         tx.commit().map_err(st)?;
         Ok(Self {
             db,
-            written: BTreeMap::new(),
+            committed: State::default(),
         })
     }
 
@@ -106,66 +106,45 @@ impl Store {
 
     /// Loads the engine state written by the last commit.
     pub fn load(&mut self) -> Result<State, AlerterError> {
-        fn decode<T: for<'de> Deserialize<'de>>(
-            rows: &BTreeMap<String, Vec<u8>>,
-        ) -> Result<BTreeMap<String, T>, AlerterError> {
-            rows.iter()
+        fn decode<T: for<'de> Deserialize<'de>>(rows: Rows) -> Result<BTreeMap<String, T>, AlerterError> {
+            rows.into_iter()
                 .map(|(k, v)| {
-                    Ok((
-                        k.clone(),
-                        serde_json::from_slice(v).map_err(|e| st(format!("row {k}: {e}")))?,
-                    ))
+                    let value = serde_json::from_slice(&v).map_err(|e| st(format!("row {k}: {e}")))?;
+                    Ok((k, value))
                 })
                 .collect()
         }
-        let mut state = State::default();
-        for (name, def) in [
-            ("alerts", ALERTS),
-            ("groups", GROUPS),
-            ("silences", SILENCES),
-            ("acks", ACKS),
-        ] {
-            let rows = self.read_table(def)?;
-            match name {
-                "alerts" => state.alerts = decode(&rows)?,
-                "groups" => state.groups = decode(&rows)?,
-                "silences" => state.silences = decode(&rows)?,
-                _ => state.acks = decode(&rows)?,
-            }
-            self.written.insert(name, rows);
-        }
-        let meta = self.read_table(META)?;
-        if let Some(seq) = meta.get("seq") {
+        let mut state = State {
+            alerts: decode(self.read_table(ALERTS)?)?,
+            groups: decode(self.read_table(GROUPS)?)?,
+            silences: decode(self.read_table(SILENCES)?)?,
+            acks: decode(self.read_table(ACKS)?)?,
+            seq: 0,
+        };
+        if let Some(seq) = self.read_table(META)?.get("seq") {
             state.seq = serde_json::from_slice(seq).map_err(st)?;
         }
-        self.written.insert("meta", meta);
+        self.committed = state.clone();
         Ok(state)
     }
 
-    /// Writes the state and the new notifications (as pending) in one
-    /// durable transaction.
+    /// The state as of the last commit (to roll back to).
+    pub fn committed(&self) -> &State {
+        &self.committed
+    }
+
+    /// Writes what changed in the state since the last commit, and the new
+    /// notifications (as pending), in one durable transaction.
     pub fn commit(&mut self, state: &State, new: &[Notification], now_ms: i64) -> Result<(), AlerterError> {
-        let mut tables: Vec<(&'static str, Table, Rows)> = vec![
-            ("alerts", ALERTS, rows(&state.alerts)?),
-            ("groups", GROUPS, rows(&state.groups)?),
-            ("silences", SILENCES, rows(&state.silences)?),
-            ("acks", ACKS, rows(&state.acks)?),
-        ];
-        tables.push(("meta", META, [("seq".to_string(), json(&state.seq)?)].into()));
+        let before = &self.committed;
         let tx = self.db.begin_write().map_err(st)?;
-        for (name, def, now_rows) in &tables {
-            let before = self.written.entry(name).or_default();
-            let mut t = tx.open_table(*def).map_err(st)?;
-            for k in before.keys() {
-                if !now_rows.contains_key(k) {
-                    t.remove(k.as_str()).map_err(st)?;
-                }
-            }
-            for (k, v) in now_rows {
-                if before.get(k) != Some(v) {
-                    t.insert(k.as_str(), v.as_slice()).map_err(st)?;
-                }
-            }
+        write_changes(&tx, ALERTS, &before.alerts, &state.alerts)?;
+        write_changes(&tx, GROUPS, &before.groups, &state.groups)?;
+        write_changes(&tx, SILENCES, &before.silences, &state.silences)?;
+        write_changes(&tx, ACKS, &before.acks, &state.acks)?;
+        if state.seq != before.seq {
+            let mut meta = tx.open_table(META).map_err(st)?;
+            meta.insert("seq", json(&state.seq)?.as_slice()).map_err(st)?;
         }
         {
             let mut log = tx.open_table(LOG).map_err(st)?;
@@ -180,9 +159,7 @@ impl Store {
             }
         }
         tx.commit().map_err(st)?;
-        for (name, _, now_rows) in tables {
-            self.written.insert(name, now_rows);
-        }
+        self.committed = state.clone();
         Ok(())
     }
 
@@ -240,8 +217,25 @@ impl Store {
     }
 }
 
-fn rows<T: Serialize>(map: &BTreeMap<String, T>) -> Result<BTreeMap<String, Vec<u8>>, AlerterError> {
-    map.iter().map(|(k, v)| Ok((k.clone(), json(v)?))).collect()
+/// Writes the rows of `now` that differ from `before`, removes the gone ones.
+fn write_changes<T: Serialize + PartialEq>(
+    tx: &redb::WriteTransaction,
+    def: Table,
+    before: &BTreeMap<String, T>,
+    now: &BTreeMap<String, T>,
+) -> Result<(), AlerterError> {
+    let mut t = tx.open_table(def).map_err(st)?;
+    for k in before.keys() {
+        if !now.contains_key(k) {
+            t.remove(k.as_str()).map_err(st)?;
+        }
+    }
+    for (k, v) in now {
+        if before.get(k) != Some(v) {
+            t.insert(k.as_str(), json(v)?.as_slice()).map_err(st)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

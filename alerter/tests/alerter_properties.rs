@@ -2,8 +2,9 @@
 //! silencing and acknowledging, with a controlled clock:
 //!
 //! - restarting from the persisted state at any moment changes nothing: an
-//!   engine whose state is serialised and reloaded after every step makes
-//!   exactly the notifications of one that never stopped;
+//!   engine whose state is committed to the store (in memory) and read back
+//!   after every step makes exactly the notifications of one that never
+//!   stopped;
 //! - no notification pages an alert that is silenced or inhibited at that
 //!   moment, and no escalation pages an acknowledged one;
 //! - a group's first notification waits `group_wait`, later ones are at
@@ -20,6 +21,7 @@ use mlwatch_alerter::engine::{
     SilenceRequest, State,
 };
 use mlwatch_alerter::route::{EscalationConfig, Route, RouteConfig};
+use mlwatch_alerter::store::Store;
 use proptest::prelude::*;
 
 const WAIT: i64 = 10_000;
@@ -132,16 +134,19 @@ fn apply(engine: &mut Engine, op: &Op, now: i64) -> Vec<Notification> {
     }
 }
 
-fn reload(engine: Engine) -> Engine {
-    let json = serde_json::to_vec(&engine.state).unwrap();
-    let state: State = serde_json::from_slice(&json).unwrap();
-    Engine::new(config(), state)
+/// Commits the engine's state to the store, then starts a new engine from
+/// what the store reads back (a restart).
+fn reload(engine: Engine, store: &mut Store, made: &[Notification], now: i64) -> Engine {
+    store.commit(&engine.state, made, now).unwrap();
+    Engine::new(config(), store.load().unwrap())
 }
 
 /// Runs the timeline; `restart` reloads the state after every step.
 /// Checks the per-notification invariants as it goes.
 fn run(events: &[(i64, Op)], end: i64, restart: bool) -> Vec<(i64, Notification)> {
     let mut engine = Engine::new(config(), State::default());
+    let mut store = Store::open(None).unwrap();
+    store.load().unwrap();
     let mut out = Vec::new();
     let mut now = 0;
     let mut next_event = 0;
@@ -179,16 +184,16 @@ fn run(events: &[(i64, Op)], end: i64, restart: bool) -> Vec<(i64, Notification)
                 }
             }
         }
-        out.extend(made.into_iter().map(|n| (now, n)));
         if restart {
-            engine = reload(engine);
+            engine = reload(engine, &mut store, &made, now);
         }
+        out.extend(made.into_iter().map(|n| (now, n)));
     }
     out
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
     fn engine_invariants_hold_on_random_timelines(
