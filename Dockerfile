@@ -14,7 +14,8 @@ RUN cargo build --release --locked \
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 mlwatch
+ && useradd --system --uid 10001 mlwatch \
+ && mkdir -p /var/lib/mlwatch && chown mlwatch /var/lib/mlwatch
 COPY --from=build /out/ /usr/local/bin/
 USER mlwatch
 # Each service listens on 0.0.0.0 inside the container; see docker-compose.yml.

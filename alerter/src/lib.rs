@@ -1,21 +1,44 @@
-//! The mlwatch alerter: consumes `mlwatch.alerts.v1` and tells people.
+//! The mlwatch alerter: consumes `mlwatch.alerts.v1` and tells people, with
+//! Alertmanager's semantics and state that survives restarts.
 //!
-//! - [`slack`]: Slack incoming-webhook messages (pure).
-//! - [`deliver`]: HTTP delivery with timeouts, backoff, jitter and
-//!   `Retry-After`.
+//! Pure modules (no I/O, driven by a clock passed in):
+//! - [`matcher`], [`route`]: label matchers and the routing tree.
+//! - [`engine`]: grouping, repeat, inhibition, silences, acknowledgement
+//!   and escalation, turning alerts and time into [`engine::Notification`]s.
+//! - [`slack`], [`pagerduty`], [`email`], [`webhook`], [`template`]: what
+//!   each channel is sent.
 //!
-//! Routing follows DESIGN.md's defaults (critical/high → PagerDuty + Slack +
-//! email; medium → Slack; low → the Slack info channel); a route naming a
-//! receiver that is not configured is skipped with a warning. Each alert
-//! state change (alert id) is delivered at most once per receiver by this
-//! process; redeliveries from Kafka are recognised and skipped.
+//! At the edges:
+//! - [`store`]: alerts, groups, silences, acks and the notification log in
+//!   an embedded redb database; a notification is logged as pending in the
+//!   same transaction as the state that made it, before it is sent.
+//! - [`channel`], [`deliver`]: receivers' configuration and secrets, and
+//!   delivery with timeouts, backoff, `Retry-After` and rate limits.
+//! - [`api`]: the JSON API on the admin port.
+//!
+//! One worker per receiver sends its notifications in order; a ticker
+//! flushes groups when the engine says they are due; the Kafka handler
+//! stores an alert's offset only after the alert is durably filed.
 
+pub mod alert;
+pub mod api;
+pub mod channel;
 pub mod deliver;
+pub mod email;
+pub mod engine;
+pub mod error;
+pub mod matcher;
+pub mod pagerduty;
+pub mod route;
 pub mod slack;
+pub mod store;
+pub mod template;
+pub mod webhook;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mlwatch_common::admin::{self, Readiness};
@@ -24,16 +47,22 @@ use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::{self, DeadLetter, HandleError, Handler, KafkaConfig};
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_common::telemetry::LogConfig;
-use mlwatch_proto::v1::{Alert, Severity};
+use mlwatch_proto::v1::Alert;
 use prometheus::{IntCounterVec, Opts, Registry};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use crate::channel::{Receiver, Secret, SmtpTls};
 use crate::deliver::RetryPolicy;
+use crate::engine::{Engine, EngineConfig, InhibitRule, InhibitRuleConfig, Notification};
+pub use crate::error::AlerterError;
+pub use crate::route::RouteConfig;
+use crate::store::{Outcome, Store};
 
-pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "alerter", "routing", "receivers"];
+pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "alerter", "route", "inhibit", "receivers"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,9 +75,13 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub alerter: AlerterConfig,
-    /// Receivers per severity.
+    /// The routing tree; unset means DESIGN.md's defaults
+    /// ([`RouteConfig::design_defaults`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteConfig>,
+    /// Inhibition rules (`[[inhibit]]`).
     #[serde(default)]
-    pub routing: Routing,
+    pub inhibit: Vec<InhibitRuleConfig>,
     /// Receivers by name.
     #[serde(default)]
     pub receivers: BTreeMap<String, Receiver>,
@@ -65,7 +98,8 @@ impl Default for Config {
             admin: default_admin(),
             log: LogConfig::default(),
             alerter: AlerterConfig::default(),
-            routing: Routing::default(),
+            route: None,
+            inhibit: vec![],
             receivers: BTreeMap::new(),
         }
     }
@@ -81,15 +115,24 @@ impl HasLog for Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlerterConfig {
+    /// Kafka consumer group.
     pub group_id: String,
     /// Timeout of one delivery attempt.
     pub timeout_ms: u64,
     /// Attempts per notification on 5xx / 429 / connection errors.
     pub max_attempts: u32,
-    /// First retry delay; doubles each attempt, with jitter.
+    /// First retry delay; doubles each attempt, with up to 25 % jitter.
     pub initial_backoff_ms: u64,
-    /// Send a notification when an alert resolves.
-    pub send_resolved: bool,
+    /// Longest delay between retries (without `Retry-After`).
+    pub max_backoff_ms: u64,
+    /// Longest `Retry-After` honoured as given.
+    pub max_retry_after_ms: u64,
+    /// The state database (redb). Empty: in memory, lost at exit.
+    pub state_file: Option<PathBuf>,
+    /// Answered notifications kept in the history.
+    pub history_keep: usize,
+    /// This alerter's URL, sent as `externalURL` to webhooks.
+    pub external_url: String,
 }
 
 impl Default for AlerterConfig {
@@ -99,177 +142,209 @@ impl Default for AlerterConfig {
             timeout_ms: 10_000,
             max_attempts: 6,
             initial_backoff_ms: 250,
-            send_resolved: true,
-        }
-    }
-}
-
-/// Receivers per severity (DESIGN.md defaults).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Routing {
-    pub critical: Vec<String>,
-    pub high: Vec<String>,
-    pub medium: Vec<String>,
-    pub low: Vec<String>,
-}
-
-impl Default for Routing {
-    fn default() -> Self {
-        let v = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect();
-        Self {
-            critical: v(&["pagerduty", "slack", "email"]),
-            high: v(&["pagerduty", "slack", "email"]),
-            medium: v(&["slack"]),
-            low: v(&["slack-info"]),
-        }
-    }
-}
-
-impl Routing {
-    fn receivers(&self, severity: Severity) -> &[String] {
-        match severity {
-            Severity::Critical => &self.critical,
-            Severity::High => &self.high,
-            Severity::Medium => &self.medium,
-            Severity::Low | Severity::Unspecified => &self.low,
-        }
-    }
-}
-
-/// A receiver. Secrets (webhook URLs) come inline or from a file.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
-pub enum Receiver {
-    /// A Slack incoming webhook.
-    Slack {
-        #[serde(default)]
-        webhook_url: Option<String>,
-        #[serde(default)]
-        webhook_url_file: Option<PathBuf>,
-        #[serde(default)]
-        channel: Option<String>,
-    },
-}
-
-impl std::fmt::Debug for Receiver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Slack { channel, .. } => f
-                .debug_struct("Slack")
-                .field("webhook_url", &"<redacted>")
-                .field("channel", channel)
-                .finish(),
+            max_backoff_ms: 30_000,
+            max_retry_after_ms: 600_000,
+            state_file: Some(PathBuf::from("mlwatch-alerter.redb")),
+            history_keep: 10_000,
+            external_url: String::new(),
         }
     }
 }
 
 pub use mlwatch_common::ServiceError as Error;
 
-/// A receiver ready to send, its secret resolved.
-enum Channel {
-    Slack { url: String, channel: Option<String> },
-}
-
-fn resolve(name: &str, receiver: &Receiver) -> Result<Channel, Error> {
-    let bad = |reason: String| Error::config(format!("receivers.{name}"), reason);
-    match receiver {
-        Receiver::Slack {
-            webhook_url,
-            webhook_url_file,
-            channel,
-        } => {
-            let url = match (webhook_url, webhook_url_file) {
-                (Some(u), None) => u.clone(),
-                (None, Some(p)) => std::fs::read_to_string(p)
-                    .map_err(|e| bad(format!("webhook_url_file {}: {e}", p.display())))?
-                    .trim()
-                    .to_string(),
-                _ => return Err(bad("give exactly one of webhook_url, webhook_url_file".into())),
-            };
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(bad("webhook_url must be an http(s) URL".into()));
-            }
-            Ok(Channel::Slack {
-                url,
-                channel: channel.clone(),
-            })
-        }
-    }
-}
-
 pub struct Running {
     pub admin_addr: SocketAddr,
     pub task: JoinHandle<Result<(), Error>>,
 }
 
-struct AlertHandler {
-    client: reqwest::Client,
-    channels: BTreeMap<String, Channel>,
-    routing: Routing,
-    policy: RetryPolicy,
-    send_resolved: bool,
-    /// (alert id, receiver) pairs already delivered, newest last.
-    delivered: HashSet<(String, String)>,
-    order: VecDeque<(String, String)>,
-    warned: HashSet<String>,
-    notifications: IntCounterVec,
+/// The engine and its store, behind one lock.
+pub struct Core {
+    pub engine: Engine,
+    pub store: Store,
 }
 
-const DELIVERED_MEMORY: usize = 100_000;
+/// What the Kafka handler, the ticker, the workers and the API share.
+pub struct Shared {
+    core: Mutex<Core>,
+    /// Receivers that are configured (notifications to others are dropped).
+    configured: BTreeSet<String>,
+    queues: BTreeMap<String, mpsc::UnboundedSender<Notification>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a change to the engine at the current time, commits the new
+    /// state with the notifications it made (as pending) in one durable
+    /// transaction, then queues them for delivery. If the commit fails the
+    /// engine is rolled back and the error returned. Blocking (fsync).
+    pub fn apply<T>(
+        &self,
+        f: impl FnOnce(&mut Engine, i64) -> Result<(T, Vec<Notification>), AlerterError>,
+    ) -> Result<T, AlerterError> {
+        let now = mlwatch_common::now_ms();
+        let mut core = self.lock();
+        let Core { engine, store } = &mut *core;
+        let (value, mut made) = match f(engine, now) {
+            Ok(v) => v,
+            Err(e) => {
+                engine.state = store.committed().clone();
+                return Err(e);
+            }
+        };
+        made.retain(|n| self.configured.contains(&n.receiver));
+        if let Err(e) = store.commit(&engine.state, &made, now) {
+            engine.state = store.committed().clone();
+            return Err(e);
+        }
+        drop(core);
+        for n in made {
+            self.queue(n);
+        }
+        self.wake.notify_one();
+        Ok(value)
+    }
+
+    fn queue(&self, n: Notification) {
+        if let Some(q) = self.queues.get(&n.receiver) {
+            let _ = q.send(n);
+        }
+    }
+}
+
+struct AlertHandler {
+    shared: Arc<Shared>,
+    /// Alerts consumed, by what the engine did with them.
+    alerts: IntCounterVec,
+}
 
 impl Handler for AlertHandler {
     async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), HandleError> {
         let alert: Alert = kafka::decode(message)?;
-        if alert.fingerprint.is_empty() || alert.id.is_empty() {
-            return Err(HandleError::Poison("alert without fingerprint or id".into()));
-        }
-        let status = mlwatch_proto::v1::AlertStatus::try_from(alert.status).unwrap_or_default();
-        if status == mlwatch_proto::v1::AlertStatus::Resolved && !self.send_resolved {
-            return Ok(());
-        }
-        let severity = Severity::try_from(alert.severity).unwrap_or(Severity::Unspecified);
-        for name in self.routing.receivers(severity).to_vec() {
-            let key = (alert.id.clone(), name.clone());
-            if self.delivered.contains(&key) {
-                continue;
+        let record = alert::AlertRecord::from_proto(&alert).map_err(|e| HandleError::Poison(e.to_string()))?;
+        let fingerprint = record.fingerprint.clone();
+        let shared = self.shared.clone();
+        let filed = tokio::task::spawn_blocking(move || {
+            shared.apply(|e, now| {
+                let what = e.ingest(record, now);
+                Ok((what, e.tick(now)))
+            })
+        })
+        .await
+        .map_err(|e| HandleError::Transient(format!("ingest task failed: {e}")))?;
+        match filed {
+            Ok(what) => {
+                let outcome = match what {
+                    engine::Ingested::Firing => "firing",
+                    engine::Ingested::Resolved => "resolved",
+                    engine::Ingested::Unchanged => "unchanged",
+                    engine::Ingested::Stale => "stale",
+                    engine::Ingested::UnknownResolved => "unknown_resolved",
+                };
+                self.alerts.with_label_values(&[outcome]).inc();
+                match what {
+                    engine::Ingested::Stale => {
+                        tracing::info!(%fingerprint, "ignored an alert update older than the one held")
+                    }
+                    engine::Ingested::UnknownResolved => {
+                        tracing::info!(%fingerprint, "ignored the resolve of an alert never seen firing")
+                    }
+                    _ => tracing::debug!(%fingerprint, outcome, "alert filed"),
+                }
+                Ok(())
             }
-            let Some(channel) = self.channels.get(&name) else {
-                if self.warned.insert(name.clone()) {
-                    tracing::warn!(receiver = %name, "route names a receiver that is not configured; skipping it");
-                }
-                continue;
+            Err(error) => Err(HandleError::Transient(error.to_string())),
+        }
+    }
+}
+
+/// Flushes groups whenever the engine says something is due.
+async fn ticker(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let next = shared.lock().engine.next_wakeup();
+        let now = mlwatch_common::now_ms();
+        let wait_ms = next.map(|t| (t - now).clamp(0, 1000)).unwrap_or(1000);
+        if wait_ms > 0 {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+                _ = shared.wake.notified() => {}
+            }
+            continue;
+        }
+        let s = shared.clone();
+        let result = tokio::task::spawn_blocking(move || s.apply(|e, now| Ok(((), e.tick(now))))).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot commit flushed groups; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => tracing::error!(%error, "tick task failed"),
+        }
+    }
+}
+
+/// A rate limit shared by the receivers of one endpoint.
+type SharedLimit = Arc<tokio::sync::Mutex<deliver::RateLimit>>;
+
+struct Worker {
+    name: String,
+    resolved: channel::Resolved,
+    limit: SharedLimit,
+    client: reqwest::Client,
+    policy: RetryPolicy,
+    shared: Arc<Shared>,
+    metric: IntCounterVec,
+}
+
+impl Worker {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Notification>, shutdown: CancellationToken) {
+        loop {
+            let n = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                n = rx.recv() => match n { Some(n) => n, None => return },
             };
-            let result = match channel {
-                Channel::Slack { url, channel } => {
-                    deliver::post_json(
-                        &self.client,
-                        url,
-                        &slack::message(&alert, channel.as_deref()),
-                        self.policy,
-                    )
-                    .await
-                }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = async { self.limit.lock().await.acquire().await } => {}
+            }
+            // A send cut short by shutdown stays pending and is resent at
+            // the next start.
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.resolved.channel.send(&self.name, &n, &self.client, self.policy) => r,
             };
-            match result {
+            let (outcome, error) = match &result {
                 Ok(()) => {
-                    tracing::info!(receiver = %name, alert_type = %alert.r#type, status = status.name(), fingerprint = %alert.fingerprint, "notification delivered");
-                    self.notifications.with_label_values(&[&name, "delivered"]).inc();
+                    tracing::info!(receiver = %self.name, notification = %n.id, kind = ?n.kind, firing = n.firing.len(), resolved = n.resolved.len(), "notification delivered");
+                    (Outcome::Delivered, None)
                 }
                 Err(error) => {
-                    tracing::error!(receiver = %name, %error, fingerprint = %alert.fingerprint, "notification failed");
-                    self.notifications.with_label_values(&[&name, "failed"]).inc();
+                    tracing::error!(receiver = %self.name, notification = %n.id, %error, "notification failed");
+                    (Outcome::Failed, Some(error.to_string()))
                 }
-            }
-            self.delivered.insert(key.clone());
-            self.order.push_back(key);
-            while self.order.len() > DELIVERED_MEMORY {
-                if let Some(old) = self.order.pop_front() {
-                    self.delivered.remove(&old);
-                }
+            };
+            let label = if outcome == Outcome::Delivered {
+                "delivered"
+            } else {
+                "failed"
+            };
+            self.metric.with_label_values(&[&self.name, label]).inc();
+            let shared = self.shared.clone();
+            let id = n.id.clone();
+            let marked = tokio::task::spawn_blocking(move || {
+                shared.lock().store.mark(&id, outcome, error, mlwatch_common::now_ms())
+            })
+            .await;
+            if !matches!(marked, Ok(Ok(()))) {
+                tracing::error!(receiver = %self.name, notification = %n.id, "cannot record the outcome; it will be resent after a restart");
             }
         }
-        Ok(())
     }
 }
 
@@ -277,11 +352,51 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     mlwatch_common::join(start(config, shutdown).await?.task).await
 }
 
-pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
-    let mut channels = BTreeMap::new();
-    for (name, receiver) in &config.receivers {
-        channels.insert(name.clone(), resolve(name, receiver)?);
+fn config_error(e: AlerterError, section: &str) -> Error {
+    match e {
+        AlerterError::BadConfig { key, reason } => Error::config(key, reason),
+        other => Error::config(section, other),
     }
+}
+
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
+    let route_config = config.route.clone().unwrap_or_else(RouteConfig::design_defaults);
+    let route = route::Route::compile(&route_config).map_err(|e| config_error(e, "route"))?;
+    let inhibit = config
+        .inhibit
+        .iter()
+        .map(InhibitRule::compile)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| config_error(e, "inhibit"))?;
+    let timeout = Duration::from_millis(config.alerter.timeout_ms);
+    let mut resolved = BTreeMap::new();
+    for (name, receiver) in &config.receivers {
+        let r = channel::resolve(name, receiver, timeout, &config.alerter.external_url)
+            .map_err(|e| config_error(e, "receivers"))?;
+        resolved.insert(name.clone(), r);
+    }
+    for name in route.receivers() {
+        if !resolved.contains_key(&name) {
+            tracing::warn!(receiver = %name, "a route names a receiver that is not configured; its notifications are skipped");
+        }
+    }
+    let policies = resolved.iter().map(|(k, r)| (k.clone(), r.policy)).collect();
+    let mut store =
+        Store::open(config.alerter.state_file.as_deref()).map_err(|e| config_error(e, "alerter.state_file"))?;
+    let state = store.load().map_err(|e| config_error(e, "alerter.state_file"))?;
+    let pruned = store.prune(config.alerter.history_keep).unwrap_or(0);
+    let pending = store
+        .log(Some(Outcome::Pending))
+        .map_err(|e| config_error(e, "alerter.state_file"))?;
+    tracing::info!(
+        alerts = state.alerts.len(),
+        groups = state.groups.len(),
+        silences = state.silences.len(),
+        pending = pending.len(),
+        pruned,
+        "state loaded"
+    );
+
     let registry = Registry::new();
     let notifications = IntCounterVec::new(
         Opts::new(
@@ -291,6 +406,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &["receiver", "outcome"],
     )?;
     registry.register(Box::new(notifications.clone()))?;
+    let alerts_total = IntCounterVec::new(
+        Opts::new(
+            "mlwatch_alerter_alerts_total",
+            "Alerts consumed, by what the engine did with them",
+        ),
+        &["outcome"],
+    )?;
+    registry.register(Box::new(alerts_total.clone()))?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
     config
@@ -301,29 +424,90 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let consumer = config.kafka.consumer(&config.alerter.group_id)?;
     consumer.subscribe(&[&topics.alerts])?;
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(config.alerter.timeout_ms))
+        .timeout(timeout)
         .build()
         .map_err(|e| Error::config("alerter", format!("http client: {e}")))?;
-    let (admin_addr, admin_task) = admin::serve(
-        config.admin.listen,
-        admin::router(registry, ready.clone()),
-        shutdown.clone(),
-    )
-    .await?;
+
+    let mut queues = BTreeMap::new();
+    let mut receivers = Vec::new();
+    for name in resolved.keys() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        queues.insert(name.clone(), tx);
+        receivers.push((name.clone(), rx));
+    }
+    let engine_config = EngineConfig {
+        route,
+        inhibit,
+        policies,
+    };
+    let shared = Arc::new(Shared {
+        core: Mutex::new(Core {
+            engine: Engine::new(engine_config, state),
+            store,
+        }),
+        configured: resolved.keys().cloned().collect(),
+        queues,
+        wake: tokio::sync::Notify::new(),
+    });
+    // Resend what was logged but not answered before the last stop.
+    for entry in pending {
+        let n = entry.notification;
+        if shared.configured.contains(&n.receiver) {
+            tracing::info!(receiver = %n.receiver, notification = %n.id, "resending a notification left pending");
+            shared.queue(n);
+        } else {
+            let _ = shared.lock().store.mark(
+                &n.id,
+                Outcome::Failed,
+                Some(format!("receiver {} is no longer configured", n.receiver)),
+                mlwatch_common::now_ms(),
+            );
+        }
+    }
+    let policy = RetryPolicy {
+        max_attempts: config.alerter.max_attempts.max(1),
+        initial_backoff: Duration::from_millis(config.alerter.initial_backoff_ms),
+        max_backoff: Duration::from_millis(config.alerter.max_backoff_ms),
+        max_retry_after: Duration::from_millis(config.alerter.max_retry_after_ms),
+    };
+    let mut tasks = Vec::new();
+    // Slack allows one message per second per webhook, whichever receiver
+    // posts it: receivers sharing an endpoint share the strictest limit.
+    let mut limits: BTreeMap<String, SharedLimit> = BTreeMap::new();
+    let mut intervals: BTreeMap<String, Duration> = BTreeMap::new();
+    for r in resolved.values() {
+        let e = intervals.entry(r.channel.endpoint()).or_default();
+        *e = (*e).max(r.rate_limit);
+    }
+    for (endpoint, interval) in intervals {
+        limits.insert(
+            endpoint,
+            Arc::new(tokio::sync::Mutex::new(deliver::RateLimit::new(interval))),
+        );
+    }
+    for (name, rx) in receivers {
+        let Some(r) = resolved.remove(&name) else { continue };
+        let Some(limit) = limits.get(&r.channel.endpoint()).cloned() else {
+            continue;
+        };
+        let worker = Worker {
+            name,
+            limit,
+            resolved: r,
+            client: client.clone(),
+            policy,
+            shared: shared.clone(),
+            metric: notifications.clone(),
+        };
+        tasks.push(tokio::spawn(worker.run(rx, shutdown.clone())));
+    }
+    tasks.push(tokio::spawn(ticker(shared.clone(), shutdown.clone())));
+
+    let app = admin::router(registry, ready.clone()).merge(api::router(shared.clone()));
+    let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
     let mut handler = AlertHandler {
-        client,
-        channels,
-        routing: config.routing.clone(),
-        policy: RetryPolicy {
-            max_attempts: config.alerter.max_attempts.max(1),
-            initial_backoff: Duration::from_millis(config.alerter.initial_backoff_ms),
-            ..RetryPolicy::default()
-        },
-        send_resolved: config.alerter.send_resolved,
-        delivered: HashSet::new(),
-        order: VecDeque::new(),
-        warned: HashSet::new(),
-        notifications,
+        shared,
+        alerts: alerts_total,
     };
     let dead_letter = DeadLetter::new(
         producer,
@@ -335,6 +519,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let task = tokio::spawn(async move {
         kafka::consume(&consumer, &dead_letter, &shutdown, &mut handler).await;
         ready.set(false);
+        for t in tasks {
+            let _ = t.await;
+        }
         let _ = admin_task.await;
         Ok(())
     });

@@ -7,6 +7,7 @@
 
 pub mod receiver;
 pub mod sim;
+pub mod smtp;
 pub mod stack;
 pub mod traffic;
 

@@ -108,21 +108,22 @@ impl Stack {
         alerter.admin = AdminConfig::on(loopback());
         alerter.alerter.group_id = format!("mlwatch-alerter-{}", opts.group_suffix);
         // Only the Slack stand-in is wired in this stack: route every
-        // severity to it.
-        let slack_only = vec!["slack".to_string()];
-        alerter.routing = mlwatch_alerter::Routing {
-            critical: slack_only.clone(),
-            high: slack_only.clone(),
-            medium: slack_only.clone(),
-            low: slack_only,
-        };
+        // severity to it, one group per alert, flushed at once (the demo
+        // should not wait Alertmanager's 30 s / 5 min).
+        alerter.route = Some(mlwatch_alerter::RouteConfig {
+            receiver: Some("slack".into()),
+            group_by: Some(vec!["...".into()]),
+            group_wait_ms: Some(0),
+            group_interval_ms: Some(1000),
+            ..Default::default()
+        });
+        alerter.alerter.state_file = None;
         alerter.receivers.insert(
             "slack".into(),
-            mlwatch_alerter::Receiver::Slack {
-                webhook_url: Some(format!("http://{slack_addr}/services/T000/B000/XXXX")),
-                webhook_url_file: None,
-                channel: opts.slack_channel.clone(),
-            },
+            mlwatch_alerter::Receiver::slack(
+                format!("http://{slack_addr}/services/T000/B000/XXXX"),
+                opts.slack_channel.clone(),
+            ),
         );
         let alerter = mlwatch_alerter::start(alerter, shutdown.clone())
             .await

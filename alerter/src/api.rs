@@ -1,0 +1,256 @@
+//! The alerter's JSON API on the admin port:
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/api/v1/alerts` | alerts with their state (active, silenced, inhibited, resolved), acknowledgement and groups |
+//! | POST | `/api/v1/alerts/{fingerprint}/ack` | acknowledge an alert (`{"by": …, "comment": …}`) |
+//! | GET | `/api/v1/groups` | aggregation groups |
+//! | POST | `/api/v1/groups/{id}/ack` | acknowledge every firing alert of a group |
+//! | GET | `/api/v1/silences` | silences with their state |
+//! | POST | `/api/v1/silences` | create a silence (`matchers`, `starts_at_ms`, `ends_at_ms`, `created_by`, `comment`) |
+//! | DELETE | `/api/v1/silences/{id}` | expire a silence |
+//! | GET | `/api/v1/notifications` | notification history with outcomes (`?receiver=`, `?outcome=`, `?limit=`) |
+//!
+//! Answers never contain receiver configuration, so no secret can leak.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::engine::{AckTarget, SilenceRequest};
+use crate::error::AlerterError;
+use crate::store::Outcome;
+
+fn answer(result: Result<Value, AlerterError>) -> Response {
+    match result {
+        Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, axum::Json(json!({"error": e.to_string()}))).into_response()
+        }
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, AlerterError> {
+    serde_json::from_slice(body).map_err(|e| AlerterError::Invalid(format!("body: {e}")))
+}
+
+/// Runs a blocking state change off the async threads.
+async fn blocking<T: Send + 'static>(
+    shared: Arc<Shared>,
+    f: impl FnOnce(&Shared) -> Result<T, AlerterError> + Send + 'static,
+) -> Result<T, AlerterError> {
+    tokio::task::spawn_blocking(move || f(&shared))
+        .await
+        .map_err(|e| AlerterError::Store(format!("task failed: {e}")))?
+}
+
+async fn alerts(State(shared): State<Arc<Shared>>) -> Response {
+    let now = mlwatch_common::now_ms();
+    let core = shared.lock();
+    let e = &core.engine;
+    let mut groups_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for g in e.state.groups.values() {
+        for fp in &g.alerts {
+            groups_of.entry(fp.as_str()).or_default().push(g.id.as_str());
+        }
+    }
+    let list: Vec<Value> = e
+        .state
+        .alerts
+        .values()
+        .map(|a| {
+            json!({
+                "fingerprint": a.fingerprint,
+                "id": a.id,
+                "type": a.kind,
+                "severity": a.severity,
+                "status": a.status.as_str(),
+                "state": e.alert_state(a, now),
+                "silenced_by": e.silenced_by(a, now),
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "value": a.value,
+                "threshold": a.threshold,
+                "starts_at_ms": a.starts_at_ms,
+                "ends_at_ms": a.ends_at_ms,
+                "acknowledged": e.state.acks.get(&a.fingerprint),
+                "groups": groups_of.get(a.fingerprint.as_str()).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    answer(Ok(Value::Array(list)))
+}
+
+async fn groups(State(shared): State<Arc<Shared>>) -> Response {
+    let core = shared.lock();
+    let list: Vec<Value> = core
+        .engine
+        .state
+        .groups
+        .values()
+        .map(|g| {
+            json!({
+                "id": g.id,
+                "key": g.key,
+                "route": g.route_id,
+                "receiver": g.receiver,
+                "labels": g.labels,
+                "alerts": g.alerts,
+                "created_at_ms": g.created_at_ms,
+                "next_flush_ms": g.next_flush_ms,
+                "last_notified_ms": g.last.as_ref().map(|l| l.at_ms),
+                "escalation_level": g.escalation.level,
+                "escalation_due_ms": g.escalation.due_ms,
+                "escalated_to": g.escalation.notified,
+            })
+        })
+        .collect();
+    answer(Ok(Value::Array(list)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn ack(shared: Arc<Shared>, target: AckTarget, body: Bytes) -> Response {
+    let result = async {
+        let req: AckBody = parse(&body)?;
+        let sent = blocking(shared, move |s| {
+            s.apply(|e, now| {
+                let n = e.acknowledge(&target, &req.by, &req.comment, now)?;
+                Ok((n.len(), n))
+            })
+        })
+        .await?;
+        Ok(json!({"acknowledged": true, "notifications": sent}))
+    }
+    .await;
+    answer(result)
+}
+
+async fn ack_alert(State(shared): State<Arc<Shared>>, Path(fp): Path<String>, body: Bytes) -> Response {
+    ack(shared, AckTarget::Alert(fp), body).await
+}
+
+async fn ack_group(State(shared): State<Arc<Shared>>, Path(id): Path<String>, body: Bytes) -> Response {
+    ack(shared, AckTarget::Group(id), body).await
+}
+
+async fn silences(State(shared): State<Arc<Shared>>) -> Response {
+    let now = mlwatch_common::now_ms();
+    let core = shared.lock();
+    let list: Vec<Value> = core
+        .engine
+        .state
+        .silences
+        .values()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "matchers": s.matchers,
+                "starts_at_ms": s.starts_at_ms,
+                "ends_at_ms": s.ends_at_ms,
+                "created_by": s.created_by,
+                "comment": s.comment,
+                "created_at_ms": s.created_at_ms,
+                "state": s.state(now),
+            })
+        })
+        .collect();
+    answer(Ok(Value::Array(list)))
+}
+
+async fn create_silence(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let result = async {
+        let req: SilenceRequest = parse(&body)?;
+        let id = blocking(shared, move |s| {
+            s.apply(|e, now| Ok((e.add_silence(&req, now)?, e.tick(now))))
+        })
+        .await?;
+        Ok(json!({"id": id}))
+    }
+    .await;
+    answer(result)
+}
+
+async fn expire_silence(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let result = blocking(shared, move |s| {
+        s.apply(|e, now| {
+            e.expire_silence(&id, now)?;
+            Ok(((), e.tick(now)))
+        })
+    })
+    .await
+    .map(|()| json!({"expired": true}));
+    answer(result)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    receiver: Option<String>,
+    outcome: Option<Outcome>,
+    limit: Option<usize>,
+}
+
+async fn notifications(State(shared): State<Arc<Shared>>, Query(q): Query<HistoryQuery>) -> Response {
+    let result = blocking(shared, move |s| s.lock().store.log(q.outcome))
+        .await
+        .map(|entries| {
+            let list: Vec<Value> = entries
+                .iter()
+                .rev()
+                .filter(|e| q.receiver.as_ref().is_none_or(|r| *r == e.notification.receiver))
+                .take(q.limit.unwrap_or(100))
+                .map(|e| {
+                    let n = &e.notification;
+                    json!({
+                        "id": n.id,
+                        "receiver": n.receiver,
+                        "kind": n.kind.name(),
+                    "escalation_level": match n.kind {
+                        crate::engine::Kind::Escalation { level } => Some(level),
+                        _ => None,
+                    },
+                        "group_id": n.group_id,
+                        "status": n.status().as_str(),
+                        "firing": n.firing.iter().map(|a| &a.fingerprint).collect::<Vec<_>>(),
+                        "resolved": n.resolved.iter().map(|a| &a.fingerprint).collect::<Vec<_>>(),
+                        "created_at_ms": n.created_at_ms,
+                        "outcome": e.outcome,
+                        "error": e.error,
+                        "updated_at_ms": e.updated_at_ms,
+                    })
+                })
+                .collect();
+            Value::Array(list)
+        });
+    answer(result)
+}
+
+/// The API routes.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{fingerprint}/ack", post(ack_alert))
+        .route("/api/v1/groups", get(groups))
+        .route("/api/v1/groups/{id}/ack", post(ack_group))
+        .route("/api/v1/silences", get(silences).post(create_silence))
+        .route("/api/v1/silences/{id}", delete(expire_silence))
+        .route("/api/v1/notifications", get(notifications))
+        .with_state(shared)
+}

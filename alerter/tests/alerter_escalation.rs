@@ -1,0 +1,130 @@
+//! Escalation in the running service: a critical alert nobody acknowledges
+//! pages the secondary PagerDuty service after `after_ms`; a group
+//! acknowledged through the API in time sends `acknowledge` to the primary
+//! and never escalates.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Publisher, alert, eventually, get_json, loopback};
+use mlwatch_alerter::route::{EscalationConfig, RouteConfig};
+use mlwatch_alerter::{Receiver, Secret};
+use mlwatch_common::shutdown::CancellationToken;
+use mlwatch_demo::receiver::HttpReceiver;
+use mlwatch_proto::v1::Severity;
+use mlwatch_tests::kafka_for_test;
+use serde_json::json;
+
+fn pagerduty(addr: std::net::SocketAddr, key: &str) -> Receiver {
+    Receiver::Pagerduty {
+        routing_key: Some(Secret::new(key)),
+        routing_key_file: None,
+        url: Some(format!("http://{addr}/v2/enqueue")),
+        send_resolved: None,
+        send_acknowledged: None,
+        rate_limit_ms: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() {
+    mlwatch_tests::init_logs();
+    let (kafka, suffix) = kafka_for_test("alerter-escalation");
+    let shutdown = CancellationToken::new();
+    let primary = HttpReceiver::default();
+    let secondary = HttpReceiver::default();
+    let primary_addr = primary.serve(loopback(), shutdown.clone()).await.unwrap().0;
+    let secondary_addr = secondary.serve(loopback(), shutdown.clone()).await.unwrap().0;
+
+    let mut config = common::config(&kafka, &suffix);
+    config.route = Some(RouteConfig {
+        receiver: Some("primary".into()),
+        group_by: Some(vec!["model".into()]),
+        group_wait_ms: Some(0),
+        group_interval_ms: Some(500),
+        escalation: Some(EscalationConfig {
+            after_ms: 3000,
+            receivers: vec!["secondary".into()],
+            matchers: vec![r#"severity="critical""#.into()],
+        }),
+        ..RouteConfig::default()
+    });
+    config
+        .receivers
+        .insert("primary".into(), pagerduty(primary_addr, "primary-key"));
+    config
+        .receivers
+        .insert("secondary".into(), pagerduty(secondary_addr, "secondary-key"));
+    let running = mlwatch_alerter::start(config, shutdown.clone()).await.expect("starts");
+    let admin = running.admin_addr;
+    let publisher = Publisher::new(&kafka).await;
+    let now = mlwatch_common::now_ms();
+    publisher
+        .send(&alert("fp-a", "ModelDown", Severity::Critical, "a", true, now))
+        .await;
+    publisher
+        .send(&alert("fp-b", "ModelDown", Severity::Critical, "b", true, now))
+        .await;
+    eventually(30, "both triggers at the primary", || {
+        (primary.accepted().len() >= 2).then_some(())
+    })
+    .await;
+
+    // Acknowledge model b's group right away.
+    let groups = get_json(admin, "/api/v1/groups").await;
+    let group_b = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["labels"]["model"] == "b")
+        .expect("group of b")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = reqwest::Client::new()
+        .post(format!("http://{admin}/api/v1/groups/{group_b}/ack"))
+        .json(&json!({"by": "ana"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ack = tokio::time::timeout(Duration::from_secs(10), primary.wait_accepted(2))
+        .await
+        .expect("acknowledge event");
+    assert_eq!(ack.body["event_action"], "acknowledge");
+    assert_eq!(ack.body["dedup_key"], "fp-b");
+
+    // Model a escalates; b does not.
+    let esc = tokio::time::timeout(Duration::from_secs(20), secondary.wait_accepted(0))
+        .await
+        .expect("escalation");
+    assert_eq!(esc.body["event_action"], "trigger");
+    assert_eq!(esc.body["dedup_key"], "fp-a");
+    assert_eq!(esc.body["routing_key"], "secondary-key");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(secondary.accepted().len(), 1, "{:?}", secondary.accepted());
+    let history = get_json(admin, "/api/v1/notifications?receiver=secondary").await;
+    assert_eq!(history[0]["kind"], "escalation");
+    assert_eq!(history[0]["escalation_level"], 1);
+    let alerts = get_json(admin, "/api/v1/alerts").await;
+    let b = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["fingerprint"] == "fp-b")
+        .unwrap();
+    assert_eq!(b["acknowledged"]["by"], "ana");
+
+    // The resolve reaches the escalation receiver too.
+    publisher
+        .send(&alert("fp-a", "ModelDown", Severity::Critical, "a", false, now + 1))
+        .await;
+    let resolve = tokio::time::timeout(Duration::from_secs(30), secondary.wait_accepted(1))
+        .await
+        .expect("resolve at the secondary");
+    assert_eq!(resolve.body["event_action"], "resolve");
+    assert_eq!(resolve.body["dedup_key"], "fp-a");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), running.task).await;
+}
