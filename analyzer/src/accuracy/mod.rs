@@ -15,4 +15,5 @@
 //!
 //! docs/accuracy.md describes how the engine drives these modules.
 
+pub mod join;
 pub mod metrics;
