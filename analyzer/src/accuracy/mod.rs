@@ -15,5 +15,8 @@
 //!
 //! docs/accuracy.md describes how the engine drives these modules.
 
+pub mod decay;
 pub mod join;
 pub mod metrics;
+pub mod sequential;
+pub mod trend;
