@@ -19,4 +19,5 @@ pub mod decay;
 pub mod join;
 pub mod metrics;
 pub mod sequential;
+pub mod tracker;
 pub mod trend;
