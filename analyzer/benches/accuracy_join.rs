@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use mlwatch_analyzer::accuracy::join::{JoinConfig, JoinInput, JoinStore, PendingPrediction, TruthLabel};
+use mlwatch_analyzer::accuracy::join::{JoinConfig, JoinEvent, JoinInput, JoinStore, PendingPrediction, TruthLabel};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -106,7 +106,11 @@ fn main() {
         inputs.push(label);
         sent += 1;
         if inputs.len() >= batch || k + 1 == labels {
-            joined += store.apply(&inputs, now, &[("labels", k as i64)]).expect("apply").len();
+            let entries = store.apply(&inputs, now, &[("labels", k as i64)]).expect("apply");
+            joined += entries
+                .iter()
+                .filter(|e| matches!(e.event, JoinEvent::Joined(_)))
+                .count();
             inputs.clear();
         }
     }

@@ -133,7 +133,7 @@ pub enum Baseline<'a> {
 }
 
 /// The verdict on one metric.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assessment {
     pub metric: MetricType,
     pub baseline: f64,

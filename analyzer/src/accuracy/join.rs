@@ -41,6 +41,10 @@ const WAITING_TTL: TableDefinition<&[u8], ()> = TableDefinition::new("waiting_tt
 /// Key: model NUL event id. Value: [state, deadline (8 bytes)].
 const SETTLED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("settled");
 const SETTLED_TTL: TableDefinition<&[u8], ()> = TableDefinition::new("settled_ttl");
+/// Key: sequence number. Value: an encoded [`JournalRecord`]: what each
+/// transaction produced, kept until the engine's checkpoint of the tracker
+/// covers it.
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 /// Counters and applied offsets.
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 
@@ -62,6 +66,9 @@ pub struct JoinConfig {
     pub cache_bytes: u64,
     /// Most expired entries removed per [`JoinStore::expire`] call.
     pub expire_batch: usize,
+    /// Most journal entries kept when the engine does not trim them (the
+    /// oldest go first and are counted as `journal_dropped`).
+    pub journal_max_entries: u64,
 }
 
 impl Default for JoinConfig {
@@ -73,6 +80,7 @@ impl Default for JoinConfig {
             settled_retention_secs: 86_400,
             cache_bytes: 64 << 20,
             expire_batch: 100_000,
+            journal_max_entries: 2_000_000,
         }
     }
 }
@@ -168,6 +176,37 @@ pub enum JoinInput {
     Label(TruthLabel),
 }
 
+/// What one input produced, in order: a new (not duplicate) prediction,
+/// or a pair joined within the lag.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinEvent {
+    Predicted(PendingPrediction),
+    Joined(Joined),
+}
+
+/// A [`JoinEvent`] with its place in the store's journal and the `now_ms`
+/// of the transaction that produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    pub seq: u64,
+    pub now_ms: i64,
+    pub event: JoinEvent,
+}
+
+/// The journal's encoding of one entry.
+#[derive(Clone, PartialEq, prost::Message)]
+struct JournalRecord {
+    #[prost(int64, tag = "1")]
+    now_ms: i64,
+    #[prost(message, optional, tag = "2")]
+    prediction: Option<PendingPrediction>,
+    /// Present for a joined pair.
+    #[prost(message, optional, tag = "3")]
+    label: Option<TruthLabel>,
+    #[prost(int64, tag = "4")]
+    lag_ms: i64,
+}
+
 /// A prediction and its label, joined within the lag.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Joined {
@@ -197,10 +236,14 @@ pub struct JoinCounts {
     pub pending: i64,
     /// Labels waiting for a prediction now.
     pub waiting_labels: i64,
+    /// Journal entries dropped untrimmed at `journal_max_entries`.
+    pub journal_dropped: i64,
+    /// Sequence number of the newest journal entry.
+    pub journal_seq: i64,
 }
 
 impl JoinCounts {
-    const KEYS: [&'static str; 10] = [
+    const KEYS: [&'static str; 12] = [
         "predictions",
         "duplicate_predictions",
         "labels",
@@ -211,9 +254,11 @@ impl JoinCounts {
         "expired_labels",
         "pending",
         "waiting_labels",
+        "journal_dropped",
+        "journal_seq",
     ];
 
-    fn fields(&mut self) -> [&mut i64; 10] {
+    fn fields(&mut self) -> [&mut i64; 12] {
         [
             &mut self.predictions,
             &mut self.duplicate_predictions,
@@ -225,6 +270,8 @@ impl JoinCounts {
             &mut self.expired_labels,
             &mut self.pending,
             &mut self.waiting_labels,
+            &mut self.journal_dropped,
+            &mut self.journal_seq,
         ]
     }
 
@@ -289,6 +336,7 @@ pub struct JoinStore {
     wait_ms: i64,
     retention_ms: i64,
     expire_batch: usize,
+    journal_max: u64,
     counts: JoinCounts,
 }
 
@@ -318,6 +366,7 @@ impl JoinStore {
             wait_ms: (config.label_wait_secs as i64).saturating_mul(1000),
             retention_ms: (config.settled_retention_secs as i64).saturating_mul(1000),
             expire_batch: config.expire_batch.max(1),
+            journal_max: config.journal_max_entries,
             counts: JoinCounts::default(),
         };
         store.counts = store.read_counts()?;
@@ -367,23 +416,128 @@ impl JoinStore {
 
     /// Applies a batch in one transaction, together with the offsets it
     /// consumed (`(topic, offset)`, the last offset of each topic in the
-    /// batch). Returns the pairs joined by this batch.
-    pub fn apply(&mut self, inputs: &[JoinInput], now_ms: i64, offsets: &[(&str, i64)]) -> Result<Vec<Joined>, Error> {
+    /// batch), and journals what it produced: each new prediction and each
+    /// joined pair, in input order, numbered after the previous batch's.
+    pub fn apply(
+        &mut self,
+        inputs: &[JoinInput],
+        now_ms: i64,
+        offsets: &[(&str, i64)],
+    ) -> Result<Vec<JournalEntry>, Error> {
         let tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
         let mut counts = self.counts;
-        let mut joined = Vec::new();
+        let mut events = Vec::new();
         let result = Tx::new(&tx, self).and_then(|mut t| {
             for input in inputs {
                 match input {
-                    JoinInput::Prediction(p) => t.prediction(p, now_ms, &mut counts, &mut joined)?,
-                    JoinInput::Label(l) => t.label(l, now_ms, &mut counts, &mut joined)?,
+                    JoinInput::Prediction(p) => t.prediction(p, now_ms, &mut counts, &mut events)?,
+                    JoinInput::Label(l) => t.label(l, now_ms, &mut counts, &mut events)?,
                 }
             }
             Ok(())
         });
         result?;
+        let entries: Vec<JournalEntry> = events
+            .into_iter()
+            .map(|event| {
+                counts.journal_seq += 1;
+                JournalEntry {
+                    seq: counts.journal_seq as u64,
+                    now_ms,
+                    event,
+                }
+            })
+            .collect();
+        self.journal(&tx, &entries, &mut counts)?;
         self.finish(tx, counts, offsets)?;
-        Ok(joined)
+        Ok(entries)
+    }
+
+    fn journal(&self, tx: &WriteTransaction, entries: &[JournalEntry], counts: &mut JoinCounts) -> Result<(), Error> {
+        let mut table = tx
+            .open_table(JOURNAL)
+            .map_err(|e| self.err("cannot open table in", e))?;
+        for e in entries {
+            let record = match &e.event {
+                JoinEvent::Predicted(p) => JournalRecord {
+                    now_ms: e.now_ms,
+                    prediction: Some(p.clone()),
+                    label: None,
+                    lag_ms: 0,
+                },
+                JoinEvent::Joined(j) => JournalRecord {
+                    now_ms: e.now_ms,
+                    prediction: Some(j.prediction.clone()),
+                    label: Some(j.label.clone()),
+                    lag_ms: j.lag_ms,
+                },
+            };
+            table
+                .insert(e.seq, record.encode_to_vec().as_slice())
+                .map_err(|e| self.err("cannot write", e))?;
+        }
+        let len = table.len().map_err(|e| self.err("cannot read", e))?;
+        if len > self.journal_max {
+            let excess = len - self.journal_max;
+            let first = table
+                .first()
+                .map_err(|e| self.err("cannot read", e))?
+                .map(|(k, _)| k.value())
+                .unwrap_or(0);
+            table
+                .retain_in(first..first + excess, |_, _| false)
+                .map_err(|e| self.err("cannot write", e))?;
+            counts.journal_dropped += excess as i64;
+        }
+        Ok(())
+    }
+
+    /// Journal entries after `seq`, oldest first: what a tracker restored
+    /// from a checkpoint taken at `seq` has not seen.
+    pub fn journal_since(&self, seq: u64) -> Result<Vec<JournalEntry>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err("cannot read", e))?;
+        let table = match tx.open_table(JOURNAL) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("cannot open table in", e)),
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range(seq.saturating_add(1)..)
+            .map_err(|e| self.err("cannot read", e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err("cannot read", e))?;
+            let r = JournalRecord::decode(v.value()).map_err(|e| self.err("corrupt journal in", e))?;
+            let prediction = r.prediction.unwrap_or_default();
+            let event = match r.label {
+                Some(label) => JoinEvent::Joined(Joined {
+                    prediction,
+                    label,
+                    lag_ms: r.lag_ms,
+                }),
+                None => JoinEvent::Predicted(prediction),
+            };
+            out.push(JournalEntry {
+                seq: k.value(),
+                now_ms: r.now_ms,
+                event,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Forgets journal entries up to `seq` (a checkpoint now covers them).
+    pub fn trim_journal(&mut self, seq: u64) -> Result<(), Error> {
+        let tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
+        {
+            let mut table = tx
+                .open_table(JOURNAL)
+                .map_err(|e| self.err("cannot open table in", e))?;
+            table
+                .retain_in(..=seq, |_, _| false)
+                .map_err(|e| self.err("cannot write", e))?;
+        }
+        tx.commit().map_err(|e| self.err("cannot commit", e))
     }
 
     /// Expires predictions whose lag ran out by `now_ms`, labels that waited
@@ -545,7 +699,7 @@ impl<'a> Tx<'a> {
         label: TruthLabel,
         now_ms: i64,
         counts: &mut JoinCounts,
-        joined: &mut Vec<Joined>,
+        events: &mut Vec<JoinEvent>,
     ) -> Result<(), Error> {
         let label_ms = if label.timestamp_ms > 0 {
             label.timestamp_ms
@@ -559,11 +713,11 @@ impl<'a> Tx<'a> {
             self.settle(k, Settled::LateLabelled, now_ms)
         } else {
             counts.joined += 1;
-            joined.push(Joined {
+            events.push(JoinEvent::Joined(Joined {
                 prediction,
                 label,
                 lag_ms,
-            });
+            }));
             self.settle(k, Settled::Joined, now_ms)
         }
     }
@@ -573,7 +727,7 @@ impl<'a> Tx<'a> {
         p: &PendingPrediction,
         now_ms: i64,
         counts: &mut JoinCounts,
-        joined: &mut Vec<Joined>,
+        events: &mut Vec<JoinEvent>,
     ) -> Result<(), Error> {
         let k = key(&p.model, &p.event_id);
         if self.settled_state(&k)?.is_some()
@@ -587,6 +741,7 @@ impl<'a> Tx<'a> {
             return Ok(());
         }
         counts.predictions += 1;
+        events.push(JoinEvent::Predicted(p.clone()));
         let waiting = self
             .waiting
             .remove(k.as_slice())
@@ -600,7 +755,7 @@ impl<'a> Tx<'a> {
                 .remove(ttl_key(deadline, &k).as_slice())
                 .map_err(|e| storage(self.path, "cannot write", e))?;
             let label = TruthLabel::decode(encoded).map_err(|e| storage(self.path, "corrupt label in", e))?;
-            return self.pair(&k, p.clone(), label, now_ms, counts, joined);
+            return self.pair(&k, p.clone(), label, now_ms, counts, events);
         }
         let deadline = p.timestamp_ms.saturating_add(self.lag_ms);
         self.pending
@@ -618,7 +773,7 @@ impl<'a> Tx<'a> {
         l: &TruthLabel,
         now_ms: i64,
         counts: &mut JoinCounts,
-        joined: &mut Vec<Joined>,
+        events: &mut Vec<JoinEvent>,
     ) -> Result<(), Error> {
         let k = key(&l.model, &l.event_id);
         counts.labels += 1;
@@ -646,7 +801,7 @@ impl<'a> Tx<'a> {
             self.pending_ttl
                 .remove(ttl_key(deadline, &k).as_slice())
                 .map_err(|e| storage(self.path, "cannot write", e))?;
-            return self.pair(&k, prediction, l.clone(), now_ms, counts, joined);
+            return self.pair(&k, prediction, l.clone(), now_ms, counts, events);
         }
         if self
             .waiting
@@ -743,8 +898,18 @@ mod tests {
         })
     }
 
-    fn ids(joined: &[Joined]) -> Vec<String> {
-        joined.iter().map(|j| j.prediction.event_id.clone()).collect()
+    fn joined(entries: &[JournalEntry]) -> Vec<Joined> {
+        entries
+            .iter()
+            .filter_map(|e| match &e.event {
+                JoinEvent::Joined(j) => Some(j.clone()),
+                JoinEvent::Predicted(_) => None,
+            })
+            .collect()
+    }
+
+    fn ids(entries: &[JournalEntry]) -> Vec<String> {
+        joined(entries).iter().map(|j| j.prediction.event_id.clone()).collect()
     }
 
     #[test]
@@ -777,8 +942,11 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ids(&j), ["p1", "p2"]);
-        assert_eq!(j[0].lag_ms, 10 * m);
-        assert_eq!(j[1].lag_ms, 4 * m);
+        assert_eq!(joined(&j)[0].lag_ms, 10 * m);
+        assert_eq!(joined(&j)[1].lag_ms, 4 * m);
+        // The journal holds each new prediction and each pair, in order.
+        let seqs: Vec<u64> = j.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=j.len() as u64).collect::<Vec<_>>());
         drop(s);
 
         // Restart: everything, counters and offsets included, is back.
@@ -809,6 +977,10 @@ mod tests {
             )
             .unwrap();
         assert!(j.is_empty());
+        let journal = s.journal_since(0).unwrap();
+        assert_eq!(joined(&journal).len(), 4);
+        s.trim_journal(journal[journal.len() - 3].seq).unwrap();
+        assert_eq!(s.journal_since(0).unwrap().len(), 2);
         drop(s);
 
         let s = JoinStore::open(&cfg, 0).unwrap();
@@ -826,6 +998,8 @@ mod tests {
                 expired_labels: 1,      // l-only
                 pending: 0,
                 waiting_labels: 0,
+                journal_dropped: 0,
+                journal_seq: 11, // 7 new predictions, 4 pairs
             }
         );
         assert!(c.balanced());
@@ -842,7 +1016,7 @@ mod tests {
         let day = 24 * HOUR;
         assert_eq!(s.expire(T0 + 6 * day).unwrap(), 0);
         let j = s.apply(&[label("a", T0 + 6 * day)], T0 + 6 * day, &[]).unwrap();
-        assert_eq!(j[0].lag_ms, 6 * day);
+        assert_eq!(joined(&j)[0].lag_ms, 6 * day);
         assert_eq!(s.expire(T0 + 7 * day).unwrap(), 1);
         assert_eq!(s.counts().expired_predictions, 1);
     }
@@ -894,6 +1068,7 @@ mod tests {
             want.labels += 1;
             want.waiting_labels += 1;
         }
+        want.journal_seq = want.predictions + want.joined;
         events.sort_by_key(|(t, _)| *t);
         // Local disorder on top of the time order.
         for chunk in events.chunks_mut(7) {
@@ -940,7 +1115,7 @@ mod tests {
                 offsets.push((m.topic, m.offset));
             }
             let now = batch.iter().map(|m| m.at_ms).max().unwrap_or(0);
-            joined += s.apply(&inputs, now, &offsets).unwrap().len();
+            joined += self::joined(&s.apply(&inputs, now, &offsets).unwrap()).len();
         }
         joined
     }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sketch::DDSketch;
 
@@ -27,7 +27,7 @@ const PROB_EPS: f64 = f64::EPSILON;
 /// outcomes add weight 1 to the true class; the confidence-based estimate
 /// (CBPE) adds `p` to the positive and `1 − p` to the negative class of the
 /// same prediction, so one type serves both.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BinaryStats {
     pub tp: f64,
     pub fp: f64,
@@ -256,8 +256,10 @@ impl BinaryStats {
 }
 
 /// Multiclass outcomes: the confusion matrix as (actual, predicted) counts.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MulticlassStats {
+    /// (actual, predicted) → count; a list of pairs in JSON.
+    #[serde(with = "pairs")]
     cells: BTreeMap<(String, String), u64>,
     /// Sum over predictions of the score of the predicted class (CBPE).
     expected_correct: f64,
@@ -344,7 +346,7 @@ impl MulticlassStats {
 }
 
 /// Regression outcomes: error sums and a Welford summary of the truth.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RegressionStats {
     n: u64,
     abs_sum: f64,
@@ -415,23 +417,12 @@ impl RegressionStats {
 }
 
 /// Distribution of the label lag (label time − prediction time).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LagStats {
     sketch: DDSketch,
     sum_secs: f64,
-    min_secs: f64,
-    max_secs: f64,
-}
-
-impl Default for LagStats {
-    fn default() -> Self {
-        Self {
-            sketch: DDSketch::default(),
-            sum_secs: 0.0,
-            min_secs: f64::INFINITY,
-            max_secs: f64::NEG_INFINITY,
-        }
-    }
+    min_secs: Option<f64>,
+    max_secs: Option<f64>,
 }
 
 /// Summary of a [`LagStats`]: quantiles within the sketch's 0.5 % relative
@@ -453,15 +444,21 @@ impl LagStats {
         let s = lag_ms.max(0) as f64 / 1000.0;
         self.sketch.add(s);
         self.sum_secs += s;
-        self.min_secs = self.min_secs.min(s);
-        self.max_secs = self.max_secs.max(s);
+        self.min_secs = Some(self.min_secs.map_or(s, |m| m.min(s)));
+        self.max_secs = Some(self.max_secs.map_or(s, |m| m.max(s)));
     }
 
     pub fn merge(&mut self, other: &Self) {
         self.sketch.merge(&other.sketch);
         self.sum_secs += other.sum_secs;
-        self.min_secs = self.min_secs.min(other.min_secs);
-        self.max_secs = self.max_secs.max(other.max_secs);
+        self.min_secs = match (self.min_secs, other.min_secs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_secs = match (self.max_secs, other.max_secs) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     pub fn summary(&self) -> Option<LagSummary> {
@@ -470,8 +467,8 @@ impl LagStats {
         (count > 0).then(|| LagSummary {
             count,
             mean_secs: self.sum_secs / count as f64,
-            min_secs: self.min_secs,
-            max_secs: self.max_secs,
+            min_secs: self.min_secs.unwrap_or(0.0),
+            max_secs: self.max_secs.unwrap_or(0.0),
             p50_secs: q(0.5),
             p90_secs: q(0.9),
             p99_secs: q(0.99),
@@ -481,7 +478,7 @@ impl LagStats {
 
 /// Everything one time bucket of one series knows: predictions seen,
 /// labelled outcomes, and the confidence-based estimate of the predictions.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub predictions: u64,
     pub labelled: u64,
@@ -508,6 +505,23 @@ impl Evaluation {
     /// Share of predictions that got a label (`None` before any prediction).
     pub fn coverage(&self) -> Option<f64> {
         (self.predictions > 0).then(|| (self.labelled as f64 / self.predictions as f64).min(1.0))
+    }
+}
+
+/// Maps with tuple keys as JSON lists of `[key, value]` pairs.
+pub(crate) mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(m: &BTreeMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<K, V>, D::Error> {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
     }
 }
 

@@ -32,7 +32,7 @@ impl Default for PageHinkleyConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageHinkley {
     config: PageHinkleyConfig,
     n: u64,

@@ -15,7 +15,7 @@ use mlwatch_proto::v1::{Alert, AlertStatus, Severity};
 use serde::{Deserialize, Serialize};
 
 use super::decay::{Assessment, Baseline, DecayConfig, MetricType, assess};
-use super::join::{JoinConfig, Joined, PendingPrediction, TruthLabel};
+use super::join::{JoinConfig, JoinEvent, Joined, JournalEntry, PendingPrediction, TruthLabel};
 use super::metrics::{BinaryMetrics, BinaryStats, Evaluation, LagSummary, MulticlassMetrics, RegressionMetrics};
 use super::sequential::{PageHinkley, PageHinkleyConfig};
 use super::trend::{self, Trend};
@@ -140,7 +140,7 @@ impl AccuracyConfig {
 
 /// Identity of a tracked series; `segment` is `""` for the whole model
 /// version, else `tag=value`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SeriesKey {
     pub model: String,
     pub model_version: String,
@@ -166,7 +166,7 @@ pub enum Outcome {
 }
 
 /// One alert state change kept for the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertRecord {
     pub alert_type: String,
     pub metric: Option<MetricType>,
@@ -178,8 +178,9 @@ pub struct AlertRecord {
     pub fingerprint: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct MetricState {
+    #[serde(with = "PhaseDef")]
     phase: Phase,
     points: VecDeque<(i64, f64)>,
     last: Option<Assessment>,
@@ -195,7 +196,16 @@ impl Default for MetricState {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Serde shape of [`Phase`].
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Phase")]
+enum PhaseDef {
+    Inactive,
+    Pending { since_ms: i64 },
+    Firing { since_ms: i64, good_since_ms: Option<i64> },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Series {
     buckets: BTreeMap<i64, Evaluation>,
     reference: Evaluation,
@@ -203,7 +213,9 @@ struct Series {
     detector: PageHinkley,
     alarms: u64,
     last_alarm_ms: Option<i64>,
+    #[serde(with = "PhaseDef")]
     warning_phase: Phase,
+    #[serde(with = "super::metrics::pairs")]
     metrics: BTreeMap<MetricType, MetricState>,
     history: VecDeque<AlertRecord>,
     /// Starts of high-severity decay episodes within the repeat window.
@@ -303,16 +315,54 @@ pub struct Gauge {
 
 pub struct AccuracyTracker {
     config: AccuracyConfig,
-    series: BTreeMap<SeriesKey, Series>,
+    state: AccuracyState,
+}
+
+/// Everything an [`AccuracyTracker`] has learnt: what a checkpoint saves
+/// (JSON-friendly) and [`AccuracyTracker::from_state`] restores.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AccuracyState {
+    /// Newest journal entry applied (see [`AccuracyTracker::apply`]).
+    pub journal_seq: u64,
     early_warnings: u64,
+    #[serde(with = "super::metrics::pairs")]
+    series: BTreeMap<SeriesKey, Series>,
 }
 
 impl AccuracyTracker {
     pub fn new(config: AccuracyConfig) -> Self {
-        Self {
-            config,
-            series: BTreeMap::new(),
-            early_warnings: 0,
+        Self::from_state(config, AccuracyState::default())
+    }
+
+    /// A tracker that goes on from a checkpointed state.
+    pub fn from_state(config: AccuracyConfig, state: AccuracyState) -> Self {
+        Self { config, state }
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> &AccuracyState {
+        &self.state
+    }
+
+    /// Newest journal entry applied.
+    pub fn journal_seq(&self) -> u64 {
+        self.state.journal_seq
+    }
+
+    /// Applies what the join produced (from [`super::join::JoinStore::apply`]
+    /// or, after a restore, [`super::join::JoinStore::journal_since`]).
+    /// Entries at or below [`Self::journal_seq`] are skipped, so replaying
+    /// a journal that overlaps the checkpoint counts nothing twice.
+    pub fn apply(&mut self, entries: &[JournalEntry]) {
+        for e in entries {
+            if e.seq <= self.state.journal_seq {
+                continue;
+            }
+            match &e.event {
+                JoinEvent::Predicted(p) => self.on_prediction(p),
+                JoinEvent::Joined(j) => self.on_joined(j, e.now_ms),
+            }
+            self.state.journal_seq = e.seq;
         }
     }
 
@@ -451,7 +501,7 @@ impl AccuracyTracker {
         for key in self.keys(p) {
             let empty = self.empty_eval();
             let fresh = self.new_series();
-            let series = self.series.entry(key).or_insert(fresh);
+            let series = self.state.series.entry(key).or_insert(fresh);
             let eval = series.buckets.entry(bucket).or_insert(empty);
             eval.predictions += 1;
             if p.scores.is_empty() {
@@ -475,7 +525,7 @@ impl AccuracyTracker {
         for key in self.keys(&j.prediction) {
             let empty = self.empty_eval();
             let fresh = self.new_series();
-            let series = self.series.entry(key).or_insert(fresh);
+            let series = self.state.series.entry(key).or_insert(fresh);
             let Ok(outcome) = &outcome else {
                 series.mismatched += 1;
                 continue;
@@ -491,7 +541,7 @@ impl AccuracyTracker {
             {
                 series.alarms += 1;
                 series.last_alarm_ms = Some(now_ms);
-                self.early_warnings += 1;
+                self.state.early_warnings += 1;
             }
             if !series.reference_done {
                 add_outcome(&mut series.reference, outcome, j.lag_ms);
@@ -540,10 +590,10 @@ impl AccuracyTracker {
     /// [`crate::rules`].
     pub fn evaluate(&mut self, now_ms: i64) -> Vec<Alert> {
         let horizon = now_ms - self.retention_ms();
-        let keys: Vec<SeriesKey> = self.series.keys().cloned().collect();
+        let keys: Vec<SeriesKey> = self.state.series.keys().cloned().collect();
         let mut alerts = Vec::new();
         for key in keys {
-            let mut series = self.series.remove(&key).expect("key listed");
+            let mut series = self.state.series.remove(&key).expect("key listed");
             series.buckets.retain(|start, _| *start + self.bucket_ms() > horizon);
             let window = self.window(&series, self.config.decay_window_secs, now_ms);
             let mut assessments = Vec::new();
@@ -564,7 +614,7 @@ impl AccuracyTracker {
             if let Some(alert) = self.early_warning(&key, &mut series, now_ms) {
                 alerts.push(alert);
             }
-            self.series.insert(key, series);
+            self.state.series.insert(key, series);
         }
         alerts.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
         alerts
@@ -695,7 +745,8 @@ impl AccuracyTracker {
 
     /// Metrics of every series of `model` (all when `None`) over a window.
     pub fn window_metrics(&self, model: Option<&str>, window_secs: u64, now_ms: i64) -> Vec<WindowMetrics> {
-        self.series
+        self.state
+            .series
             .iter()
             .filter(|(k, _)| model.is_none_or(|m| k.model == m))
             .map(|(k, s)| {
@@ -721,7 +772,8 @@ impl AccuracyTracker {
 
     /// The decay report of every series of `model`.
     pub fn reports(&self, model: &str, now_ms: i64) -> Vec<DecayReport> {
-        self.series
+        self.state
+            .series
             .iter()
             .filter(|(k, _)| k.model == model)
             .map(|(k, s)| self.report(k, s, now_ms))
@@ -795,7 +847,7 @@ impl AccuracyTracker {
                 },
             };
         }
-        let healthy = self.series.iter().find(|(k, s)| {
+        let healthy = self.state.series.iter().find(|(k, s)| {
             k.model == key.model
                 && k.model_version != key.model_version
                 && k.segment.is_empty()
@@ -821,7 +873,7 @@ impl AccuracyTracker {
     /// suffix `_estimated`.
     pub fn gauges(&self, now_ms: i64) -> Vec<Gauge> {
         let mut out = Vec::new();
-        for (k, s) in self.series.iter().filter(|(k, _)| k.segment.is_empty()) {
+        for (k, s) in self.state.series.iter().filter(|(k, _)| k.segment.is_empty()) {
             let w = self.window(s, self.config.decay_window_secs, now_ms);
             let mut push = |name: &str, v: Option<f64>| {
                 if let Some(v) = v.filter(|v| v.is_finite()) {
@@ -874,9 +926,9 @@ impl AccuracyTracker {
 
     pub fn counts(&self) -> TrackerCounts {
         TrackerCounts {
-            too_old: self.series.values().map(|s| s.too_old).sum(),
-            mismatched: self.series.values().map(|s| s.mismatched).sum(),
-            early_warnings: self.early_warnings,
+            too_old: self.state.series.values().map(|s| s.too_old).sum(),
+            mismatched: self.state.series.values().map(|s| s.mismatched).sum(),
+            early_warnings: self.state.early_warnings,
         }
     }
 }
@@ -1229,6 +1281,84 @@ mod tests {
             T0,
         );
         assert_eq!(t.counts().mismatched, 1);
+    }
+
+    /// The engine's path: join store + tracker, a checkpoint of the
+    /// tracker taken mid-stream, a crash later, a restore that replays the
+    /// journal: the result equals an uninterrupted run exactly.
+    #[test]
+    fn checkpoint_plus_journal_replay_equals_an_uninterrupted_run() {
+        use crate::accuracy::join::{JoinInput, JoinStore};
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut inputs = Vec::new();
+        for i in 0..4000 {
+            let t = T0 + i as i64 * SEC;
+            let y = rng.random_bool(0.3);
+            let logit = 1.2 * if y { 1.0 } else { -1.0 } + normal(&mut rng);
+            let p = prediction(i, "v1", t, 1.0 / (1.0 + (-logit).exp()));
+            inputs.push((t, JoinInput::Prediction(p)));
+            if rng.random_bool(0.8) {
+                let lt = t + rng.random_range(0..1200) * SEC;
+                inputs.push((
+                    lt,
+                    JoinInput::Label(TruthLabel {
+                        event_id: format!("e{i}"),
+                        model: "fraud".into(),
+                        timestamp_ms: lt,
+                        label: Some(if y { "1" } else { "0" }.into()),
+                        value: None,
+                    }),
+                ));
+            }
+        }
+        inputs.sort_by_key(|(t, _)| *t);
+        let batches: Vec<&[(i64, JoinInput)]> = inputs.chunks(100).collect();
+        let feed = |store: &mut JoinStore, tracker: &mut AccuracyTracker, batch: &[(i64, JoinInput)]| {
+            let now = batch.last().unwrap().0;
+            let ins: Vec<JoinInput> = batch.iter().map(|(_, i)| i.clone()).collect();
+            let entries = store.apply(&ins, now, &[]).unwrap();
+            tracker.apply(&entries);
+            tracker.evaluate(now);
+        };
+        let end = inputs.last().unwrap().0;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config();
+        cfg.join.dir = dir.path().join("whole");
+        let mut store = JoinStore::open(&cfg.join, 0).unwrap();
+        let mut whole = AccuracyTracker::new(cfg.clone());
+        for b in &batches {
+            feed(&mut store, &mut whole, b);
+        }
+
+        cfg.join.dir = dir.path().join("crash");
+        let mut store = JoinStore::open(&cfg.join, 0).unwrap();
+        let mut t = AccuracyTracker::new(cfg.clone());
+        let mut checkpoint = String::new();
+        for (k, b) in batches.iter().enumerate() {
+            if k == batches.len() / 2 {
+                checkpoint = serde_json::to_string(t.state()).unwrap();
+            }
+            if k == batches.len() * 3 / 4 {
+                // Crash: the store is on disk, the tracker's memory is gone.
+                drop(store);
+                drop(t);
+                store = JoinStore::open(&cfg.join, 0).unwrap();
+                let state: AccuracyState = serde_json::from_str(&checkpoint).unwrap();
+                t = AccuracyTracker::from_state(cfg.clone(), state);
+                let journal = store.journal_since(t.journal_seq()).unwrap();
+                assert!(!journal.is_empty());
+                t.apply(&journal);
+                // Replaying an overlapping journal again changes nothing.
+                t.apply(&store.journal_since(0).unwrap());
+            }
+            feed(&mut store, &mut t, b);
+        }
+        let a = serde_json::to_value(whole.window_metrics(None, 10_000, end)).unwrap();
+        let b = serde_json::to_value(t.window_metrics(None, 10_000, end)).unwrap();
+        assert_eq!(a, b);
+        assert!(a[0]["labelled"].as_u64().unwrap() > 3000, "{a}");
+        assert_eq!(whole.journal_seq(), t.journal_seq());
     }
 
     #[test]
