@@ -110,6 +110,7 @@ mod tests {
             delays.push(at - change);
         }
         delays.sort_unstable();
+        eprintln!("page-hinkley delay, 0.9 -> 0.8 (labelled events): {delays:?}");
         // Detection delay, in labelled events, of a 0.9 → 0.8 drop.
         assert!(delays[delays.len() / 2] < 600, "median delay {delays:?}");
     }

@@ -324,6 +324,10 @@ pub struct AccuracyTracker {
 pub struct AccuracyState {
     /// Newest journal entry applied (see [`AccuracyTracker::apply`]).
     pub journal_seq: u64,
+    /// Input offsets (topic → last applied offset) this state covers, as
+    /// set by the engine before checkpointing; a rebuilt join store feeds
+    /// the tracker only what comes after them.
+    pub covered_offsets: BTreeMap<String, i64>,
     early_warnings: u64,
     #[serde(with = "super::metrics::pairs")]
     series: BTreeMap<SeriesKey, Series>,
@@ -347,6 +351,20 @@ impl AccuracyTracker {
     /// Newest journal entry applied.
     pub fn journal_seq(&self) -> u64 {
         self.state.journal_seq
+    }
+
+    /// Records which input offsets the state covers (call before
+    /// checkpointing, with the store's applied offsets).
+    pub fn set_covered_offsets(&mut self, offsets: impl IntoIterator<Item = (String, i64)>) {
+        self.state.covered_offsets = offsets.into_iter().collect();
+    }
+
+    /// Adopts a rebuilt store's journal numbering: after the store was
+    /// rebuilt up to [`AccuracyState::covered_offsets`] (its entries not
+    /// applied here, the checkpoint already holds them), entries after
+    /// `seq` are new to this tracker.
+    pub fn rebase_journal(&mut self, seq: u64) {
+        self.state.journal_seq = seq;
     }
 
     /// Applies what the join produced (from [`super::join::JoinStore::apply`]
@@ -1357,6 +1375,38 @@ mod tests {
         let a = serde_json::to_value(whole.window_metrics(None, 10_000, end)).unwrap();
         let b = serde_json::to_value(t.window_metrics(None, 10_000, end)).unwrap();
         assert_eq!(a, b);
+
+        // The partition moves to an instance without the store file: it
+        // restores the checkpoint, rebuilds a fresh store from the topics up
+        // to the covered offsets (entries not fed to the tracker), rebases,
+        // and goes on with the rest.
+        cfg.join.dir = dir.path().join("old-owner");
+        let mut store = JoinStore::open(&cfg.join, 0).unwrap();
+        let mut t = AccuracyTracker::new(cfg.clone());
+        let half = batches.len() / 2;
+        for (k, b) in batches[..half].iter().enumerate() {
+            feed(&mut store, &mut t, b);
+            // Batch index stands in for the partition offset here.
+            t.set_covered_offsets([("inputs".to_string(), k as i64)]);
+        }
+        let checkpoint = serde_json::to_string(t.state()).unwrap();
+        drop(store);
+        drop(t);
+        cfg.join.dir = dir.path().join("new-owner");
+        let mut store = JoinStore::open(&cfg.join, 0).unwrap();
+        let state: AccuracyState = serde_json::from_str(&checkpoint).unwrap();
+        let covered = state.covered_offsets["inputs"] as usize;
+        let mut t = AccuracyTracker::from_state(cfg.clone(), state);
+        for b in &batches[..=covered] {
+            let ins: Vec<JoinInput> = b.iter().map(|(_, i)| i.clone()).collect();
+            store.apply(&ins, b.last().unwrap().0, &[]).unwrap();
+        }
+        t.rebase_journal(store.counts().journal_seq as u64);
+        for b in &batches[covered + 1..] {
+            feed(&mut store, &mut t, b);
+        }
+        let c = serde_json::to_value(t.window_metrics(None, 10_000, end)).unwrap();
+        assert_eq!(a, c);
         assert!(a[0]["labelled"].as_u64().unwrap() > 3000, "{a}");
         assert_eq!(whole.journal_seq(), t.journal_seq());
     }
