@@ -238,9 +238,10 @@ pub struct TrackerCounts {
     pub early_warnings: u64,
 }
 
-/// Metrics of one series over one window, as served by the API.
+/// Which series and window a served object describes, and how much of it
+/// is labelled.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WindowMetrics {
+pub struct Coverage {
     pub model: String,
     pub model_version: String,
     pub segment: String,
@@ -248,6 +249,27 @@ pub struct WindowMetrics {
     pub predictions: u64,
     pub labelled: u64,
     pub label_coverage: Option<f64>,
+}
+
+impl Coverage {
+    fn of(key: &SeriesKey, window_secs: u64, w: &Evaluation) -> Self {
+        Self {
+            model: key.model.clone(),
+            model_version: key.model_version.clone(),
+            segment: key.segment.clone(),
+            window_secs,
+            predictions: w.predictions,
+            labelled: w.labelled,
+            label_coverage: w.coverage(),
+        }
+    }
+}
+
+/// Metrics of one series over one window, as served by the API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowMetrics {
+    #[serde(flatten)]
+    pub series: Coverage,
     pub label_lag: Option<LagSummary>,
     pub binary: Option<BinaryMetrics>,
     /// Confidence-based estimate over every scored prediction of the window.
@@ -290,13 +312,8 @@ pub enum Recommendation {
 /// The decay report of one series.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DecayReport {
-    pub model: String,
-    pub model_version: String,
-    pub segment: String,
-    pub window_secs: u64,
-    pub predictions: u64,
-    pub labelled: u64,
-    pub label_coverage: Option<f64>,
+    #[serde(flatten)]
+    pub series: Coverage,
     pub metrics: Vec<MetricReport>,
     pub early_warning_alarms: u64,
     pub early_warning_last_ms: Option<i64>,
@@ -770,13 +787,7 @@ impl AccuracyTracker {
             .map(|(k, s)| {
                 let w = self.window(s, window_secs, now_ms);
                 WindowMetrics {
-                    model: k.model.clone(),
-                    model_version: k.model_version.clone(),
-                    segment: k.segment.clone(),
-                    window_secs,
-                    predictions: w.predictions,
-                    labelled: w.labelled,
-                    label_coverage: w.coverage(),
+                    series: Coverage::of(k, window_secs, &w),
                     label_lag: w.lag.summary(),
                     binary: (w.binary.count() > 0.0).then(|| w.binary.metrics()),
                     binary_estimated: (w.estimated.count() > 0.0).then(|| w.estimated.metrics()),
@@ -832,13 +843,7 @@ impl AccuracyTracker {
             })
             .collect();
         DecayReport {
-            model: key.model.clone(),
-            model_version: key.model_version.clone(),
-            segment: key.segment.clone(),
-            window_secs: self.config.decay_window_secs,
-            predictions: w.predictions,
-            labelled: w.labelled,
-            label_coverage: w.coverage(),
+            series: Coverage::of(key, self.config.decay_window_secs, &w),
             metrics,
             early_warning_alarms: series.alarms,
             early_warning_last_ms: series.last_alarm_ms,
@@ -1159,7 +1164,7 @@ mod tests {
         let r = run(3, 11_000, "v2", q, None);
         let now = T0 + 11_600 * SEC;
         let reports = r.tracker.reports("fraud", now);
-        let whole = reports.iter().find(|x| x.segment.is_empty()).unwrap();
+        let whole = reports.iter().find(|x| x.series.segment.is_empty()).unwrap();
         let auc = whole.metrics.iter().find(|m| m.metric == MetricType::AucRoc).unwrap();
         assert_eq!(auc.baseline_source, "measured");
         assert!(auc.baseline.unwrap() > 0.95 && auc.current.unwrap() < 0.9, "{auc:?}");
@@ -1174,14 +1179,14 @@ mod tests {
             whole.recommendation
         );
         // Segments are tracked and alert on their own.
-        assert!(reports.iter().any(|x| x.segment == "region=eu"));
+        assert!(reports.iter().any(|x| x.series.segment == "region=eu"));
         // With a healthy sibling version, the advice is to roll back to it.
         let r1 = run(4, 11_000, "v1", |_| 1.6, None);
         let r2 = run(3, 11_000, "v2", q, Some(r1.tracker));
         let reports = r2.tracker.reports("fraud", now);
         let v2 = reports
             .iter()
-            .find(|x| x.model_version == "v2" && x.segment.is_empty())
+            .find(|x| x.series.model_version == "v2" && x.series.segment.is_empty())
             .unwrap();
         assert_eq!(
             v2.recommendation,
@@ -1232,7 +1237,7 @@ mod tests {
             t.on_prediction(&prediction(i, "v1", T0 + i as i64 * SEC, s));
         }
         let w = &t.window_metrics(Some("fraud"), 1800, T0 + 3000 * SEC)[0];
-        assert!(w.binary.is_none() && w.label_coverage == Some(0.0));
+        assert!(w.binary.is_none() && w.series.label_coverage == Some(0.0));
         let est = w.binary_estimated.as_ref().unwrap();
         // Uniform calibrated scores: expected accuracy ≈ 0.75.
         assert!((est.accuracy - 0.75).abs() < 0.03, "{est:?}");
