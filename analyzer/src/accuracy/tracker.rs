@@ -489,6 +489,10 @@ impl AccuracyTracker {
 
     /// Classifies a joined pair; `Err` names why it fits no model kind.
     pub fn outcome(&self, p: &PendingPrediction, l: &TruthLabel) -> Result<Outcome, String> {
+        let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
+        if !finite(p.value) || !finite(p.score) || !finite(l.value) || !p.scores.values().all(|v| v.is_finite()) {
+            return Err(format!("pair {:?} has a non-finite score or value", p.event_id));
+        }
         if let (Some(predicted), Some(actual)) = (p.value, l.value) {
             return Ok(Outcome::Regression { predicted, actual });
         }
@@ -527,12 +531,14 @@ impl AccuracyTracker {
     /// counts it in its bucket and adds its confidence-based estimate.
     pub fn on_prediction(&mut self, p: &PendingPrediction) {
         let bucket = p.timestamp_ms.div_euclid(self.bucket_ms()) * self.bucket_ms();
-        let predicted_binary = match (&p.label, p.score) {
+        let predicted_binary = match (&p.label, p.score.filter(|s| s.is_finite())) {
             (Some(l), Some(s)) => Some((s, self.is_positive(l).unwrap_or(s >= self.config.score_threshold))),
             (None, Some(s)) => Some((s, s >= self.config.score_threshold)),
             _ => None,
         };
-        let multiclass_conf = Self::predicted_class(p).and_then(|c| p.scores.get(&c).copied());
+        let multiclass_conf = Self::predicted_class(p)
+            .and_then(|c| p.scores.get(&c).copied())
+            .filter(|c| c.is_finite());
         for key in self.keys(p) {
             let empty = self.empty_eval();
             let fresh = self.new_series();
@@ -1293,6 +1299,16 @@ mod tests {
             })
         );
         p.scores.clear();
+        p.score = Some(f64::NAN);
+        assert!(
+            t.outcome(&p, &label(Some("1"), None))
+                .unwrap_err()
+                .contains("non-finite")
+        );
+        t.on_prediction(&p);
+        let w = &t.window_metrics(Some("m"), 1800, T0)[0];
+        assert!(w.binary_estimated.is_none() && w.series.predictions == 1);
+        p.score = None;
         let bad = label(Some("dog"), None);
         assert!(t.outcome(&p, &bad).unwrap_err().contains("no class"));
         t.on_joined(
