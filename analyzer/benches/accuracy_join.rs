@@ -12,11 +12,17 @@
 //! `ACCURACY_BENCH_BATCH` (events per transaction, default 10,000),
 //! `ACCURACY_BENCH_DIR` (store directory, default a temporary one under
 //! `target/`), `ACCURACY_BENCH_CACHE_MIB` (page cache, default 64).
+//! The journal is trimmed every 10 batches, as the engine does after each
+//! acknowledged checkpoint.
 #![allow(clippy::print_stdout)]
 
 use std::time::Instant;
 
 use mlwatch_analyzer::accuracy::join::{JoinConfig, JoinEvent, JoinInput, JoinStore, PendingPrediction, TruthLabel};
+
+const MIB: f64 = (1 << 20) as f64;
+/// Batches between journal trims (a checkpoint every ~100,000 events).
+const TRIM_EVERY: u64 = 10;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -72,15 +78,29 @@ fn main() {
         })
     };
     let started = Instant::now();
+    let mut batches = 0u64;
     let mut inputs = Vec::with_capacity(batch);
     for i in 0..pending {
         inputs.push(prediction(i));
         if inputs.len() == batch || i + 1 == pending {
             store.apply(&inputs, at(i), &[("inference", i as i64)]).expect("apply");
             inputs.clear();
+            batches += 1;
+            if batches % TRIM_EVERY == 0 {
+                // The engine trims after each acknowledged checkpoint.
+                store.trim_journal(store.counts().journal_seq as u64).expect("trim");
+            }
         }
     }
     let insert_secs = started.elapsed().as_secs_f64();
+    let (stored, fragmented, metadata) = store.storage_bytes().expect("stats");
+    println!(
+        "after insert: file_mib={:.0} stored_mib={:.0} fragmented_mib={:.0} metadata_mib={:.0}",
+        store.file_bytes() as f64 / MIB,
+        stored as f64 / MIB,
+        fragmented as f64 / MIB,
+        metadata as f64 / MIB
+    );
     let rss_after_insert = peak_rss_mib();
 
     // Labels for random pending predictions, in random order, 10 % sent twice.
@@ -112,6 +132,10 @@ fn main() {
                 .filter(|e| matches!(e.event, JoinEvent::Joined(_)))
                 .count();
             inputs.clear();
+            batches += 1;
+            if batches % TRIM_EVERY == 0 {
+                store.trim_journal(store.counts().journal_seq as u64).expect("trim");
+            }
         }
     }
     let join_secs = started.elapsed().as_secs_f64();

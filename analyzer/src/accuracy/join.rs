@@ -533,9 +533,16 @@ impl JoinStore {
             let mut table = tx
                 .open_table(JOURNAL)
                 .map_err(|e| self.err("cannot open table in", e))?;
-            table
-                .retain_in(..=seq, |_, _| false)
-                .map_err(|e| self.err("cannot write", e))?;
+            loop {
+                let first = table
+                    .first()
+                    .map_err(|e| self.err("cannot read", e))?
+                    .map(|(k, _)| k.value());
+                if first.is_none_or(|k| k > seq) {
+                    break;
+                }
+                table.pop_first().map_err(|e| self.err("cannot write", e))?;
+            }
         }
         tx.commit().map_err(|e| self.err("cannot commit", e))
     }
@@ -613,6 +620,15 @@ impl JoinStore {
         tx.commit().map_err(|e| self.err("cannot commit", e))?;
         self.counts = counts;
         Ok(())
+    }
+
+    /// (stored, fragmented, metadata) bytes inside the file, from redb.
+    pub fn storage_bytes(&self) -> Result<(u64, u64, u64), Error> {
+        let tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
+        let stats = tx.stats().map_err(|e| self.err("cannot read stats of", e))?;
+        let out = (stats.stored_bytes(), stats.fragmented_bytes(), stats.metadata_bytes());
+        tx.abort().map_err(|e| self.err("cannot abort", e))?;
+        Ok(out)
     }
 
     /// Bytes of the store file on disk.
