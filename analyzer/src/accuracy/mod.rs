@@ -12,10 +12,13 @@
 //! - [`trend`]: least-squares slope and one-hour-ahead prediction; pure.
 //! - [`tracker`]: per model/version/segment state tying the above together
 //!   into what the engine calls, exports and serves; pure.
+//! - [`export`]: the Prometheus metrics (`ml_model_accuracy` and the join's
+//!   health) on a registry passed in.
 //!
 //! docs/accuracy.md describes how the engine drives these modules.
 
 pub mod decay;
+pub mod export;
 pub mod join;
 pub mod metrics;
 pub mod sequential;
