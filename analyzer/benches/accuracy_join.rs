@@ -86,7 +86,7 @@ fn main() {
             store.apply(&inputs, at(i), &[("inference", i as i64)]).expect("apply");
             inputs.clear();
             batches += 1;
-            if batches % TRIM_EVERY == 0 {
+            if batches.is_multiple_of(TRIM_EVERY) {
                 // The engine trims after each acknowledged checkpoint.
                 store.trim_journal(store.counts().journal_seq as u64).expect("trim");
             }
@@ -133,7 +133,7 @@ fn main() {
                 .count();
             inputs.clear();
             batches += 1;
-            if batches % TRIM_EVERY == 0 {
+            if batches.is_multiple_of(TRIM_EVERY) {
                 store.trim_journal(store.counts().journal_seq as u64).expect("trim");
             }
         }
