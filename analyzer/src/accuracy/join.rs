@@ -1191,6 +1191,50 @@ mod tests {
         assert_eq!(sc.counts(), want);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Any mix of predictions, labels (repeated ids, any times), expiry
+        /// and reopening keeps every prediction and label accounted for
+        /// once, and never joins an id twice.
+        #[test]
+        fn bookkeeping_balances_under_any_sequence(
+            ops in proptest::collection::vec((0u8..4, 0u8..12, 0i64..3 * HOUR), 1..60)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = config(dir.path());
+            let mut s = JoinStore::open(&cfg, 0).unwrap();
+            let mut now = T0;
+            let mut joined_ids = std::collections::HashSet::new();
+            for (kind, id, dt) in ops {
+                now += dt / 10;
+                let id = format!("x{id}");
+                match kind {
+                    0 => {
+                        for j in joined(&s.apply(&[pred(&id, T0 + dt)], now, &[]).unwrap()) {
+                            proptest::prop_assert!(joined_ids.insert(j.prediction.event_id));
+                        }
+                    }
+                    1 => {
+                        for j in joined(&s.apply(&[label(&id, T0 + dt)], now, &[]).unwrap()) {
+                            proptest::prop_assert!(joined_ids.insert(j.prediction.event_id));
+                        }
+                    }
+                    2 => {
+                        s.expire(now).unwrap();
+                    }
+                    _ => {
+                        drop(s);
+                        s = JoinStore::open(&cfg, 0).unwrap();
+                    }
+                }
+                let c = s.counts();
+                proptest::prop_assert!(c.balanced(), "{:?}", c);
+                proptest::prop_assert_eq!(c.pending as u64, s.pending_len().unwrap());
+                proptest::prop_assert_eq!(c.joined as usize, joined_ids.len());
+            }
+        }
+    }
+
     #[test]
     fn bad_config_names_the_key() {
         let mut cfg = JoinConfig::default();
