@@ -5,7 +5,7 @@
 //!
 //! | metric | test |
 //! |---|---|
-//! | accuracy, precision, recall | two-proportion z-test (pooled), one-sided |
+//! | accuracy, precision, recall, multiclass accuracy | two-proportion z-test (pooled), one-sided |
 //! | f1 | z-test with the delta-method variance of F1 under the multinomial confusion matrix |
 //! | auc_roc | DeLong: z = ΔAUC / √(var₀ + var₁) with DeLong variances |
 //!
@@ -25,15 +25,18 @@ pub enum MetricType {
     Recall,
     F1,
     AucRoc,
+    /// Share of correct predictions of a multiclass model.
+    MulticlassAccuracy,
 }
 
 impl MetricType {
-    pub const ALL: [MetricType; 5] = [
+    pub const ALL: [MetricType; 6] = [
         MetricType::Accuracy,
         MetricType::Precision,
         MetricType::Recall,
         MetricType::F1,
         MetricType::AucRoc,
+        MetricType::MulticlassAccuracy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,16 +46,18 @@ impl MetricType {
             MetricType::Recall => "recall",
             MetricType::F1 => "f1",
             MetricType::AucRoc => "auc_roc",
+            MetricType::MulticlassAccuracy => "multiclass_accuracy",
         }
     }
 
-    /// The metric's value on an accumulator (`None` when undefined).
+    /// The metric's value on an accumulator (`None` when undefined); for
+    /// multiclass accuracy, on [`super::metrics::MulticlassStats::correctness`].
     pub fn value(self, s: &BinaryStats) -> Option<f64> {
         if s.count() <= 0.0 {
             return None;
         }
         match self {
-            MetricType::Accuracy => Some(s.accuracy()),
+            MetricType::Accuracy | MetricType::MulticlassAccuracy => Some(s.accuracy()),
             MetricType::Precision => (s.tp + s.fp > 0.0).then(|| s.precision()),
             MetricType::Recall => (s.tp + s.fn_ > 0.0).then(|| s.recall()),
             MetricType::F1 => (s.tp + s.fp + s.fn_ > 0.0).then(|| s.f1()),
@@ -75,6 +80,8 @@ pub struct Thresholds {
     pub f1: f64,
     /// AUC-ROC drop that counts as decay.
     pub auc_roc: f64,
+    /// Multiclass accuracy drop that counts as decay.
+    pub multiclass_accuracy: f64,
 }
 
 impl Default for Thresholds {
@@ -85,6 +92,7 @@ impl Default for Thresholds {
             recall: 0.10,
             f1: 0.10,
             auc_roc: 0.05,
+            multiclass_accuracy: 0.05,
         }
     }
 }
@@ -97,6 +105,7 @@ impl Thresholds {
             MetricType::Recall => self.recall,
             MetricType::F1 => self.f1,
             MetricType::AucRoc => self.auc_roc,
+            MetricType::MulticlassAccuracy => self.multiclass_accuracy,
         }
     }
 }
@@ -162,7 +171,7 @@ fn z_test(drop: f64, variance: f64) -> (f64, f64) {
 /// (successes, trials) of a proportion metric.
 fn proportion(m: MetricType, s: &BinaryStats) -> (f64, f64) {
     match m {
-        MetricType::Accuracy => (s.correct(), s.count()),
+        MetricType::Accuracy | MetricType::MulticlassAccuracy => (s.correct(), s.count()),
         MetricType::Precision => (s.tp, s.tp + s.fp),
         MetricType::Recall => (s.tp, s.tp + s.fn_),
         _ => (0.0, 0.0),
@@ -208,7 +217,7 @@ pub fn assess(
     };
     let drop = base - cur;
     let (z, p_value) = match metric {
-        MetricType::Accuracy | MetricType::Precision | MetricType::Recall => {
+        MetricType::Accuracy | MetricType::MulticlassAccuracy | MetricType::Precision | MetricType::Recall => {
             let (k1, n1) = proportion(metric, current);
             match baseline {
                 Baseline::Measured(b) => {

@@ -303,6 +303,20 @@ impl MulticlassStats {
         self.cells.values().sum()
     }
 
+    /// Correct and wrong predictions as a binary accumulator (TP = correct,
+    /// FP = wrong), so accuracy tests apply unchanged.
+    pub fn correctness(&self) -> BinaryStats {
+        let mut b = BinaryStats::new(1);
+        for ((a, p), c) in &self.cells {
+            if a == p {
+                b.tp += *c as f64;
+            } else {
+                b.fp += *c as f64;
+            }
+        }
+        b
+    }
+
     /// Expected accuracy of the unlabelled predictions seen (CBPE).
     pub fn expected_accuracy(&self) -> Option<f64> {
         (self.scored > 0).then(|| self.expected_correct / self.scored as f64)

@@ -9,6 +9,7 @@
 //! `reference_labelled` labelled outcomes); the Page-Hinkley detector reads
 //! the correctness stream in label-arrival order.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 
 use mlwatch_proto::v1::{Alert, AlertStatus, Severity};
@@ -117,7 +118,7 @@ impl AccuracyConfig {
                 if !MetricType::ALL.iter().any(|m| m.name() == name) {
                     return Err(Error::config(
                         format!("accuracy.baselines.{model}.{name}"),
-                        "unknown metric; use accuracy, precision, recall, f1 or auc_roc",
+                        "unknown metric; use accuracy, precision, recall, f1, auc_roc or multiclass_accuracy",
                     ));
                 }
                 if !(0.0..=1.0).contains(value) {
@@ -611,18 +612,20 @@ impl AccuracyTracker {
         out
     }
 
+    /// `reference` is [`stats_of`] the series' reference for `metric`.
     fn baseline_for<'a>(
         &self,
         key: &SeriesKey,
-        series: &'a Series,
+        series: &Series,
         metric: MetricType,
+        reference: &'a BinaryStats,
     ) -> Option<(Baseline<'a>, &'static str)> {
         if let Some(v) = self.config.baselines.get(&key.model).and_then(|m| m.get(metric.name())) {
             return Some((Baseline::Configured(*v), "configured"));
         }
         series
             .reference_done
-            .then_some((Baseline::Measured(&series.reference.binary), "measured"))
+            .then_some((Baseline::Measured(reference), "measured"))
     }
 
     /// The evaluation tick: prunes old buckets, judges decay, runs the rule
@@ -639,9 +642,10 @@ impl AccuracyTracker {
             let window = self.window(&series, self.config.decay_window_secs, now_ms);
             let mut assessments = Vec::new();
             for metric in MetricType::ALL {
+                let reference = stats_of(metric, &series.reference);
                 let a = self
-                    .baseline_for(&key, &series, metric)
-                    .and_then(|(b, _)| assess(metric, &b, &window.binary, &self.config.decay));
+                    .baseline_for(&key, &series, metric, &reference)
+                    .and_then(|(b, _)| assess(metric, &b, &stats_of(metric, &window), &self.config.decay));
                 assessments.push((metric, a));
             }
             for (metric, a) in assessments {
@@ -823,9 +827,10 @@ impl AccuracyTracker {
             .map(|&metric| {
                 let state = series.metrics.get(&metric);
                 let last = state.and_then(|s| s.last.as_ref());
-                let baseline = self.baseline_for(key, series, metric);
+                let reference = stats_of(metric, &series.reference);
+                let baseline = self.baseline_for(key, series, metric, &reference);
                 let points: Vec<(i64, f64)> = state.map(|s| s.points.iter().copied().collect()).unwrap_or_default();
-                let current = metric.value(&w.binary);
+                let current = metric.value(&stats_of(metric, &w));
                 let base = baseline.as_ref().and_then(|(b, _)| match b {
                     Baseline::Configured(v) => Some(*v),
                     Baseline::Measured(s) => metric.value(s),
@@ -835,7 +840,10 @@ impl AccuracyTracker {
                     baseline: base,
                     baseline_source: baseline.map(|(_, s)| s).unwrap_or("pending"),
                     current,
-                    estimated: metric.value(&w.estimated),
+                    estimated: match metric {
+                        MetricType::MulticlassAccuracy => w.multiclass.expected_accuracy(),
+                        _ => metric.value(&w.estimated),
+                    },
                     decay: base.zip(current).map(|(b, c)| b - c),
                     threshold: self.config.decay.thresholds.get(metric),
                     p_value: last.map(|a| a.p_value),
@@ -959,6 +967,15 @@ impl AccuracyTracker {
             mismatched: self.state.series.values().map(|s| s.mismatched).sum(),
             early_warnings: self.state.early_warnings,
         }
+    }
+}
+
+/// The accumulator a metric is judged on: the binary outcomes, or the
+/// multiclass correctness.
+fn stats_of(metric: MetricType, e: &Evaluation) -> Cow<'_, BinaryStats> {
+    match metric {
+        MetricType::MulticlassAccuracy => Cow::Owned(e.multiclass.correctness()),
+        _ => Cow::Borrowed(&e.binary),
     }
 }
 
@@ -1201,6 +1218,77 @@ mod tests {
                 reason: "2 high-severity decays within 24h".into()
             }
         );
+    }
+
+    /// A multiclass model whose accuracy falls from 0.9 to 0.7 at a known
+    /// point: the two-proportion test fires on `multiclass_accuracy`; the
+    /// stationary stream never does.
+    #[test]
+    fn multiclass_accuracy_decay_fires_only_after_the_drop() {
+        let classes = ["cat", "dog", "bird"];
+        let run = |seed: u64, drop_at: usize| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut t = AccuracyTracker::new(config());
+            let mut fired = Vec::new();
+            for i in 0..8000usize {
+                let now = T0 + i as i64 * SEC;
+                let predicted = classes[i % 3];
+                let right = rng.random_bool(if i < drop_at { 0.9 } else { 0.7 });
+                let actual = if right { predicted } else { classes[(i + 1) % 3] };
+                let p = PendingPrediction {
+                    event_id: format!("m{i}"),
+                    model: "species".into(),
+                    model_version: "v1".into(),
+                    timestamp_ms: now,
+                    scores: classes
+                        .iter()
+                        .map(|c| (c.to_string(), if *c == predicted { 0.8 } else { 0.1 }))
+                        .collect(),
+                    ..Default::default()
+                };
+                t.on_prediction(&p);
+                let label = TruthLabel {
+                    event_id: p.event_id.clone(),
+                    model: p.model.clone(),
+                    timestamp_ms: now,
+                    label: Some(actual.into()),
+                    value: None,
+                };
+                t.on_joined(
+                    &Joined {
+                        prediction: p,
+                        label,
+                        lag_ms: 0,
+                    },
+                    now,
+                );
+                if i % 30 == 0 {
+                    for a in t.evaluate(now) {
+                        if a.r#type == DECAY_ALERT && a.status == AlertStatus::Firing as i32 {
+                            fired.push((i, a.labels["metric"].clone()));
+                        }
+                    }
+                }
+            }
+            (fired, t)
+        };
+        let (stationary, _) = run(1, usize::MAX);
+        assert!(stationary.is_empty(), "{stationary:?}");
+        let (fired, t) = run(1, 5000);
+        let (at, metric) = fired.first().expect("multiclass decay fired");
+        assert_eq!(metric, "multiclass_accuracy");
+        assert!(*at > 5000, "fired at {at}");
+        let report = &t.reports("species", T0 + 8000 * SEC)[0];
+        let m = report
+            .metrics
+            .iter()
+            .find(|m| m.metric == MetricType::MulticlassAccuracy)
+            .unwrap();
+        assert!(
+            m.decayed && m.baseline.unwrap() > 0.85 && m.current.unwrap() < 0.8,
+            "{m:?}"
+        );
+        assert!((m.estimated.unwrap() - 0.8).abs() < 1e-9);
     }
 
     #[test]
