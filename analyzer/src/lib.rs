@@ -12,6 +12,7 @@
 //! `mlwatch.alerts.v1`, Prometheus gauges, and the JSON read API
 //! (`GET /v1/models`, `GET /v1/models/{model}/latency?window=5m`).
 
+pub mod accuracy;
 pub mod drift;
 pub mod engine;
 pub mod rules;
