@@ -15,7 +15,7 @@ pub const MIN_VALUE: f64 = 1e-9;
 /// reported quantile within 1 % of the exact one with room to spare.
 pub const DEFAULT_ALPHA: f64 = 0.005;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DDSketch {
     gamma_ln: f64,
     alpha: f64,

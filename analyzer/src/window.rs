@@ -8,12 +8,12 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sketch::DDSketch;
 
 /// Exact moments and a sketch of one slot or of a merged window.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub sketch: DDSketch,
     pub count: u64,
@@ -112,7 +112,7 @@ pub struct Summary {
 }
 
 /// One sliding window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SlidingWindow {
     window_ms: i64,
     slot_ms: i64,
