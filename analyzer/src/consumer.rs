@@ -123,7 +123,10 @@ impl Owner {
                 match self.store.save_blocking(&self.key(p), p, &bytes) {
                     Ok(()) => {
                         self.metrics.checkpoints.with_label_values(&["ok"]).inc();
-                        if let Err(error) = self.offsets(p, next).and_then(|t| consumer.commit(&t, CommitMode::Sync)) {
+                        if let Err(error) = self
+                            .offsets(p, next)
+                            .and_then(|t| consumer.commit(&t, CommitMode::Sync))
+                        {
                             tracing::warn!(%error, partition = p, "commit on revoke failed");
                         }
                     }
@@ -409,7 +412,9 @@ impl Loop {
                 .payload(&payload);
             match self.producer.send(record, self.config.produce_timeout).await {
                 Ok(_) => {
-                    let status = AlertStatus::try_from(alert.status).map(|s| s.name()).unwrap_or("unknown");
+                    let status = AlertStatus::try_from(alert.status)
+                        .map(|s| s.name())
+                        .unwrap_or("unknown");
                     tracing::info!(
                         alert_type = %alert.r#type,
                         status,
@@ -418,7 +423,11 @@ impl Loop {
                         value = alert.value,
                         "alert published"
                     );
-                    self.owner.metrics.alerts.with_label_values(&[&alert.r#type, status]).inc();
+                    self.owner
+                        .metrics
+                        .alerts
+                        .with_label_values(&[&alert.r#type, status])
+                        .inc();
                     let mut core = lock(&self.owner.core);
                     if core.outbox.first().is_some_and(|(_, a)| a.id == alert.id) {
                         core.outbox.remove(0);

@@ -472,7 +472,13 @@ fn evaluate_series(settings: &Settings, key: &SeriesKey, series: &mut Series, at
         }
         let stats = stats_of(series, p.window_secs);
         let window_ms = p.window_secs as i64 * 1000;
-        let mut j = judge(kind, &p, &stats, p.window_secs, at_ms - series.first_event_ms >= window_ms);
+        let mut j = judge(
+            kind,
+            &p,
+            &stats,
+            p.window_secs,
+            at_ms - series.first_event_ms >= window_ms,
+        );
         let wname = window_name(p.window_secs);
         j.text = describe(kind, key, &j, &p, &stats, &wname);
         let phase = series.phases.entry(kind.alert_type().to_string()).or_default();
@@ -554,7 +560,11 @@ fn evaluate_sla(
         return;
     }
     let every_ms = rule.sample_every_secs.max(1) as i64 * 1000;
-    if series.p99_history.last_sample_ms().is_some_and(|t| at_ms - t < every_ms) {
+    if series
+        .p99_history
+        .last_sample_ms()
+        .is_some_and(|t| at_ms - t < every_ms)
+    {
         return;
     }
     let stats = stats_of(series, rule.window_secs);
@@ -706,7 +716,10 @@ impl Engine {
             key.segment = segment;
             let series = match state.series.get_mut(&key) {
                 Some(s) => s,
-                None => state.series.entry(key.clone()).or_insert_with(|| settings.new_series(t)),
+                None => state
+                    .series
+                    .entry(key.clone())
+                    .or_insert_with(|| settings.new_series(t)),
             };
             series.add(t, event.latency_ms, error, slow);
         }

@@ -232,8 +232,13 @@ fn hex(bytes: &[u8]) -> String {
 pub enum Phase {
     #[default]
     Inactive,
-    Pending { since_ms: i64 },
-    Firing { since_ms: i64, good_since_ms: Option<i64> },
+    Pending {
+        since_ms: i64,
+    },
+    Firing {
+        since_ms: i64,
+        good_since_ms: Option<i64>,
+    },
 }
 
 impl Phase {

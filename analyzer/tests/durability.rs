@@ -219,7 +219,11 @@ async fn assert_final_counts(client: &reqwest::Client, addrs: &[String]) {
     }
     assert_eq!(last.as_ref(), Some(&want), "events per model");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(counts(client, addrs).await.as_ref(), Some(&want), "counts moved after settling");
+    assert_eq!(
+        counts(client, addrs).await.as_ref(),
+        Some(&want),
+        "counts moved after settling"
+    );
     for i in 0..MODELS {
         let m = model(i);
         // Errors: event n is an error when n % 50 == 0; model i gets n ≡ i (mod 6).
@@ -268,8 +272,9 @@ async fn kill_dash_nine_repeatedly_loses_and_duplicates_nothing() {
         .expect("topics");
     let client = reqwest::Client::new();
     let sent = Arc::new(AtomicU64::new(0));
-    let stream = start_stream(&setup.kafka, 400, sent.clone());
+    let stream = start_stream(&setup.kafka, 120, sent.clone());
     let mut seen = 0;
+    let mut killed_mid_stream = 0;
     for round in 0..4 {
         let (mut child, addr) = setup.spawn(&format!("a{round}"));
         seen = wait_progress(&client, std::slice::from_ref(&addr), seen, 90).await;
@@ -277,6 +282,9 @@ async fn kill_dash_nine_repeatedly_loses_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(700 + 450 * round)).await;
         kill9(&mut child);
         child.wait().await.expect("reaped");
+        if sent.load(Ordering::SeqCst) < EVENTS_PER_MODEL * MODELS as u64 {
+            killed_mid_stream += 1;
+        }
         eprintln!(
             "round {round}: killed after it served {seen} events; {} sent",
             sent.load(Ordering::SeqCst)
@@ -284,6 +292,10 @@ async fn kill_dash_nine_repeatedly_loses_and_duplicates_nothing() {
         // A restarted instance restores at least what was checkpointed.
         seen = seen.saturating_sub(2000);
     }
+    assert!(
+        killed_mid_stream >= 2,
+        "only {killed_mid_stream} kills while the stream flowed"
+    );
     let (mut child, addr) = setup.spawn("final");
     stream.await.expect("stream");
     assert_eq!(sent.load(Ordering::SeqCst), EVENTS_PER_MODEL * MODELS as u64);

@@ -13,7 +13,12 @@ fn fixtures() -> Vec<Value> {
 }
 
 fn values(d: &Value) -> Vec<f64> {
-    d["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    d["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn rel(got: f64, want: f64) -> f64 {
@@ -78,7 +83,12 @@ fn window_summary_matches_numpy() {
         }
         let s = w.stats(1_000_000 + xs.len() as i64 * 100).summary(3_600_000);
         assert_eq!(s.count as usize, xs.len());
-        for (field, got) in [("mean", s.mean_ms), ("std", s.std_ms), ("min", s.min_ms), ("max", s.max_ms)] {
+        for (field, got) in [
+            ("mean", s.mean_ms),
+            ("std", s.std_ms),
+            ("min", s.min_ms),
+            ("max", s.max_ms),
+        ] {
             let want = d[field].as_f64().unwrap();
             assert!(rel(got, want) < 1e-9, "{} {field}: {got} vs numpy {want}", d["name"]);
         }

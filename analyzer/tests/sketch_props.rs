@@ -6,13 +6,7 @@ use mlwatch_analyzer::window::{SlidingWindow, Stats};
 use proptest::prelude::*;
 
 fn latency() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        Just(0.0),
-        1e-6..1e-3f64,
-        0.01..10.0f64,
-        10.0..10_000.0f64,
-        1e4..1e7f64,
-    ]
+    prop_oneof![Just(0.0), 1e-6..1e-3f64, 0.01..10.0f64, 10.0..10_000.0f64, 1e4..1e7f64,]
 }
 
 fn sketch_of(xs: &[f64]) -> DDSketch {
