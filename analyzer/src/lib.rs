@@ -392,3 +392,38 @@ async fn model_latency(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_lists_the_defaults() {
+        let c: Config = mlwatch_common::config::from_toml(include_str!("../../config/analyzer.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            serde_json::to_value(&c.analyzer).unwrap(),
+            serde_json::to_value(&d.analyzer).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_value(&c.rules).unwrap(),
+            serde_json::to_value(&d.rules).unwrap()
+        );
+    }
+
+    #[test]
+    fn per_model_overrides_parse_and_unknown_keys_are_named() {
+        let c: Config = mlwatch_common::config::from_toml(
+            "[rules.models.fraud.p99_latency]\nthreshold = 150.0\nfor_secs = 30\n",
+        )
+        .unwrap();
+        let o = c.rules.models["fraud"].p99_latency.as_ref().unwrap();
+        assert_eq!(o.threshold, Some(150.0));
+        let p = c.rules.p99_latency.params().with(Some(o));
+        assert_eq!((p.threshold, p.for_ms, p.window_secs), (150.0, 30_000, 300));
+        let err = mlwatch_common::config::from_toml::<Config>("[rules.p99_latency]\nthreshhold_ms = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("threshhold_ms"), "{err}");
+    }
+}
