@@ -125,6 +125,10 @@ fn main() -> anyhow::Result<()> {
     let series = engine.series();
     let whole: Vec<_> = series.iter().filter(|s| s.segment.is_empty()).collect();
     let state_bytes: usize = engine.partitions().map(|(_, p)| p.heap_bytes()).sum();
+    let checkpoint_bytes: usize = engine
+        .partitions()
+        .map(|(_, p)| serde_json::to_vec(p).map(|v| v.len()).unwrap_or(0))
+        .sum();
     let rss_after = current_rss_bytes().unwrap_or(0);
     let peak = peak_rss_bytes().unwrap_or(0);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
@@ -132,7 +136,8 @@ fn main() -> anyhow::Result<()> {
         "replay {}: {events} events ({rejected} rejected), {} series, {alerts} alert transitions; \
          {:.0} events/s per core end to end ({:.0} events/s wall), parse+validate {:.0} ns/event, \
          engine update {:.0} ns/event ({:.0} events/s per core); peak RSS {:.1} MiB; \
-         state {:.1} KiB per model version by structure, {:.1} KiB per model version by RSS growth",
+         state {:.1} KiB per model version by structure, {:.1} KiB per model version by RSS growth, \
+         checkpoint JSON {:.1} KiB per model version",
         path.display(),
         whole.len(),
         events as f64 / cpu,
@@ -143,6 +148,7 @@ fn main() -> anyhow::Result<()> {
         mib(peak),
         state_bytes as f64 / whole.len().max(1) as f64 / 1024.0,
         rss_after.saturating_sub(rss_before) as f64 / whole.len().max(1) as f64 / 1024.0,
+        checkpoint_bytes as f64 / whole.len().max(1) as f64 / 1024.0,
     );
     Ok(())
 }

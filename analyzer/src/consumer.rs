@@ -17,7 +17,7 @@
 //! from its offset: each event is applied exactly once to the state, and
 //! the replayed evaluations publish alerts with the same ids as before.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,9 @@ pub struct Owner {
     pub metrics: Metrics,
     /// Partitions assigned by the last rebalance, to be loaded by the loop.
     assigned: Mutex<Vec<i32>>,
+    /// The current assignment: messages of other partitions (prefetched
+    /// before a revoke) are never applied.
+    assignment: Mutex<BTreeSet<i32>>,
 }
 
 impl Owner {
@@ -74,6 +77,7 @@ impl Owner {
             topic,
             metrics,
             assigned: Mutex::new(Vec::new()),
+            assignment: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -116,8 +120,21 @@ impl Owner {
         Ok(tpl)
     }
 
+    fn is_assigned(&self, partition: i32) -> bool {
+        self.assignment
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&partition)
+    }
+
     /// Checkpoints then forgets revoked partitions (rebalance callback).
     fn revoke_blocking<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, partitions: &[i32]) {
+        {
+            let mut assignment = self.assignment.lock().unwrap_or_else(|p| p.into_inner());
+            for p in partitions {
+                assignment.remove(p);
+            }
+        }
         for &p in partitions {
             if let Some((bytes, next)) = self.snapshot(p) {
                 match self.store.save_blocking(&self.key(p), p, &bytes) {
@@ -163,6 +180,11 @@ impl ConsumerContext for Context {
             Rebalance::Assign(tpl) => {
                 let ps = partitions_of(tpl, &self.0.topic);
                 tracing::info!(partitions = ?ps, "partitions assigned");
+                self.0
+                    .assignment
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(ps.iter().copied());
                 self.0.assigned.lock().unwrap_or_else(|p| p.into_inner()).extend(ps);
             }
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
@@ -291,7 +313,7 @@ impl Loop {
             let core = lock(&self.owner.core);
             partitions
                 .into_iter()
-                .filter(|p| !core.engine.owns(*p))
+                .filter(|p| !core.engine.owns(*p) && self.owner.is_assigned(*p))
                 .map(|p| (p, self.owner.key(p)))
                 .collect()
         };
@@ -333,6 +355,14 @@ impl Loop {
 
     async fn handle(&mut self, m: &OwnedMessage, shutdown: &CancellationToken) {
         let p = m.partition();
+        if !self.owner.is_assigned(p) {
+            tracing::debug!(
+                partition = p,
+                offset = m.offset(),
+                "message of a partition no longer assigned, skipped"
+            );
+            return;
+        }
         if !lock(&self.owner.core).engine.owns(p) {
             self.load(vec![p], shutdown).await;
             if !lock(&self.owner.core).engine.owns(p) {

@@ -413,10 +413,9 @@ mod tests {
 
     #[test]
     fn per_model_overrides_parse_and_unknown_keys_are_named() {
-        let c: Config = mlwatch_common::config::from_toml(
-            "[rules.models.fraud.p99_latency]\nthreshold = 150.0\nfor_secs = 30\n",
-        )
-        .unwrap();
+        let c: Config =
+            mlwatch_common::config::from_toml("[rules.models.fraud.p99_latency]\nthreshold = 150.0\nfor_secs = 30\n")
+                .unwrap();
         let o = c.rules.models["fraud"].p99_latency.as_ref().unwrap();
         assert_eq!(o.threshold, Some(150.0));
         let p = c.rules.p99_latency.params().with(Some(o));
