@@ -21,6 +21,9 @@ pub struct SpikeRule {
     pub window_secs: u64,
     /// Fewer events in the window than this: no decision.
     pub min_samples: u64,
+    /// How long the spike must last before firing (filters single
+    /// outliers of a heavy-tailed latency distribution).
+    pub for_secs: u64,
     /// How long the z-score must stay below the threshold before resolving.
     pub resolve_for_secs: u64,
 }
@@ -33,6 +36,7 @@ impl Default for SpikeRule {
             high_z: 4.0,
             window_secs: 300,
             min_samples: 30,
+            for_secs: 3,
             resolve_for_secs: 30,
         }
     }

@@ -198,18 +198,24 @@ pub struct Settings {
     config: EngineConfig,
     rules: RulesConfig,
     eval_interval_ms: i64,
+    /// The distinct windows that rules and detectors read.
+    rule_windows: Vec<u64>,
 }
 
 impl Settings {
     pub fn new(mut config: EngineConfig, rules: RulesConfig, eval_interval_ms: u64) -> Self {
-        config.windows_secs.extend([
+        let mut rule_windows = vec![
             rules.p99_latency.window_secs,
             rules.throughput.window_secs,
             rules.slow_rate.window_secs,
             rules.error_rate.window_secs,
             rules.latency_spike.window_secs,
             rules.sla_prediction.window_secs,
-        ]);
+        ];
+        rule_windows.retain(|w| *w > 0);
+        rule_windows.sort_unstable();
+        rule_windows.dedup();
+        config.windows_secs.extend(&rule_windows);
         config.windows_secs.retain(|w| *w > 0);
         config.windows_secs.sort_unstable();
         config.windows_secs.dedup();
@@ -217,6 +223,7 @@ impl Settings {
             config,
             rules,
             eval_interval_ms: i64::try_from(eval_interval_ms.max(1)).unwrap_or(1000),
+            rule_windows,
         }
     }
 
@@ -456,21 +463,20 @@ impl PartitionState {
 
 fn evaluate_series(settings: &Settings, key: &SeriesKey, series: &mut Series, at_ms: i64, out: &mut Vec<Alert>) {
     let rules = &settings.rules;
-    let mut cache: Vec<(u64, Stats)> = Vec::new();
-    let mut stats_of = |series: &Series, secs: u64| -> Stats {
-        if let Some((_, s)) = cache.iter().find(|(w, _)| *w == secs) {
-            return s.clone();
-        }
-        let s = series.window(secs).map(|w| w.stats(at_ms)).unwrap_or_default();
-        cache.push((secs, s.clone()));
-        s
-    };
+    // Each window the rules read is merged once per evaluation.
+    let merged: Vec<(u64, Stats)> = settings
+        .rule_windows
+        .iter()
+        .map(|w| (*w, series.window(*w).map(|x| x.stats(at_ms)).unwrap_or_default()))
+        .collect();
+    let empty = Stats::default();
+    let stats_of = |secs: u64| merged.iter().find(|(w, _)| *w == secs).map_or(&empty, |(_, s)| s);
     for kind in Threshold::ALL {
         let p = kind.params(rules, &key.model);
         if !p.enabled {
             continue;
         }
-        let stats = stats_of(series, p.window_secs);
+        let stats = stats_of(p.window_secs);
         let window_ms = p.window_secs as i64 * 1000;
         let mut j = judge(
             kind,
@@ -480,7 +486,7 @@ fn evaluate_series(settings: &Settings, key: &SeriesKey, series: &mut Series, at
             at_ms - series.first_event_ms >= window_ms,
         );
         let wname = window_name(p.window_secs);
-        j.text = describe(kind, key, &j, &p, &stats, &wname);
+        j.text = describe(kind, key, &j, &p, stats, &wname);
         let phase = series.phases.entry(kind.alert_type().to_string()).or_default();
         let transition = rules::step(phase, at_ms, j.breach, j.clear, p.for_ms, p.resolve_for_ms);
         let spec = AlertSpec {
@@ -499,8 +505,22 @@ fn evaluate_series(settings: &Settings, key: &SeriesKey, series: &mut Series, at
         };
         out.extend(rules::alert_for(spec, &transition, at_ms));
     }
-    evaluate_spike(&rules.latency_spike, key, series, &mut stats_of, at_ms, out);
-    evaluate_sla(&rules.sla_prediction, key, series, &mut stats_of, at_ms, out);
+    evaluate_spike(
+        &rules.latency_spike,
+        key,
+        series,
+        stats_of(rules.latency_spike.window_secs),
+        at_ms,
+        out,
+    );
+    evaluate_sla(
+        &rules.sla_prediction,
+        key,
+        series,
+        stats_of(rules.sla_prediction.window_secs),
+        at_ms,
+        out,
+    );
     series.recent_sum_ms = 0.0;
     series.recent_count = 0;
 }
@@ -509,25 +529,31 @@ fn evaluate_spike(
     rule: &SpikeRule,
     key: &SeriesKey,
     series: &mut Series,
-    stats_of: &mut impl FnMut(&Series, u64) -> Stats,
+    stats: &Stats,
     at_ms: i64,
     out: &mut Vec<Alert>,
 ) {
     if !rule.enabled {
         return;
     }
-    let stats = stats_of(series, rule.window_secs);
-    let s = stats.summary(rule.window_secs as i64 * 1000);
+    let (mean_ms, std_ms) = stats.mean_std();
     let latest = (series.recent_count > 0).then(|| series.recent_sum_ms / series.recent_count as f64);
     let z = latest
         .filter(|_| stats.count >= rule.min_samples)
-        .and_then(|l| detectors::z_score(l, s.mean_ms, s.std_ms));
+        .and_then(|l| detectors::z_score(l, mean_ms, std_ms));
     series.last_z = z;
     let severity = z.and_then(|z| detectors::spike_severity(rule, z));
     let phase = series.phases.entry("LatencySpike".to_string()).or_default();
     let breach = severity.is_some();
     let clear = z.is_none_or(|z| z <= rule.z_threshold);
-    let transition = rules::step(phase, at_ms, breach, clear, 0, rule.resolve_for_secs as i64 * 1000);
+    let transition = rules::step(
+        phase,
+        at_ms,
+        breach,
+        clear,
+        rule.for_secs as i64 * 1000,
+        rule.resolve_for_secs as i64 * 1000,
+    );
     let z = z.unwrap_or(0.0);
     let spec = AlertSpec {
         alert_type: "LatencySpike",
@@ -538,7 +564,7 @@ fn evaluate_spike(
             series_name(key),
             latest.unwrap_or(0.0),
             window_name(rule.window_secs),
-            s.mean_ms
+            mean_ms
         ),
         description: format!("z-score threshold {}, high above {}", rule.z_threshold, rule.high_z),
         value: z,
@@ -548,14 +574,7 @@ fn evaluate_spike(
     out.extend(rules::alert_for(spec, &transition, at_ms));
 }
 
-fn evaluate_sla(
-    rule: &SlaRule,
-    key: &SeriesKey,
-    series: &mut Series,
-    stats_of: &mut impl FnMut(&Series, u64) -> Stats,
-    at_ms: i64,
-    out: &mut Vec<Alert>,
-) {
+fn evaluate_sla(rule: &SlaRule, key: &SeriesKey, series: &mut Series, stats: &Stats, at_ms: i64, out: &mut Vec<Alert>) {
     if !rule.enabled {
         return;
     }
@@ -567,7 +586,6 @@ fn evaluate_sla(
     {
         return;
     }
-    let stats = stats_of(series, rule.window_secs);
     let Some(p99) = stats.sketch.quantile(0.99) else {
         return;
     };
@@ -964,7 +982,6 @@ mod tests {
         let mut rules = RulesConfig::default();
         rules.p99_latency.enabled = false;
         rules.slow_rate.enabled = false;
-        rules.latency_spike.window_secs = 60;
         let mut e = Engine::new(EngineConfig::default(), rules, 1000);
         let mut alerts = Vec::new();
         // 5 minutes of p99 rising 10 ms per minute, with noise for spread.
@@ -983,14 +1000,19 @@ mod tests {
         assert!(f.breach_probability > 0.5, "{f:?}");
         assert!(alerts.iter().any(|a| a.r#type == "PredictedSlaBreach"));
         assert!(!alerts.iter().any(|a| a.r#type == "LatencySpike"), "{alerts:?}");
-        // One very slow second: a spike of high severity.
-        for i in 3000..3010 {
-            e.observe(0, i, &event("fraud", t, 5000.0));
+        // One very slow outlier is not a spike; slow seconds for longer
+        // than `for_secs` are, of high severity.
+        let mut a = Vec::new();
+        for i in 3000..3080 {
+            let latency = if i == 3000 || i >= 3020 { 5000.0 } else { 100.0 };
+            if let Observed::Applied(x) = e.observe(0, i, &event("fraud", t, latency)) {
+                if i < 3020 {
+                    assert!(x.iter().all(|a| a.r#type != "LatencySpike"), "{x:?}");
+                }
+                a.extend(x);
+            }
             t += 100;
         }
-        let Observed::Applied(a) = e.observe(0, 3010, &event("fraud", t + 1000, 100.0)) else {
-            panic!("duplicate");
-        };
         let spike: Vec<&Alert> = a.iter().filter(|a| a.r#type == "LatencySpike").collect();
         assert_eq!(spike.len(), 1, "{a:?}");
         assert_eq!(spike[0].severity, mlwatch_proto::v1::Severity::High as i32);

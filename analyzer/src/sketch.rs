@@ -110,6 +110,38 @@ impl DDSketch {
         }
     }
 
+    /// The lowest and highest bin index in use (`None` without bins).
+    pub fn index_range(&self) -> Option<(i32, i32)> {
+        (!self.bins.is_empty()).then(|| (self.offset, self.offset + self.bins.len() as i32 - 1))
+    }
+
+    /// Makes room for bins `lo..=hi` with at most one allocation, so that
+    /// merging sketches within that range does not reallocate.
+    pub fn reserve_range(&mut self, lo: i32, hi: i32) {
+        if lo > hi {
+            return;
+        }
+        let (new_lo, new_hi) = match self.index_range() {
+            None => (lo, hi),
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+        };
+        let len = (new_hi - new_lo + 1) as usize;
+        if self.bins.is_empty() {
+            self.offset = new_lo;
+            self.bins = vec![0; len];
+            return;
+        }
+        if new_lo < self.offset {
+            let shift = (self.offset - new_lo) as usize;
+            let mut bins = vec![0; len];
+            bins[shift..shift + self.bins.len()].copy_from_slice(&self.bins);
+            self.bins = bins;
+            self.offset = new_lo;
+        } else if len > self.bins.len() {
+            self.bins.resize(len, 0);
+        }
+    }
+
     /// Adds another sketch's counts (same alpha required).
     pub fn merge(&mut self, other: &DDSketch) {
         debug_assert!(

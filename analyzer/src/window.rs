@@ -61,8 +61,8 @@ impl Stats {
         self.sketch.merge(&other.sketch);
     }
 
-    /// The summary a user sees, over a window of `window_ms`.
-    pub fn summary(&self, window_ms: i64) -> Summary {
+    /// Mean and sample standard deviation (ddof 1); zeros when empty.
+    pub fn mean_std(&self) -> (f64, f64) {
         let n = self.count as f64;
         let mean = if self.count > 0 { self.sum / n } else { 0.0 };
         let var = if self.count > 1 {
@@ -70,6 +70,13 @@ impl Stats {
         } else {
             0.0
         };
+        (mean, var.sqrt())
+    }
+
+    /// The summary a user sees, over a window of `window_ms`.
+    pub fn summary(&self, window_ms: i64) -> Summary {
+        let n = self.count as f64;
+        let (mean, std) = self.mean_std();
         let q = |p: f64| self.sketch.quantile(p).unwrap_or(0.0);
         let rate = |k: u64| if self.count > 0 { k as f64 / n } else { 0.0 };
         Summary {
@@ -80,7 +87,7 @@ impl Stats {
             p99_ms: q(0.99),
             p999_ms: q(0.999),
             mean_ms: mean,
-            std_ms: var.sqrt(),
+            std_ms: std,
             min_ms: if self.count > 0 { self.min } else { 0.0 },
             max_ms: if self.count > 0 { self.max } else { 0.0 },
             throughput_rps: n / (window_ms as f64 / 1000.0),
@@ -185,11 +192,17 @@ impl SlidingWindow {
     pub fn stats(&self, now_ms: i64) -> Stats {
         let hi = now_ms.div_euclid(self.slot_ms);
         let lo = hi - self.window_ms / self.slot_ms;
+        let in_range = || self.slots.iter().filter(move |(i, _)| *i > lo && *i <= hi);
         let mut out = Stats::default();
-        for (i, s) in &self.slots {
-            if *i > lo && *i <= hi {
-                out.merge(s);
-            }
+        // One allocation for the merged sketch's bins.
+        if let Some((a, b)) = in_range()
+            .filter_map(|(_, s)| s.sketch.index_range())
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+        {
+            out.sketch.reserve_range(a, b);
+        }
+        for (_, s) in in_range() {
+            out.merge(s);
         }
         out
     }
