@@ -481,7 +481,7 @@ fn evaluate_series(settings: &Settings, key: &SeriesKey, series: &mut Series, at
         let mut j = judge(
             kind,
             &p,
-            &stats,
+            stats,
             p.window_secs,
             at_ms - series.first_event_ms >= window_ms,
         );

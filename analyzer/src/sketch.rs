@@ -166,6 +166,35 @@ impl DDSketch {
         }
     }
 
+    /// Removes the counts of a sketch that was merged into this one (same
+    /// alpha required); exact inverse of [`DDSketch::merge`], with empty end
+    /// bins trimmed so the result equals the sketch of what remains.
+    pub fn subtract(&mut self, other: &DDSketch) {
+        if other.count == 0 {
+            return;
+        }
+        self.zero = self.zero.saturating_sub(other.zero);
+        self.count = self.count.saturating_sub(other.count);
+        for (k, c) in other.bins.iter().enumerate() {
+            let pos = other.offset + k as i32 - self.offset;
+            if let Some(b) = usize::try_from(pos).ok().and_then(|p| self.bins.get_mut(p)) {
+                *b = b.saturating_sub(*c);
+            }
+        }
+        let lead = self.bins.iter().take_while(|c| **c == 0).count();
+        if lead == self.bins.len() {
+            self.bins.clear();
+            self.offset = 0;
+            return;
+        }
+        let trail = self.bins.iter().rev().take_while(|c| **c == 0).count();
+        self.bins.truncate(self.bins.len() - trail);
+        if lead > 0 {
+            self.bins.drain(..lead);
+            self.offset += lead as i32;
+        }
+    }
+
     /// The value at quantile `q` in [0, 1] (rank `q·(n−1)`, rounded down),
     /// within relative error `alpha`. `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<f64> {

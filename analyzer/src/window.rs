@@ -43,6 +43,12 @@ impl Stats {
     }
 
     pub fn merge(&mut self, other: &Stats) {
+        self.merge_moments(other);
+        self.sketch.merge(&other.sketch);
+    }
+
+    /// Merges everything but the sketch.
+    pub fn merge_moments(&mut self, other: &Stats) {
         if other.count == 0 {
             return;
         }
@@ -58,7 +64,6 @@ impl Stats {
         self.slow += other.slow;
         self.sum += other.sum;
         self.sum_sq += other.sum_sq;
-        self.sketch.merge(&other.sketch);
     }
 
     /// Mean and sample standard deviation (ddof 1); zeros when empty.
@@ -128,6 +133,12 @@ pub struct SlidingWindow {
     /// (slot index = event_time / slot_ms, stats), ascending.
     slots: VecDeque<(i64, Stats)>,
     late: u64,
+    /// The merged sketch of the slots in `(running_hi − n, running_hi]`
+    /// (n = slots per window), kept up to date on every add: a query at the
+    /// newest slot costs one copy instead of a merge of every slot. Bin
+    /// counts are integers, so adding and subtracting slots is exact.
+    running: DDSketch,
+    running_hi: Option<i64>,
 }
 
 impl SlidingWindow {
@@ -142,6 +153,8 @@ impl SlidingWindow {
             lateness_slots: lateness_ms.div_euclid(slot_ms) + 1,
             slots: VecDeque::new(),
             late: 0,
+            running: DDSketch::default(),
+            running_hi: None,
         }
     }
 
@@ -177,6 +190,24 @@ impl SlidingWindow {
                 self.slots.insert(pos, (idx, s));
             }
         }
+        let n = self.slots_per_window();
+        let hi = match self.running_hi {
+            Some(hi) if idx > hi => {
+                // Slots leaving the running range as it slides to `idx`.
+                for (i, s) in &self.slots {
+                    if *i > hi - n && *i <= idx - n {
+                        self.running.subtract(&s.sketch);
+                    }
+                }
+                idx
+            }
+            Some(hi) => hi,
+            None => idx,
+        };
+        self.running_hi = Some(hi);
+        if idx > hi - n {
+            self.running.add(latency_ms);
+        }
         let newest = self.slots.back().map(|(i, _)| *i).unwrap_or(idx);
         while let Some((front, _)) = self.slots.front() {
             if *front <= newest - self.keep_slots() {
@@ -188,10 +219,37 @@ impl SlidingWindow {
         true
     }
 
-    /// Merged statistics of the slots in `(now − window, now]`.
+    fn slots_per_window(&self) -> i64 {
+        self.window_ms / self.slot_ms
+    }
+
+    /// Merged statistics of the slots in `(now − window, now]`: exact
+    /// moments summed from the slots, the sketch from the running merge
+    /// when `now` is at or after the newest slot.
     pub fn stats(&self, now_ms: i64) -> Stats {
         let hi = now_ms.div_euclid(self.slot_ms);
-        let lo = hi - self.window_ms / self.slot_ms;
+        let lo = hi - self.slots_per_window();
+        let in_range = || self.slots.iter().filter(move |(i, _)| *i > lo && *i <= hi);
+        match self.running_hi {
+            Some(rhi) if hi >= rhi => {
+                let mut out = Stats::default();
+                for (_, s) in in_range() {
+                    out.merge_moments(s);
+                }
+                out.sketch = self.running.clone();
+                for (i, s) in &self.slots {
+                    if *i > rhi - self.slots_per_window() && *i <= lo {
+                        out.sketch.subtract(&s.sketch);
+                    }
+                }
+                out
+            }
+            _ => self.merged(lo, hi),
+        }
+    }
+
+    /// Merges the slots in `(lo, hi]` from scratch.
+    fn merged(&self, lo: i64, hi: i64) -> Stats {
         let in_range = || self.slots.iter().filter(move |(i, _)| *i > lo && *i <= hi);
         let mut out = Stats::default();
         // One allocation for the merged sketch's bins.
@@ -209,10 +267,12 @@ impl SlidingWindow {
 
     /// Approximate heap bytes.
     pub fn heap_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|(_, s)| std::mem::size_of::<(i64, Stats)>() + s.sketch.heap_bytes())
-            .sum()
+        self.running.heap_bytes()
+            + self
+                .slots
+                .iter()
+                .map(|(_, s)| std::mem::size_of::<(i64, Stats)>() + s.sketch.heap_bytes())
+                .sum::<usize>()
     }
 }
 

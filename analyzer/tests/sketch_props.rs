@@ -77,3 +77,41 @@ proptest! {
         prop_assert!((got.sum - want.sum).abs() <= 1e-9 * want.sum.abs().max(1.0));
     }
 }
+
+proptest! {
+    /// The running merge kept while the window slides answers like a merge
+    /// from scratch of the events in range, at any query time.
+    #[test]
+    fn sliding_window_matches_events_in_range_at_any_time(
+        events in prop::collection::vec((0i64..200_000, latency()), 1..400),
+        seed in any::<u64>(),
+        offsets in prop::collection::vec(-20_000i64..90_000, 1..5),
+    ) {
+        let mut arrival = events.clone();
+        // Roughly in order, with local disorder (as a partition delivers).
+        let mut r = seed;
+        arrival.sort_by_cached_key(|(t, _)| {
+            r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            t + (r >> 40) as i64 % 5_000
+        });
+        let mut w = SlidingWindow::new(60_000, 30, 300_000);
+        for (t, x) in &arrival {
+            prop_assert!(w.add(*t, *x, false, false));
+        }
+        let max_t = events.iter().map(|e| e.0).max().unwrap();
+        for off in offsets {
+            let now = max_t + off;
+            let hi = now.div_euclid(2_000);
+            let mut want = Stats::default();
+            for (t, x) in &events {
+                let i = t.div_euclid(2_000);
+                if i > hi - 30 && i <= hi {
+                    want.add(*x, false, false);
+                }
+            }
+            let got = w.stats(now);
+            prop_assert_eq!(got.count, want.count);
+            prop_assert_eq!(&got.sketch, &want.sketch, "now {}", now);
+        }
+    }
+}
