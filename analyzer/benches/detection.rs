@@ -94,7 +94,8 @@ async fn main() {
         .await
         .expect("analyzer");
 
-    // Alerts reader, positioned before anything can fire.
+    // Alerts reader, positioned before anything can fire; assigned to the
+    // topic's single partition directly (no group join delays the read).
     let alerts: StreamConsumer = kafka
         .client_config()
         .set("group.id", format!("reader-{suffix}"))
@@ -102,7 +103,10 @@ async fn main() {
         .set("enable.auto.commit", "false")
         .create()
         .expect("reader");
-    alerts.subscribe(&[&kafka.topics.alerts]).expect("subscribe");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&kafka.topics.alerts, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    alerts.assign(&tpl).expect("assign");
 
     // Live traffic, event time = wall time, 10 events every 10 ms.
     let mut n = backfill;
@@ -122,6 +126,12 @@ async fn main() {
                 let slow = healthy_until.is_some_and(|h| Instant::now() >= h);
                 if slow && regression_started.is_none() {
                     regression_started = Some((Instant::now(), t));
+                    let v: serde_json::Value = client.get(&url).send().await.expect("api").json().await.expect("json");
+                    println!(
+                        "at the regression: analyzer has applied {} events, newest event time {} ms behind wall time",
+                        v["models"][0]["events"],
+                        t - v["models"][0]["last_event_ms"].as_i64().unwrap_or(0)
+                    );
                 }
                 let payloads: Vec<Vec<u8>> = (0..RATE / 100)
                     .map(|k| event(n + k, t, if slow { 450.0 + (k as f64) } else { healthy(n + k) }))
@@ -142,6 +152,13 @@ async fn main() {
                 let Ok(m) = m else { continue };
                 let Ok(a) = Alert::decode(m.payload().unwrap_or_default()) else { continue };
                 if a.r#type == "HighP99Latency" && a.status == AlertStatus::Firing as i32 {
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        println!(
+                            "alert produced {} ms after its event time, read {} ms after it was produced",
+                            ts - a.generated_at_ms,
+                            mlwatch_common::now_ms() - ts
+                        );
+                    }
                     fired = Some((Instant::now(), a));
                 } else {
                     println!("other alert before the regression: {} {}", a.r#type, a.status);
