@@ -107,6 +107,7 @@ pub struct AnalyzerConfig {
     /// After this long without a message on a partition, its event-time
     /// clock follows wall time, so silent models are still judged (0 = off).
     pub idle_advance_after_secs: u64,
+    /// Windows, lateness, slow threshold and segments (same section).
     #[serde(flatten)]
     pub engine: EngineConfig,
 }
