@@ -102,6 +102,7 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let cpu_start = cpu_time();
     let (mut events, mut rejected, mut alerts, mut parse_ns, mut apply_ns) = (0u64, 0u64, 0usize, 0u128, 0u128);
+    let mut by_type: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for (i, line) in file.lines().enumerate() {
         let line = line?;
         let t0 = Instant::now();
@@ -114,10 +115,14 @@ fn main() -> anyhow::Result<()> {
             rejected += 1;
             continue;
         };
-        if let Observed::Applied(a) = engine.observe(0, i as i64, &event) {
-            alerts += a.len();
-        }
+        let observed = engine.observe(0, i as i64, &event);
         apply_ns += t1.elapsed().as_nanos();
+        if let Observed::Applied(a) = observed {
+            alerts += a.len();
+            for a in a {
+                *by_type.entry(a.r#type).or_default() += 1;
+            }
+        }
         events += 1;
     }
     let wall = start.elapsed().as_secs_f64();
@@ -133,7 +138,7 @@ fn main() -> anyhow::Result<()> {
     let peak = peak_rss_bytes().unwrap_or(0);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "replay {}: {events} events ({rejected} rejected), {} series, {alerts} alert transitions; \
+        "replay {}: {events} events ({rejected} rejected), {} series, {alerts} alert transitions {by_type:?}; \
          {:.0} events/s per core end to end ({:.0} events/s wall), parse+validate {:.0} ns/event, \
          engine update {:.0} ns/event ({:.0} events/s per core); peak RSS {:.1} MiB; \
          state {:.1} KiB per model version by structure, {:.1} KiB per model version by RSS growth, \

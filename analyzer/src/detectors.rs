@@ -73,6 +73,9 @@ pub struct SlaRule {
     pub trend_window_secs: u64,
     /// How often p99 is sampled into the history, in seconds of event time.
     pub sample_every_secs: u64,
+    /// Fewer events in the sampled window than this: no sample (the p99
+    /// of a few events is their maximum, too noisy to trend).
+    pub min_samples: u64,
     /// How far ahead the trend is projected, in minutes.
     pub horizon_mins: f64,
     /// Fires (`PredictedSlaBreach`) when the breach probability exceeds this.
@@ -89,6 +92,7 @@ impl Default for SlaRule {
             window_secs: 60,
             trend_window_secs: 300,
             sample_every_secs: 10,
+            min_samples: 100,
             horizon_mins: 30.0,
             fire_probability: 0.5,
             resolve_for_secs: 60,
@@ -117,6 +121,14 @@ impl P99History {
 
     pub fn last_sample_ms(&self) -> Option<i64> {
         self.points.back().map(|p| p.0)
+    }
+
+    /// Event time between the oldest and the newest sample.
+    pub fn span_ms(&self) -> i64 {
+        match (self.points.front(), self.points.back()) {
+            (Some(a), Some(b)) => b.0 - a.0,
+            _ => 0,
+        }
     }
 
     /// Least-squares slope in ms per minute; `None` with fewer than three

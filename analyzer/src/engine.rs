@@ -286,7 +286,11 @@ impl Series {
         std::mem::size_of::<Self>() + self.windows.iter().map(|(_, w)| w.heap_bytes()).sum::<usize>()
     }
 
+    /// The SLA forecast, once the history spans half the trend window.
     fn forecast(&self, rule: &SlaRule, current_p99: f64) -> Option<SlaForecast> {
+        if self.p99_history.span_ms() < rule.trend_window_secs as i64 * 500 {
+            return None;
+        }
         let slope = self.p99_history.slope_ms_per_min()?;
         Some(detectors::forecast(current_p99, slope, rule.horizon_mins, rule.sla_ms))
     }
@@ -586,7 +590,7 @@ fn evaluate_sla(rule: &SlaRule, key: &SeriesKey, series: &mut Series, stats: &St
     {
         return;
     }
-    let Some(p99) = stats.sketch.quantile(0.99) else {
+    let Some(p99) = stats.sketch.quantile(0.99).filter(|_| stats.count >= rule.min_samples) else {
         return;
     };
     series
