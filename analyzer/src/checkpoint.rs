@@ -198,14 +198,23 @@ impl CheckpointStore {
         newest
             .into_iter()
             .map(|(p, bytes)| {
-                let checkpoint: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Decode {
-                    key: wanted
+                let key = || {
+                    wanted
                         .iter()
                         .find(|(q, _)| *q == p)
                         .map(|(_, k)| k.clone())
-                        .unwrap_or_default(),
+                        .unwrap_or_default()
+                };
+                let checkpoint: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Decode {
+                    key: key(),
                     reason: e.to_string(),
                 })?;
+                if checkpoint.format != FORMAT_VERSION {
+                    return Err(CheckpointError::Decode {
+                        key: key(),
+                        reason: format!("format {}, this analyzer reads {FORMAT_VERSION}", checkpoint.format),
+                    });
+                }
                 Ok((p, checkpoint))
             })
             .collect()
