@@ -1,18 +1,26 @@
 //! The mlwatch analyzer: turns the event topics into statistics and alerts.
 //!
+//! Pure modules (no I/O, no clock):
 //! - [`sketch`]: a mergeable relative-error quantile sketch (DDSketch).
 //! - [`window`]: event-time sliding windows of latency statistics.
-//! - [`rules`]: rule state machines (`for`, hysteresis), fingerprints and
-//!   deterministic alert ids.
-//! - [`engine`]: per model-version state tying the three together.
+//! - [`rules`]: threshold rule configuration, rule state machines (`for`,
+//!   hysteresis), fingerprints and deterministic alert ids.
+//! - [`detectors`]: latency spikes (z-score) and SLA-breach prediction.
+//! - [`engine`]: per-partition state ([`engine::PartitionState`]) tying them
+//!   together, evaluated on event time.
 //!
-//! These are pure. This file wires them to Kafka (an at-least-once consumer
-//! of `mlwatch.inference.v1`, poison to the dead-letter topic), a ticker
-//! that evaluates rules every second and publishes alert transitions to
-//! `mlwatch.alerts.v1`, Prometheus gauges, and the JSON read API
-//! (`GET /v1/models`, `GET /v1/models/{model}/latency?window=5m`).
+//! I/O at the edges:
+//! - [`checkpoint`]: per-partition state and offset on a compacted topic.
+//! - [`consumer`]: the consume loop that owns partitions, restores and
+//!   checkpoints their state, dead-letters poison and publishes alerts to
+//!   `mlwatch.alerts.v1` before the checkpoint that reflects them.
+//! - this file: configuration, Prometheus gauges and the JSON read API
+//!   (`GET /v1/models`, `GET /v1/models/{model}/latency?window=5m`).
 
 pub mod accuracy;
+pub mod checkpoint;
+pub mod consumer;
+pub mod detectors;
 pub mod drift;
 pub mod engine;
 pub mod rules;
@@ -21,7 +29,7 @@ pub mod window;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -32,18 +40,16 @@ use axum::routing::get;
 use mlwatch_common::admin::{self, Readiness};
 use mlwatch_common::cli::HasLog;
 use mlwatch_common::config::AdminConfig;
-use mlwatch_common::kafka::{self, DeadLetter, HandleError, Handler, KafkaConfig};
+use mlwatch_common::kafka::{DeadLetter, KafkaConfig};
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_common::telemetry::LogConfig;
-use mlwatch_proto::v1::{Alert, InferenceEvent};
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
-use prost::Message as _;
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use rdkafka::consumer::Consumer;
-use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use crate::checkpoint::CheckpointStore;
+use crate::consumer::{LoopConfig, Shared};
 use crate::engine::{Engine, EngineConfig, RulesConfig};
 
 pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "analyzer", "rules"];
@@ -92,8 +98,18 @@ impl HasLog for Config {
 pub struct AnalyzerConfig {
     /// Consumer group of the analyzer instances.
     pub group_id: String,
-    /// How often rules are evaluated.
+    /// How often rules are evaluated, in event time (and how often idle
+    /// partitions and gauges are refreshed, in wall time).
     pub eval_interval_ms: u64,
+    /// Compacted topic holding each partition's checkpoint.
+    pub state_topic: String,
+    /// How often changed partition state is checkpointed (also on revoke
+    /// and at shutdown).
+    pub checkpoint_interval_secs: u64,
+    /// After this long without a message on a partition, its event-time
+    /// clock follows wall time, so silent models are still judged (0 = off).
+    pub idle_advance_after_secs: u64,
+    /// Windows, lateness, slow threshold and segments (same section).
     #[serde(flatten)]
     pub engine: EngineConfig,
 }
@@ -103,6 +119,9 @@ impl Default for AnalyzerConfig {
         Self {
             group_id: "mlwatch-analyzer".into(),
             eval_interval_ms: 1000,
+            state_topic: "mlwatch.analyzer.state.v1".into(),
+            checkpoint_interval_secs: 5,
+            idle_advance_after_secs: 5,
             engine: EngineConfig::default(),
         }
     }
@@ -115,19 +134,27 @@ pub struct Running {
     pub task: JoinHandle<Result<(), Error>>,
 }
 
+/// The analyzer's metrics, registered on the service's registry.
 #[derive(Clone)]
-struct Metrics {
+pub struct Metrics {
     latency: GaugeVec,
     throughput: GaugeVec,
     error_rate: GaugeVec,
     slow_rate: GaugeVec,
-    events: IntCounterVec,
-    alerts: IntCounterVec,
-    poison: IntCounter,
+    late: GaugeVec,
+    state_bytes: IntGauge,
+    partitions: IntGauge,
+    series: IntGauge,
+    pub(crate) events: IntCounterVec,
+    pub(crate) alerts: IntCounterVec,
+    pub(crate) poison: IntCounter,
+    pub(crate) duplicates: IntCounter,
+    pub(crate) checkpoints: IntCounterVec,
 }
 
 impl Metrics {
-    fn register(r: &Registry) -> prometheus::Result<Self> {
+    pub fn register(r: &Registry) -> prometheus::Result<Self> {
+        let series = ["model_name", "model_version", "window"];
         let m = Self {
             latency: GaugeVec::new(
                 Opts::new(
@@ -138,19 +165,29 @@ impl Metrics {
             )?,
             throughput: GaugeVec::new(
                 Opts::new("ml_model_throughput_rps", "Requests per second over the window"),
-                &["model_name", "model_version", "window"],
+                &series,
             )?,
             error_rate: GaugeVec::new(
                 Opts::new("ml_model_error_rate", "Share of failed requests over the window"),
-                &["model_name", "model_version", "window"],
+                &series,
             )?,
             slow_rate: GaugeVec::new(
                 Opts::new(
                     "ml_model_slow_request_rate",
                     "Share of requests slower than the slow threshold",
                 ),
-                &["model_name", "model_version", "window"],
+                &series,
             )?,
+            late: GaugeVec::new(
+                Opts::new(
+                    "mlwatch_analyzer_late_events",
+                    "Events that arrived beyond the allowed lateness, per series and window (kept with the state)",
+                ),
+                &series,
+            )?,
+            state_bytes: IntGauge::new("mlwatch_analyzer_state_bytes", "Approximate bytes of state held")?,
+            partitions: IntGauge::new("mlwatch_analyzer_owned_partitions", "Source partitions owned")?,
+            series: IntGauge::new("mlwatch_analyzer_series", "Series (model, version, segment) tracked")?,
             events: IntCounterVec::new(
                 Opts::new("mlwatch_analyzer_events_total", "Events consumed by topic kind"),
                 &["kind"],
@@ -163,40 +200,84 @@ impl Metrics {
                 "mlwatch_analyzer_deadlettered_total",
                 "Messages moved to the dead-letter topic",
             )?,
+            duplicates: IntCounter::new(
+                "mlwatch_analyzer_duplicates_skipped_total",
+                "Redelivered messages skipped because their checkpoint already holds them",
+            )?,
+            checkpoints: IntCounterVec::new(
+                Opts::new("mlwatch_analyzer_checkpoints_total", "Partition checkpoints written"),
+                &["result"],
+            )?,
         };
         r.register(Box::new(m.latency.clone()))?;
         r.register(Box::new(m.throughput.clone()))?;
         r.register(Box::new(m.error_rate.clone()))?;
         r.register(Box::new(m.slow_rate.clone()))?;
+        r.register(Box::new(m.late.clone()))?;
+        r.register(Box::new(m.state_bytes.clone()))?;
+        r.register(Box::new(m.partitions.clone()))?;
+        r.register(Box::new(m.series.clone()))?;
         r.register(Box::new(m.events.clone()))?;
         r.register(Box::new(m.alerts.clone()))?;
         r.register(Box::new(m.poison.clone()))?;
+        r.register(Box::new(m.duplicates.clone()))?;
+        r.register(Box::new(m.checkpoints.clone()))?;
         Ok(m)
     }
 }
 
-type Shared = Arc<Mutex<Engine>>;
-
-fn lock(engine: &Shared) -> std::sync::MutexGuard<'_, Engine> {
-    engine.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-struct EventHandler {
-    engine: Shared,
-    metrics: Metrics,
-}
-
-impl Handler for EventHandler {
-    async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), HandleError> {
-        let event: InferenceEvent = kafka::decode(message).inspect_err(|_| self.metrics.poison.inc())?;
-        if event.model.is_empty() {
-            self.metrics.poison.inc();
-            return Err(HandleError::Poison("inference event without a model".into()));
-        }
-        lock(&self.engine).observe(&event);
-        self.metrics.events.with_label_values(&["inference"]).inc();
-        Ok(())
+/// Sets the gauges from the engine (whole-version series only, to keep
+/// label cardinality low; segments are in the JSON API).
+pub(crate) fn export(metrics: &Metrics, engine: &Engine) {
+    for g in [
+        &metrics.latency,
+        &metrics.throughput,
+        &metrics.error_rate,
+        &metrics.slow_rate,
+        &metrics.late,
+    ] {
+        g.reset();
     }
+    for &w in engine.windows_secs() {
+        for r in engine.reports(None, w).unwrap_or_default() {
+            if !r.segment.is_empty() {
+                continue;
+            }
+            let base = [r.model.as_str(), r.model_version.as_str(), r.window.as_str()];
+            let s = &r.summary;
+            for (stat, v) in [
+                ("p50", s.p50_ms),
+                ("p90", s.p90_ms),
+                ("p95", s.p95_ms),
+                ("p99", s.p99_ms),
+                ("p999", s.p999_ms),
+                ("mean", s.mean_ms),
+                ("std", s.std_ms),
+                ("min", s.min_ms),
+                ("max", s.max_ms),
+            ] {
+                metrics
+                    .latency
+                    .with_label_values(&[base[0], base[1], base[2], stat])
+                    .set(v / 1000.0);
+            }
+            metrics.throughput.with_label_values(&base).set(s.throughput_rps);
+            metrics.error_rate.with_label_values(&base).set(s.error_rate);
+            metrics.slow_rate.with_label_values(&base).set(s.slow_request_rate);
+            metrics.late.with_label_values(&base).set(r.late_events as f64);
+        }
+    }
+    let mut bytes = 0;
+    let mut series = 0;
+    let mut partitions = 0;
+    for (_, st) in engine.partitions() {
+        bytes += st.heap_bytes();
+        series += st.series_count();
+        partitions += 1;
+    }
+    metrics.state_bytes.set(bytes as i64);
+    metrics.series.set(series as i64);
+    metrics.partitions.set(partitions);
 }
 
 /// Runs the analyzer until `shutdown` fires.
@@ -210,190 +291,141 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Metrics::register(&registry)?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
+    let a = &config.analyzer;
     config
         .kafka
         .ensure_topics(&[&topics.inference, &topics.labels, &topics.alerts, &topics.deadletter])
         .await?;
     let producer = config.kafka.producer()?;
-    let consumer = config.kafka.consumer(&config.analyzer.group_id)?;
-    consumer.subscribe(&[&topics.inference])?;
-    let engine: Shared = Arc::new(Mutex::new(Engine::new(
-        config.analyzer.engine.clone(),
-        config.rules.clone(),
-    )));
+    let store = CheckpointStore::open(&config.kafka, &a.state_topic, producer.clone())
+        .await
+        .map_err(|e| Error::Task("state topic", e.to_string()))?;
+    let core = consumer::shared(Engine::new(a.engine.clone(), config.rules.clone(), a.eval_interval_ms));
+    let owner = Arc::new(consumer::Owner::new(
+        core.clone(),
+        Arc::new(store),
+        a.group_id.clone(),
+        topics.inference.clone(),
+        metrics.clone(),
+    ));
+    let kafka_consumer = consumer::consumer(&config.kafka, &a.group_id, owner.clone())?;
+    kafka_consumer.subscribe(&[&topics.inference])?;
 
-    let app = admin::router(registry.clone(), ready.clone()).merge(api(engine.clone()));
+    let app = admin::router(registry.clone(), ready.clone()).merge(api(core));
     let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
 
     let timeout = Duration::from_millis(config.kafka.produce_timeout_ms);
     let dead_letter = DeadLetter::new(producer.clone(), topics.deadletter.clone(), timeout);
-    let mut handler = EventHandler {
-        engine: engine.clone(),
-        metrics: metrics.clone(),
-    };
-    let consume_shutdown = shutdown.clone();
-    let consume_task = tokio::spawn(async move {
-        kafka::consume(&consumer, &dead_letter, &consume_shutdown, &mut handler).await;
-    });
-
-    let eval = Evaluator {
-        engine,
+    let consume = consumer::Loop::new(
+        owner,
+        kafka_consumer,
         producer,
-        topic: topics.alerts.clone(),
-        timeout,
-        metrics,
-        outbox: Vec::new(),
-    };
-    let interval = Duration::from_millis(config.analyzer.eval_interval_ms.max(10));
-    let eval_task = tokio::spawn(eval.run(interval, shutdown.clone()));
+        dead_letter,
+        LoopConfig {
+            eval_interval: Duration::from_millis(a.eval_interval_ms.max(10)),
+            checkpoint_interval: Duration::from_secs(a.checkpoint_interval_secs.max(1)),
+            idle_after: (a.idle_advance_after_secs > 0).then(|| Duration::from_secs(a.idle_advance_after_secs)),
+            alerts_topic: topics.alerts.clone(),
+            produce_timeout: timeout,
+        },
+    );
+    let consume_task = tokio::spawn(consume.run(shutdown.clone()));
 
     ready.set(true);
-    tracing::info!(%admin_addr, group = %config.analyzer.group_id, "analyzer ready");
+    tracing::info!(%admin_addr, group = %a.group_id, state_topic = %a.state_topic, "analyzer ready");
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
         ready.set(false);
         let _ = consume_task.await;
-        let _ = eval_task.await;
         let _ = admin_task.await;
         Ok(())
     });
     Ok(Running { admin_addr, task })
 }
 
-/// Evaluates rules on a ticker and publishes alert transitions; alerts not
-/// yet acknowledged by the broker stay in an outbox and are retried.
-struct Evaluator {
-    engine: Shared,
-    producer: FutureProducer,
-    topic: String,
-    timeout: Duration,
-    metrics: Metrics,
-    outbox: Vec<Alert>,
-}
-
-impl Evaluator {
-    async fn run(mut self, interval: Duration, shutdown: CancellationToken) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = ticker.tick() => {}
-            }
-            let now = mlwatch_common::now_ms();
-            let alerts = {
-                let mut engine = lock(&self.engine);
-                let alerts = engine.evaluate(now);
-                self.export(&engine, now);
-                alerts
-            };
-            self.outbox.extend(alerts);
-            self.flush().await;
-        }
-        self.flush().await;
-    }
-
-    async fn flush(&mut self) {
-        let mut kept = Vec::new();
-        for alert in std::mem::take(&mut self.outbox) {
-            let payload = alert.encode_to_vec();
-            let record = FutureRecord::to(&self.topic).key(&alert.fingerprint).payload(&payload);
-            match self.producer.send(record, self.timeout).await {
-                Ok(_) => {
-                    let status = mlwatch_proto::v1::AlertStatus::try_from(alert.status)
-                        .map(|s| s.name())
-                        .unwrap_or("unknown");
-                    tracing::info!(
-                        alert_type = %alert.r#type,
-                        status,
-                        fingerprint = %alert.fingerprint,
-                        value = alert.value,
-                        "alert published"
-                    );
-                    self.metrics.alerts.with_label_values(&[&alert.r#type, status]).inc();
-                }
-                Err((error, _)) => {
-                    tracing::warn!(%error, "alert publish failed, will retry");
-                    kept.push(alert);
-                }
-            }
-        }
-        self.outbox = kept;
-    }
-
-    fn export(&self, engine: &Engine, now: i64) {
-        for &w in engine.windows_secs() {
-            let Some(reports) = engine.reports(None, w, now) else {
-                continue;
-            };
-            for r in reports {
-                let base = [r.model.as_str(), r.model_version.as_str(), r.window.as_str()];
-                let s = &r.summary;
-                for (stat, v) in [
-                    ("p50", s.p50_ms),
-                    ("p90", s.p90_ms),
-                    ("p95", s.p95_ms),
-                    ("p99", s.p99_ms),
-                    ("p999", s.p999_ms),
-                    ("mean", s.mean_ms),
-                    ("std", s.std_ms),
-                    ("min", s.min_ms),
-                    ("max", s.max_ms),
-                ] {
-                    self.metrics
-                        .latency
-                        .with_label_values(&[base[0], base[1], base[2], stat])
-                        .set(v / 1000.0);
-                }
-                self.metrics.throughput.with_label_values(&base).set(s.throughput_rps);
-                self.metrics.error_rate.with_label_values(&base).set(s.error_rate);
-                self.metrics.slow_rate.with_label_values(&base).set(s.slow_request_rate);
-            }
-        }
-    }
-}
-
-fn api(engine: Shared) -> Router {
+fn api(core: Shared) -> Router {
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{model}/latency", get(model_latency))
-        .with_state(engine)
+        .with_state(core)
 }
 
-async fn list_models(State(engine): State<Shared>) -> Response {
-    let series = lock(&engine).series();
+async fn list_models(State(core): State<Shared>) -> Response {
+    let series = consumer::lock(&core).engine.series();
     axum::Json(serde_json::json!({ "models": series })).into_response()
 }
 
+fn bad_request(message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
 async fn model_latency(
-    State(engine): State<Shared>,
+    State(core): State<Shared>,
     Path(model): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let window = q.get("window").map(String::as_str).unwrap_or("5m");
     let Some(secs) = engine::parse_window(window) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({"error": format!("window: cannot parse {window:?}; use e.g. 30s, 5m, 1h")})),
-        )
-            .into_response();
+        return bad_request(format!("window: cannot parse {window:?}; use e.g. 30s, 5m, 1h"));
     };
-    let engine = lock(&engine);
-    let now = mlwatch_common::now_ms();
-    match engine.reports(Some(&model), secs, now) {
-        None => (
-            StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({
-                "error": format!("window: {window} is not tracked; tracked: {:?}",
-                    engine.windows_secs().iter().map(|s| engine::window_name(*s)).collect::<Vec<_>>())
-            })),
-        )
-            .into_response(),
+    let core = consumer::lock(&core);
+    let engine = &core.engine;
+    match engine.reports(Some(&model), secs) {
+        None => bad_request(format!(
+            "window: {window} is not tracked; tracked: {:?}",
+            engine
+                .windows_secs()
+                .iter()
+                .map(|s| engine::window_name(*s))
+                .collect::<Vec<_>>()
+        )),
         Some(r) if r.is_empty() => (
             StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": format!("model: no events seen for {model:?}")})),
+            axum::Json(serde_json::json!({"error": format!("model: no events seen for {model:?} on this instance")})),
         )
             .into_response(),
-        Some(r) => axum::Json(serde_json::json!({"model": model, "window": window, "versions": r})).into_response(),
+        Some(mut r) => {
+            r.sort_by(|a, b| (&a.model_version, &a.segment).cmp(&(&b.model_version, &b.segment)));
+            axum::Json(serde_json::json!({"model": model, "window": engine::window_name(secs), "versions": r}))
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_lists_the_defaults() {
+        let c: Config = mlwatch_common::config::from_toml(include_str!("../../config/analyzer.toml")).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            serde_json::to_value(&c.analyzer).unwrap(),
+            serde_json::to_value(&d.analyzer).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_value(&c.rules).unwrap(),
+            serde_json::to_value(&d.rules).unwrap()
+        );
+    }
+
+    #[test]
+    fn per_model_overrides_parse_and_unknown_keys_are_named() {
+        let c: Config =
+            mlwatch_common::config::from_toml("[rules.models.fraud.p99_latency]\nthreshold = 150.0\nfor_secs = 30\n")
+                .unwrap();
+        let o = c.rules.models["fraud"].p99_latency.as_ref().unwrap();
+        assert_eq!(o.threshold, Some(150.0));
+        let p = c.rules.p99_latency.params().with(Some(o));
+        assert_eq!((p.threshold, p.for_ms, p.window_secs), (150.0, 30_000, 300));
+        let err = mlwatch_common::config::from_toml::<Config>("[rules.p99_latency]\nthreshhold_ms = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("threshhold_ms"), "{err}");
     }
 }

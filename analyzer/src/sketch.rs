@@ -110,6 +110,38 @@ impl DDSketch {
         }
     }
 
+    /// The lowest and highest bin index in use (`None` without bins).
+    pub fn index_range(&self) -> Option<(i32, i32)> {
+        (!self.bins.is_empty()).then(|| (self.offset, self.offset + self.bins.len() as i32 - 1))
+    }
+
+    /// Makes room for bins `lo..=hi` with at most one allocation, so that
+    /// merging sketches within that range does not reallocate.
+    pub fn reserve_range(&mut self, lo: i32, hi: i32) {
+        if lo > hi {
+            return;
+        }
+        let (new_lo, new_hi) = match self.index_range() {
+            None => (lo, hi),
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+        };
+        let len = (new_hi - new_lo + 1) as usize;
+        if self.bins.is_empty() {
+            self.offset = new_lo;
+            self.bins = vec![0; len];
+            return;
+        }
+        if new_lo < self.offset {
+            let shift = (self.offset - new_lo) as usize;
+            let mut bins = vec![0; len];
+            bins[shift..shift + self.bins.len()].copy_from_slice(&self.bins);
+            self.bins = bins;
+            self.offset = new_lo;
+        } else if len > self.bins.len() {
+            self.bins.resize(len, 0);
+        }
+    }
+
     /// Adds another sketch's counts (same alpha required).
     pub fn merge(&mut self, other: &DDSketch) {
         debug_assert!(
@@ -131,6 +163,35 @@ impl DDSketch {
         for (k, c) in other.bins.iter().enumerate() {
             let pos = (other.offset + k as i32 - self.offset) as usize;
             self.bins[pos] += c;
+        }
+    }
+
+    /// Removes the counts of a sketch that was merged into this one (same
+    /// alpha required); exact inverse of [`DDSketch::merge`], with empty end
+    /// bins trimmed so the result equals the sketch of what remains.
+    pub fn subtract(&mut self, other: &DDSketch) {
+        if other.count == 0 {
+            return;
+        }
+        self.zero = self.zero.saturating_sub(other.zero);
+        self.count = self.count.saturating_sub(other.count);
+        for (k, c) in other.bins.iter().enumerate() {
+            let pos = other.offset + k as i32 - self.offset;
+            if let Some(b) = usize::try_from(pos).ok().and_then(|p| self.bins.get_mut(p)) {
+                *b = b.saturating_sub(*c);
+            }
+        }
+        let lead = self.bins.iter().take_while(|c| **c == 0).count();
+        if lead == self.bins.len() {
+            self.bins.clear();
+            self.offset = 0;
+            return;
+        }
+        let trail = self.bins.iter().rev().take_while(|c| **c == 0).count();
+        self.bins.truncate(self.bins.len() - trail);
+        if lead > 0 {
+            self.bins.drain(..lead);
+            self.offset += lead as i32;
         }
     }
 

@@ -8,12 +8,12 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sketch::DDSketch;
 
 /// Exact moments and a sketch of one slot or of a merged window.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Stats {
     pub sketch: DDSketch,
     pub count: u64,
@@ -43,6 +43,12 @@ impl Stats {
     }
 
     pub fn merge(&mut self, other: &Stats) {
+        self.merge_moments(other);
+        self.sketch.merge(&other.sketch);
+    }
+
+    /// Merges everything but the sketch.
+    pub fn merge_moments(&mut self, other: &Stats) {
         if other.count == 0 {
             return;
         }
@@ -58,11 +64,10 @@ impl Stats {
         self.slow += other.slow;
         self.sum += other.sum;
         self.sum_sq += other.sum_sq;
-        self.sketch.merge(&other.sketch);
     }
 
-    /// The summary a user sees, over a window of `window_ms`.
-    pub fn summary(&self, window_ms: i64) -> Summary {
+    /// Mean and sample standard deviation (ddof 1); zeros when empty.
+    pub fn mean_std(&self) -> (f64, f64) {
         let n = self.count as f64;
         let mean = if self.count > 0 { self.sum / n } else { 0.0 };
         let var = if self.count > 1 {
@@ -70,6 +75,13 @@ impl Stats {
         } else {
             0.0
         };
+        (mean, var.sqrt())
+    }
+
+    /// The summary a user sees, over a window of `window_ms`.
+    pub fn summary(&self, window_ms: i64) -> Summary {
+        let n = self.count as f64;
+        let (mean, std) = self.mean_std();
         let q = |p: f64| self.sketch.quantile(p).unwrap_or(0.0);
         let rate = |k: u64| if self.count > 0 { k as f64 / n } else { 0.0 };
         Summary {
@@ -80,7 +92,7 @@ impl Stats {
             p99_ms: q(0.99),
             p999_ms: q(0.999),
             mean_ms: mean,
-            std_ms: var.sqrt(),
+            std_ms: std,
             min_ms: if self.count > 0 { self.min } else { 0.0 },
             max_ms: if self.count > 0 { self.max } else { 0.0 },
             throughput_rps: n / (window_ms as f64 / 1000.0),
@@ -112,7 +124,7 @@ pub struct Summary {
 }
 
 /// One sliding window.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SlidingWindow {
     window_ms: i64,
     slot_ms: i64,
@@ -121,6 +133,12 @@ pub struct SlidingWindow {
     /// (slot index = event_time / slot_ms, stats), ascending.
     slots: VecDeque<(i64, Stats)>,
     late: u64,
+    /// The merged sketch of the slots in `(running_hi − n, running_hi]`
+    /// (n = slots per window), kept up to date on every add: a query at the
+    /// newest slot costs one copy instead of a merge of every slot. Bin
+    /// counts are integers, so adding and subtracting slots is exact.
+    running: DDSketch,
+    running_hi: Option<i64>,
 }
 
 impl SlidingWindow {
@@ -135,6 +153,8 @@ impl SlidingWindow {
             lateness_slots: lateness_ms.div_euclid(slot_ms) + 1,
             slots: VecDeque::new(),
             late: 0,
+            running: DDSketch::default(),
+            running_hi: None,
         }
     }
 
@@ -170,6 +190,24 @@ impl SlidingWindow {
                 self.slots.insert(pos, (idx, s));
             }
         }
+        let n = self.slots_per_window();
+        let hi = match self.running_hi {
+            Some(hi) if idx > hi => {
+                // Slots leaving the running range as it slides to `idx`.
+                for (i, s) in &self.slots {
+                    if *i > hi - n && *i <= idx - n {
+                        self.running.subtract(&s.sketch);
+                    }
+                }
+                idx
+            }
+            Some(hi) => hi,
+            None => idx,
+        };
+        self.running_hi = Some(hi);
+        if idx > hi - n {
+            self.running.add(latency_ms);
+        }
         let newest = self.slots.back().map(|(i, _)| *i).unwrap_or(idx);
         while let Some((front, _)) = self.slots.front() {
             if *front <= newest - self.keep_slots() {
@@ -181,25 +219,60 @@ impl SlidingWindow {
         true
     }
 
-    /// Merged statistics of the slots in `(now − window, now]`.
+    fn slots_per_window(&self) -> i64 {
+        self.window_ms / self.slot_ms
+    }
+
+    /// Merged statistics of the slots in `(now − window, now]`: exact
+    /// moments summed from the slots, the sketch from the running merge
+    /// when `now` is at or after the newest slot.
     pub fn stats(&self, now_ms: i64) -> Stats {
         let hi = now_ms.div_euclid(self.slot_ms);
-        let lo = hi - self.window_ms / self.slot_ms;
-        let mut out = Stats::default();
-        for (i, s) in &self.slots {
-            if *i > lo && *i <= hi {
-                out.merge(s);
+        let lo = hi - self.slots_per_window();
+        let in_range = || self.slots.iter().filter(move |(i, _)| *i > lo && *i <= hi);
+        match self.running_hi {
+            Some(rhi) if hi >= rhi => {
+                let mut out = Stats::default();
+                for (_, s) in in_range() {
+                    out.merge_moments(s);
+                }
+                out.sketch = self.running.clone();
+                for (i, s) in &self.slots {
+                    if *i > rhi - self.slots_per_window() && *i <= lo {
+                        out.sketch.subtract(&s.sketch);
+                    }
+                }
+                out
             }
+            _ => self.merged(lo, hi),
+        }
+    }
+
+    /// Merges the slots in `(lo, hi]` from scratch.
+    fn merged(&self, lo: i64, hi: i64) -> Stats {
+        let in_range = || self.slots.iter().filter(move |(i, _)| *i > lo && *i <= hi);
+        let mut out = Stats::default();
+        // One allocation for the merged sketch's bins.
+        if let Some((a, b)) = in_range()
+            .filter_map(|(_, s)| s.sketch.index_range())
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+        {
+            out.sketch.reserve_range(a, b);
+        }
+        for (_, s) in in_range() {
+            out.merge(s);
         }
         out
     }
 
     /// Approximate heap bytes.
     pub fn heap_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|(_, s)| std::mem::size_of::<(i64, Stats)>() + s.sketch.heap_bytes())
-            .sum()
+        self.running.heap_bytes()
+            + self
+                .slots
+                .iter()
+                .map(|(_, s)| std::mem::size_of::<(i64, Stats)>() + s.sketch.heap_bytes())
+                .sum::<usize>()
     }
 }
 

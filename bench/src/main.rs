@@ -350,11 +350,11 @@ async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::R
 fn analyzer_alone(args: &Args, rows: &mut Vec<Row>) {
     use mlwatch_analyzer::engine::{Engine, EngineConfig, RulesConfig};
     let msgs: Vec<Vec<u8>> = encoded(args.events, false).into_iter().map(|m| m.2).collect();
-    let mut engine = Engine::new(EngineConfig::default(), RulesConfig::default());
+    let mut engine = Engine::new(EngineConfig::default(), RulesConfig::default(), 1000);
     let t = Instant::now();
-    for payload in &msgs {
+    for (offset, payload) in msgs.iter().enumerate() {
         if let Ok(e) = mlwatch_proto::InferenceEvent::decode(payload.as_slice()) {
-            engine.observe(&e);
+            engine.observe(0, offset as i64, &e);
         }
     }
     let elapsed = t.elapsed();
@@ -400,10 +400,11 @@ fn measure_memory() -> f64 {
     let names = events::Names::default();
     let mut rng = SmallRng::seed_from_u64(3);
     let before = rss_bytes();
-    let mut engine = Engine::new(EngineConfig::default(), RulesConfig::default());
+    let mut engine = Engine::new(EngineConfig::default(), RulesConfig::default(), 1000);
     let now = mlwatch_common::now_ms();
     // 1,000 model versions, each with a minute of events spread over the
     // windows' slots so that every slot holds a sketch.
+    let mut offset = 0i64;
     for v in 0..1000u64 {
         for i in 0..60 {
             let mut e = events::inference(
@@ -415,7 +416,8 @@ fn measure_memory() -> f64 {
                 10.0 + i as f64,
             );
             e.model_version = format!("v{v}");
-            engine.observe(&e);
+            engine.observe((v % 6) as i32, offset, &e);
+            offset += 1;
         }
     }
     let per = (rss_bytes().saturating_sub(before)) as f64 / 1000.0;

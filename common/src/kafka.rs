@@ -284,6 +284,11 @@ impl DeadLetter {
 
     /// Publishes and waits for the broker's acknowledgement.
     pub async fn send(&self, message: &BorrowedMessage<'_>, reason: &str) -> Result<(), KafkaError> {
+        self.send_message(message, reason).await
+    }
+
+    /// [`DeadLetter::send`] for any message, borrowed or owned (detached).
+    pub async fn send_message<M: Message>(&self, message: &M, reason: &str) -> Result<(), KafkaError> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let headers = OwnedHeaders::new()

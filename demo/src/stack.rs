@@ -99,6 +99,10 @@ impl Stack {
         analyzer.analyzer.eval_interval_ms = opts.eval_interval_ms;
         analyzer.rules.p99_latency.window_secs = opts.p99_window_secs;
         analyzer.rules.p99_latency.resolve_for_secs = opts.resolve_for_secs;
+        // The demo tells one incident through one alert; the spike and SLA
+        // detectors would page the same surge again under other names.
+        analyzer.rules.latency_spike.enabled = false;
+        analyzer.rules.sla_prediction.enabled = false;
         let analyzer = mlwatch_analyzer::start(analyzer, shutdown.clone())
             .await
             .context("analyzer")?;

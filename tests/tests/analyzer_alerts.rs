@@ -1,0 +1,244 @@
+//! The analyzer's alerts are a function of the input alone: one recorded
+//! stream (a latency regression on one model, an error burst on another)
+//! is analysed twice by fresh analyzer groups over the real broker, and
+//! both publish the same alerts with the same ids, firing and resolved.
+//! The read API and the Prometheus gauges serve every statistic.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use mlwatch_common::config::AdminConfig;
+use mlwatch_common::kafka::KafkaConfig;
+use mlwatch_common::shutdown::CancellationToken;
+use mlwatch_proto::v1::{Alert, AlertStatus, InferenceEvent};
+use mlwatch_tests::{init_logs, kafka_for_test, read_topic, within};
+use prost::Message as _;
+use rdkafka::Message;
+use rdkafka::producer::FutureRecord;
+
+const BASE_MS: i64 = 1_790_000_000_000;
+/// 120 s of event time, 20 events/s per model.
+const STEPS: i64 = 2400;
+
+fn stream() -> Vec<(String, InferenceEvent)> {
+    let mut out = Vec::new();
+    for i in 0..STEPS {
+        let t = BASE_MS + i * 50;
+        let second = i / 20;
+        let slow = (40..80).contains(&second);
+        let failing = (60..90).contains(&second) && i % 10 == 0;
+        for (model, version) in [("fraud", "v3"), ("ranker", "v2")] {
+            let latency = if model == "fraud" && slow {
+                450.0 + (i % 13) as f64
+            } else {
+                20.0 + (i % 41) as f64
+            };
+            let status = if model == "ranker" && failing { 2 } else { 1 };
+            out.push((
+                model.to_string(),
+                InferenceEvent {
+                    event_id: format!("{model}-{i}"),
+                    model: model.into(),
+                    model_version: version.into(),
+                    timestamp_ms: t,
+                    latency_ms: latency,
+                    status,
+                    ..Default::default()
+                },
+            ));
+        }
+    }
+    out
+}
+
+fn config(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> mlwatch_analyzer::Config {
+    let mut c = mlwatch_analyzer::Config::default();
+    c.kafka = kafka.clone();
+    c.kafka.topics.alerts = alerts_topic.to_string();
+    c.admin = AdminConfig::on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    c.analyzer.group_id = group.to_string();
+    c.analyzer.state_topic = format!("mlwatch.analyzer.state.v1.{group}");
+    // Wall time must not move event time here: the run is pure replay.
+    c.analyzer.idle_advance_after_secs = 0;
+    c.analyzer.checkpoint_interval_secs = 1;
+    c.rules.p99_latency.window_secs = 30;
+    c.rules.p99_latency.resolve_for_secs = 5;
+    c.rules.error_rate.window_secs = 30;
+    c.rules.error_rate.resolve_for_secs = 5;
+    c
+}
+
+type Seen = BTreeSet<(String, String, String, i32, i64, String)>;
+
+/// Runs one analyzer over the whole stream; returns its alerts as
+/// `(id, fingerprint, type, status, starts_at, value)` and the admin
+/// address answers it gave.
+async fn analyse(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> (Seen, serde_json::Value, String) {
+    let shutdown = CancellationToken::new();
+    let analyzer = mlwatch_analyzer::start(config(kafka, group, alerts_topic), shutdown.clone())
+        .await
+        .expect("analyzer starts");
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", analyzer.admin_addr);
+    within(90, "every event applied", async {
+        loop {
+            let v: serde_json::Value = client
+                .get(format!("{base}/v1/models"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let total: i64 = v["models"]
+                .as_array()
+                .map(|a| a.iter().map(|s| s["events"].as_i64().unwrap_or(0)).sum())
+                .unwrap_or(0);
+            if total == 2 * STEPS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let latency: serde_json::Value = client
+        .get(format!("{base}/v1/models/fraud/latency?window=1m"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Gauges are refreshed every evaluation interval.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    shutdown.cancel();
+    analyzer.task.await.unwrap().unwrap();
+    // The analyzer counts what it published; read that many back.
+    let published: usize = metrics
+        .lines()
+        .filter(|l| l.starts_with("mlwatch_analyzer_alerts_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+        .sum();
+    let msgs = read_topic(kafka, alerts_topic, 60, |ms| ms.len() >= published).await;
+    assert_eq!(msgs.len(), published, "alerts on the topic vs published");
+    let seen = msgs
+        .iter()
+        .map(|m| Alert::decode(m.payload().unwrap()).expect("alert decodes"))
+        .map(|a| {
+            (
+                a.id,
+                a.fingerprint,
+                a.r#type,
+                a.status,
+                a.starts_at_ms,
+                format!("{:.6}", a.value),
+            )
+        })
+        .collect();
+    (seen, latency, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_stream_gives_the_same_alerts_with_the_same_ids() {
+    init_logs();
+    let (kafka, suffix) = kafka_for_test("analyzer-replay");
+    let alerts_a = format!("{}.a", kafka.topics.alerts);
+    let alerts_b = format!("{}.b", kafka.topics.alerts);
+    kafka
+        .ensure_topics(&[&kafka.topics.inference, &alerts_a, &alerts_b])
+        .await
+        .unwrap();
+    let producer = kafka.producer().unwrap();
+    for chunk in stream().chunks(500) {
+        let sends = chunk.iter().map(|(key, e)| {
+            let payload = e.encode_to_vec();
+            let producer = producer.clone();
+            let topic = kafka.topics.inference.clone();
+            let key = key.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        });
+        for r in futures::future::join_all(sends).await {
+            r.expect("produce");
+        }
+    }
+
+    let (a, latency, metrics) = analyse(&kafka, &format!("a-{suffix}"), &alerts_a).await;
+    let (b, _, _) = analyse(&kafka, &format!("b-{suffix}"), &alerts_b).await;
+    assert_eq!(a, b, "two analyses of one stream disagree");
+
+    let firing = AlertStatus::Firing as i32;
+    let resolved = AlertStatus::Resolved as i32;
+    let kinds: BTreeSet<(&str, i32)> = a.iter().map(|s| (s.2.as_str(), s.3)).collect();
+    for want in [
+        ("HighP99Latency", firing),
+        ("HighP99Latency", resolved),
+        ("HighErrorRate", firing),
+        ("HighErrorRate", resolved),
+    ] {
+        assert!(kinds.contains(&want), "{want:?} missing from {kinds:?}");
+    }
+    // The p99 regression starts at second 40; one slow second in a 30 s
+    // window is more than 1 %: it fires at the first evaluation after it.
+    let p99_fire = a.iter().find(|s| s.2 == "HighP99Latency" && s.3 == firing).unwrap();
+    assert_eq!(p99_fire.4, BASE_MS + 41_000);
+
+    // The read API: every statistic for the window, as of event time.
+    let v = &latency["versions"][0];
+    assert_eq!(latency["window"], "1m");
+    assert_eq!(v["model_version"], "v3");
+    assert_eq!(v["count"], 1200);
+    for field in [
+        "p50_ms",
+        "p90_ms",
+        "p95_ms",
+        "p99_ms",
+        "p999_ms",
+        "mean_ms",
+        "std_ms",
+        "min_ms",
+        "max_ms",
+        "throughput_rps",
+        "error_rate",
+        "slow_request_rate",
+        "relative_error",
+        "late_events",
+    ] {
+        assert!(v[field].is_number(), "{field} missing: {latency}");
+    }
+    assert_eq!(v["throughput_rps"], 20.0);
+    assert_eq!(v["min_ms"], 20.0);
+    // The gauges, with the names dashboards use.
+    assert!(
+        metrics.lines().any(|l| l.starts_with("ml_model_latency_seconds{")
+            && l.contains(r#"model_name="fraud""#)
+            && l.contains(r#"stat="p99""#)
+            && l.contains(r#"window="5m""#)),
+        "no p99 gauge in\n{metrics}"
+    );
+    for needle in [
+        r#"ml_model_throughput_rps{model_name="ranker",model_version="v2",window="1m"} 20"#,
+        "ml_model_error_rate{",
+        "ml_model_slow_request_rate{",
+        "mlwatch_analyzer_late_events{",
+        "mlwatch_analyzer_checkpoints_total{result=\"ok\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle} not in\n{metrics}");
+    }
+}
