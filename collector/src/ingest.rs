@@ -103,7 +103,7 @@ pub struct Ingestor {
     labels_topic: Arc<str>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
-    produce_timeout: Duration,
+    queue_wait: Duration,
     pub limits: Arc<Limits>,
     pub metrics: Metrics,
 }
@@ -115,7 +115,7 @@ impl Ingestor {
         inference_topic: &str,
         labels_topic: &str,
         max_in_flight: usize,
-        produce_timeout: Duration,
+        queue_wait: Duration,
         limits: Limits,
         metrics: Metrics,
     ) -> Self {
@@ -125,7 +125,7 @@ impl Ingestor {
             labels_topic: labels_topic.into(),
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
-            produce_timeout,
+            queue_wait,
             limits: Arc::new(limits),
             metrics,
         }
@@ -218,7 +218,7 @@ impl Ingestor {
             let producer = &self.producer;
             async move {
                 producer
-                    .send(FutureRecord::to(topic).key(key).payload(&payload), self.produce_timeout)
+                    .send(FutureRecord::to(topic).key(key).payload(&payload), self.queue_wait)
                     .await
                     .map(|_| ())
                     .map_err(|(e, _)| e)

@@ -574,6 +574,61 @@ fn check_label(e: &mut LabelEvent, limits: &Limits, now_ms: i64) -> Check<()> {
     Ok(())
 }
 
+/// One resource sample from a model server (`POST /v1/resources`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceSample {
+    pub model: String,
+    pub model_version: String,
+    pub queue_depth: Option<f64>,
+    pub memory_usage_bytes: Option<f64>,
+    pub gpu_utilization_percent: Option<f64>,
+}
+
+const RESOURCE_FIELDS: &[&str] = &[
+    "model",
+    "model_version",
+    "queue_depth",
+    "memory_usage_bytes",
+    "gpu_utilization_percent",
+];
+
+/// Converts one JSON value to a resource sample and validates it.
+pub fn resource_from_json(index: usize, value: &Value, limits: &Limits) -> Result<ResourceSample, Rejection> {
+    resource_json(value, limits).map_err(|(f, r)| Rejection::new(index, f, r))
+}
+
+fn resource_json(value: &Value, limits: &Limits) -> Check<ResourceSample> {
+    let map = object(value, RESOURCE_FIELDS)?;
+    let model = req_str(map, "model")?;
+    check_id("model", &model, limits, true)?;
+    let model_version = opt_str(map, "model_version")?.unwrap_or_default();
+    check_id("model_version", &model_version, limits, false)?;
+    let bounded = |field: &str, max: f64| -> Check<Option<f64>> {
+        match opt_num(map, field)? {
+            Some(x) if !(0.0..=max).contains(&x) => err(field, format!("expected a value in [0, {max}], found {x}")),
+            other => Ok(other),
+        }
+    };
+    let sample = ResourceSample {
+        model,
+        model_version: if model_version.is_empty() {
+            "unversioned".into()
+        } else {
+            model_version
+        },
+        queue_depth: bounded("queue_depth", f64::MAX)?,
+        memory_usage_bytes: bounded("memory_usage_bytes", f64::MAX)?,
+        gpu_utilization_percent: bounded("gpu_utilization_percent", 100.0)?,
+    };
+    if sample.queue_depth.is_none() && sample.memory_usage_bytes.is_none() && sample.gpu_utilization_percent.is_none() {
+        return err(
+            "",
+            "a resource sample needs queue_depth, memory_usage_bytes or gpu_utilization_percent",
+        );
+    }
+    Ok(sample)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
