@@ -3,14 +3,15 @@
 //! event. In-flight work is bounded; a full collector answers "retry later"
 //! instead of buffering without limit.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use mlwatch_common::kafka::KafkaSetupError;
 use mlwatch_proto::v1::{InferenceEvent, InferenceStatus, LabelEvent};
 use prost::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
@@ -98,7 +99,7 @@ impl Batch {
 /// Publishes validated events; shared by the HTTP and gRPC front ends.
 #[derive(Clone)]
 pub struct Ingestor {
-    producer: FutureProducer,
+    producer: Arc<ProducerSlot>,
     inference_topic: Arc<str>,
     labels_topic: Arc<str>,
     permits: Arc<Semaphore>,
@@ -120,7 +121,10 @@ impl Ingestor {
         metrics: Metrics,
     ) -> Self {
         Self {
-            producer,
+            producer: Arc::new(ProducerSlot {
+                current: RwLock::new((0, producer)),
+                rebuild: None,
+            }),
             inference_topic: inference_topic.into(),
             labels_topic: labels_topic.into(),
             permits: Arc::new(Semaphore::new(max_in_flight)),
@@ -128,6 +132,31 @@ impl Ingestor {
             queue_wait,
             limits: Arc::new(limits),
             metrics,
+        }
+    }
+
+    /// Replaces the producer with a fresh one from `rebuild` whenever
+    /// librdkafka reports a fatal error (an idempotent producer fenced or
+    /// out of sequence after broker trouble cannot produce again).
+    pub fn with_rebuild(
+        self,
+        rebuild: impl Fn() -> Result<FutureProducer, KafkaSetupError> + Send + Sync + 'static,
+    ) -> Self {
+        let current = self.producer.current();
+        Self {
+            producer: Arc::new(ProducerSlot {
+                current: RwLock::new(current),
+                rebuild: Some(Box::new(rebuild)),
+            }),
+            ..self
+        }
+    }
+
+    /// Waits up to `timeout` for queued messages to be delivered.
+    pub fn flush(&self, timeout: Duration) {
+        let (_, producer) = self.producer.current();
+        if let Err(error) = rdkafka::producer::Producer::flush(&producer, timeout) {
+            tracing::warn!(%error, "producer flush at shutdown failed");
         }
     }
 
@@ -214,8 +243,9 @@ impl Ingestor {
         topic: &str,
         records: impl Iterator<Item = (&'a str, Vec<u8>)>,
     ) -> Result<(), IngestError> {
+        let (generation, producer) = self.producer.current();
         let sends = records.map(|(key, payload)| {
-            let producer = &self.producer;
+            let producer = &producer;
             async move {
                 producer
                     .send(FutureRecord::to(topic).key(key).payload(&payload), self.queue_wait)
@@ -226,6 +256,13 @@ impl Ingestor {
         });
         let results = join_all(sends).await;
         if let Some(error) = results.into_iter().find_map(Result::err) {
+            if let Some((code, reason)) = producer.client().fatal_error() {
+                self.producer.replace(generation, code, &reason);
+            } else if let KafkaError::MessageProduction(code) = &error
+                && producer_state_lost(*code)
+            {
+                self.producer.replace(generation, *code, "producer state lost");
+            }
             return Err(match error {
                 KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => IngestError::Overloaded {
                     in_flight: self.max_in_flight,
@@ -259,6 +296,56 @@ impl Ingestor {
                     .with_label_values(&[&e.model, &e.model_version])
                     .observe(score);
             }
+        }
+    }
+}
+
+/// Errors after which an idempotent producer never produces again (its
+/// producer id or epoch is no longer valid on the broker); some brokers
+/// report them per message rather than as a fatal error.
+fn producer_state_lost(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::Fatal
+    )
+}
+
+type Rebuild = Box<dyn Fn() -> Result<FutureProducer, KafkaSetupError> + Send + Sync>;
+
+/// The current producer and its generation; a fatal producer error swaps in
+/// a new one (once per generation, however many requests saw the error).
+struct ProducerSlot {
+    current: RwLock<(u64, FutureProducer)>,
+    rebuild: Option<Rebuild>,
+}
+
+impl ProducerSlot {
+    fn current(&self) -> (u64, FutureProducer) {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn replace(&self, generation: u64, code: RDKafkaErrorCode, reason: &str) {
+        let Some(rebuild) = &self.rebuild else {
+            return;
+        };
+        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 != generation {
+            return;
+        }
+        match rebuild() {
+            Ok(fresh) => {
+                tracing::warn!(%code, %reason, generation, "producer hit a fatal error; replaced it");
+                *current = (generation + 1, fresh);
+            }
+            Err(error) => tracing::error!(%error, "cannot replace the failed producer"),
         }
     }
 }

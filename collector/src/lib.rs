@@ -178,7 +178,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     config.kafka.ensure_topics(&[&topics.inference, &topics.labels]).await?;
     let producer = config.kafka.producer()?;
     let ingestor = Ingestor::new(
-        producer.clone(),
+        producer,
         &topics.inference,
         &topics.labels,
         config.ingest.max_in_flight_events,
@@ -186,7 +186,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Duration::ZERO,
         config.limits.clone(),
         metrics,
-    );
+    )
+    .with_rebuild({
+        let kafka = config.kafka.clone();
+        move || kafka.producer()
+    });
 
     let http_listener = admin::bind(config.http.listen).await?;
     let http_addr = http_listener.local_addr().map_err(|source| Error::Bind {
@@ -207,6 +211,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     .await?;
 
     let tokens = Tokens::new(&config.auth);
+    let flusher = ingestor.clone();
     let http_app = http::router(ingestor.clone(), tokens.clone(), config.cloudevents.clone());
     let http_task = match &config.http.tls {
         None => {
@@ -267,7 +272,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let _ = admin_task.await;
         // Everything acknowledged was flushed by the awaited sends; flush
         // stragglers (none expected) before exiting.
-        let _ = rdkafka::producer::Producer::flush(&producer, drain);
+        flusher.flush(drain);
         match grpc {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(Error::Task("grpc server", e.to_string())),
