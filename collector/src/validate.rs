@@ -231,6 +231,15 @@ fn timestamp(map: &Map<String, Value>) -> Check<Option<i64>> {
     }
 }
 
+/// Formats epoch milliseconds as RFC 3339 (UTC); the inverse of
+/// [`parse_rfc3339_ms`].
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// Parses an RFC 3339 timestamp to epoch milliseconds.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
