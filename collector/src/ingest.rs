@@ -188,7 +188,9 @@ impl Ingestor {
                 Err(IngestError::AllRejected(rejected))
             };
         }
-        let permits = u32::try_from(n).unwrap_or(u32::MAX);
+        // A request larger than the whole budget takes all of it (alone)
+        // rather than never fitting.
+        let permits = u32::try_from(n.min(self.max_in_flight)).unwrap_or(u32::MAX);
         let Ok(_permit) = self.permits.clone().try_acquire_many_owned(permits) else {
             self.metrics
                 .events

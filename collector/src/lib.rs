@@ -16,6 +16,7 @@ pub mod http;
 pub mod ingest;
 pub mod kserve;
 pub mod metrics;
+pub mod replay;
 pub mod security;
 pub mod validate;
 
