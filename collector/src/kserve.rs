@@ -288,8 +288,13 @@ fn tensors(items: &[Value], what: &str) -> Result<Vec<Tensor>, (String, String)>
             let mut data = Vec::new();
             flatten(t.get("data").unwrap_or(&Value::Null), &mut data);
             let rows = shape.first().copied().unwrap_or(data.len());
-            let width = shape.iter().skip(1).product::<usize>().max(1);
-            if rows * width != data.len() {
+            // Shapes come from outside: multiply without overflowing.
+            let width = shape
+                .iter()
+                .skip(1)
+                .try_fold(1usize, |a, d| a.checked_mul(*d))
+                .map(|w| w.max(1));
+            if width.and_then(|w| w.checked_mul(rows)) != Some(data.len()) {
                 return Err((
                     format!("{what}.{name}"),
                     format!("shape {shape:?} does not match {} data values", data.len()),
@@ -298,7 +303,7 @@ fn tensors(items: &[Value], what: &str) -> Result<Vec<Tensor>, (String, String)>
             Ok(Tensor {
                 name,
                 rows,
-                width,
+                width: width.unwrap_or(1),
                 data,
             })
         })
@@ -483,6 +488,9 @@ mod tests {
         .unwrap();
         assert_eq!(events[1]["features"], json!({"x.0": 3, "x.1": 4}));
         assert_eq!(events[0]["prediction"]["score"], 0.9);
+        let huge = json!({"inputs": [{"name": "x", "shape": [u64::MAX, u64::MAX, 2], "data": [1]}]});
+        let err = instances(&huge).unwrap_err();
+        assert_eq!(err.0, "inputs.x");
     }
 
     #[test]
