@@ -70,6 +70,45 @@ async fn authenticate(State(tokens): State<Tokens>, request: Request, next: Next
     response
 }
 
+/// The memory budget for request bodies being read, in KiB permits.
+#[derive(Clone)]
+pub struct BodyBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    max_body_kib: usize,
+}
+
+impl BodyBudget {
+    pub fn new(max_in_flight_bytes: usize, max_body_bytes: usize) -> Self {
+        let total = max_in_flight_bytes
+            .div_ceil(1024)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(total)),
+            max_body_kib: max_body_bytes.div_ceil(1024).clamp(1, total.max(1)),
+        }
+    }
+}
+
+/// Admits a request only while its body fits in the budget: 429 otherwise,
+/// before the body is read, so memory stays bounded however many clients
+/// connect.
+pub async fn admit(State(budget): State<BodyBudget>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let kib = declared.map_or(budget.max_body_kib, |b| b.div_ceil(1024).clamp(1, budget.max_body_kib));
+    let Ok(_permit) = budget
+        .permits
+        .clone()
+        .try_acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX))
+    else {
+        return IngestError::BodiesOverloaded { retry_after_secs: 1 }.into_response();
+    };
+    next.run(request).await
+}
+
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -23,6 +23,9 @@ pub enum IngestError {
     /// Too much in flight: retry after the hint.
     #[error("collector is at capacity ({in_flight} events in flight); retry after {retry_after_secs} s")]
     Overloaded { in_flight: usize, retry_after_secs: u64 },
+    /// Too many request bodies being read at once: retry after the hint.
+    #[error("collector is at capacity (request bodies in memory); retry after {retry_after_secs} s")]
+    BodiesOverloaded { retry_after_secs: u64 },
     /// The broker did not acknowledge in time.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
@@ -41,7 +44,7 @@ impl IngestError {
     /// The one HTTP status for this error.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::Overloaded { .. } => 429,
+            Self::Overloaded { .. } | Self::BodiesOverloaded { .. } => 429,
             Self::Unavailable(_) => 503,
             Self::BadRequest(_) | Self::AllRejected(_) => 400,
             Self::TooLarge(_) => 413,
@@ -51,7 +54,7 @@ impl IngestError {
     /// The one gRPC code for this error.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            Self::Overloaded { .. } => tonic::Code::ResourceExhausted,
+            Self::Overloaded { .. } | Self::BodiesOverloaded { .. } => tonic::Code::ResourceExhausted,
             Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::BadRequest(_) | Self::AllRejected(_) | Self::TooLarge(_) => tonic::Code::InvalidArgument,
         }
@@ -59,7 +62,9 @@ impl IngestError {
 
     pub fn retry_hint(&self) -> mlwatch_common::RetryHint {
         match self {
-            Self::Overloaded { .. } | Self::Unavailable(_) => mlwatch_common::RetryHint::Retry,
+            Self::Overloaded { .. } | Self::BodiesOverloaded { .. } | Self::Unavailable(_) => {
+                mlwatch_common::RetryHint::Retry
+            }
             _ => mlwatch_common::RetryHint::DoNotRetry,
         }
     }
@@ -67,7 +72,9 @@ impl IngestError {
     /// Seconds a client should wait before retrying, when a retry can help.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Self::Overloaded { retry_after_secs, .. } => Some(*retry_after_secs),
+            Self::Overloaded { retry_after_secs, .. } | Self::BodiesOverloaded { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
             Self::Unavailable(_) => Some(5),
             _ => None,
         }

@@ -135,6 +135,12 @@ pub struct IngestConfig {
     pub max_in_flight_events: usize,
     /// Grace period for in-flight requests at shutdown.
     pub drain_timeout_ms: u64,
+    /// Most HTTP request-body bytes buffered at once across all requests
+    /// (a body without `Content-Length` counts as `limits.max_body_bytes`);
+    /// beyond it requests get 429 before their body is read.
+    pub max_in_flight_body_bytes: usize,
+    /// Most concurrent gRPC calls per connection.
+    pub grpc_concurrency_per_connection: usize,
 }
 
 impl Default for IngestConfig {
@@ -142,6 +148,8 @@ impl Default for IngestConfig {
         Self {
             max_in_flight_events: 100_000,
             drain_timeout_ms: 10_000,
+            max_in_flight_body_bytes: 256 * 1024 * 1024,
+            grpc_concurrency_per_connection: 256,
         }
     }
 }
@@ -213,7 +221,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let tokens = Tokens::new(&config.auth);
     let flusher = ingestor.clone();
-    let http_app = http::router(ingestor.clone(), tokens.clone(), config.cloudevents.clone());
+    let http_app = http::router(ingestor.clone(), tokens.clone(), config.cloudevents.clone()).layer(
+        axum::middleware::from_fn_with_state(
+            http::BodyBudget::new(config.ingest.max_in_flight_body_bytes, config.limits.max_body_bytes),
+            http::admit,
+        ),
+    );
     let http_task = match &config.http.tls {
         None => {
             let http_shutdown = shutdown.clone();
@@ -247,7 +260,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     );
     let grpc_shutdown = shutdown.clone();
     let incoming = tokio_stream_listener(grpc_listener);
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(config.ingest.grpc_concurrency_per_connection);
     if let Some(tls) = &config.grpc.tls {
         let tls = tls.tonic_server().map_err(|e| Error::config("grpc.tls", e))?;
         builder = builder.tls_config(tls).map_err(|e| Error::config("grpc.tls", e))?;

@@ -430,3 +430,66 @@ async fn every_kind_of_bad_input_gets_its_precise_answer() {
     assert_eq!(ids, expected);
     collector.stop().await;
 }
+
+/// Request bodies in memory are bounded: while one client holds most of the
+/// budget (its headers sent, its body not yet), another is told 429 before
+/// its body is read; once the first finishes, the second gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_memory_is_bounded_with_429() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let collector = TestCollector::start("bodies", |c| {
+        c.ingest.max_in_flight_body_bytes = 10 * 1024;
+        c.limits.max_body_bytes = 8 * 1024;
+    })
+    .await;
+    let event = good("slow-1").to_string();
+    let padded = format!("{event}{}", " ".repeat(8 * 1024 - event.len()));
+    let mut slow = tokio::net::TcpStream::connect(collector.running.http_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/inferences HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        padded.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&padded.as_bytes()[..100]).await.unwrap();
+    slow.flush().await.unwrap();
+
+    let http = reqwest::Client::new();
+    let second = format!("{}{}", good("fast-1"), " ".repeat(4000));
+    let mut refused = None;
+    for _ in 0..50 {
+        let r = http
+            .post(collector.url("/v1/inferences"))
+            .body(second.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            refused = Some(r);
+            break;
+        }
+        // The slow request may not have been admitted yet.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("second request refused while the first holds the budget");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let answer: Value = refused.json().await.unwrap();
+    assert_eq!(
+        answer["error"],
+        "collector is at capacity (request bodies in memory); retry after 1 s"
+    );
+
+    slow.write_all(&padded.as_bytes()[100..]).await.unwrap();
+    let mut response = String::new();
+    slow.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let r = http
+        .post(collector.url("/v1/inferences"))
+        .body(second)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    collector.stop().await;
+}
