@@ -2,7 +2,8 @@
 //! broker (a dedicated Tansu process on its own port) is frozen with
 //! SIGSTOP and later resumed with SIGCONT. Every event answered 2xx must be
 //! in Kafka afterwards; every other one must have been answered 429 or 503
-//! (the client's cue to retry), never anything else.
+//! (the client's cue to retry), never anything else; the same over gRPC
+//! (OK, or RESOURCE_EXHAUSTED / UNAVAILABLE with a retry hint).
 
 mod collector_support;
 
@@ -12,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use collector_support::TestCollector;
-use mlwatch_proto::v1::InferenceEvent;
+use mlwatch_proto::v1::collector_client::CollectorClient;
+use mlwatch_proto::v1::{InferenceEvent, IngestInferencesRequest};
 use mlwatch_tests::{kafka_for_test, read_topic};
 use prost::Message as _;
 use rdkafka::Message;
@@ -112,6 +114,49 @@ async fn acknowledged_events_survive_a_frozen_broker() {
                 let status = match http.post(&url).json(&body).send().await {
                     Ok(r) => r.status().as_u16(),
                     Err(e) => panic!("request failed without an answer: {e}"),
+                };
+                {
+                    let mut o = outcomes.lock().unwrap();
+                    for id in ids {
+                        o.status.insert(id, status);
+                    }
+                }
+                if status != 200 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+
+    // gRPC senders too: OK, RESOURCE_EXHAUSTED and UNAVAILABLE are recorded
+    // as 200, 429 and 503; anything else as 1000 + the gRPC code.
+    for worker in 8..10 {
+        let (url, outcomes, stop) = (collector.grpc(), outcomes.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let mut client = CollectorClient::connect(url).await.unwrap();
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                let ids: Vec<String> = (0..20).map(|i| format!("g{worker}-{n}-{i}")).collect();
+                n += 1;
+                let events = ids
+                    .iter()
+                    .map(|id| InferenceEvent {
+                        event_id: id.clone(),
+                        model: format!("m{}", worker % 3),
+                        latency_ms: 5.0,
+                        ..InferenceEvent::default()
+                    })
+                    .collect();
+                let status = match client.ingest_inferences(IngestInferencesRequest { events }).await {
+                    Ok(_) => 200,
+                    Err(s) => {
+                        assert!(s.metadata().get("retry-after").is_some(), "no retry hint: {s:?}");
+                        match s.code() {
+                            tonic::Code::ResourceExhausted => 429,
+                            tonic::Code::Unavailable => 503,
+                            other => 1000 + other as u16,
+                        }
+                    }
                 };
                 {
                     let mut o = outcomes.lock().unwrap();
