@@ -9,6 +9,12 @@
 //! rejection; a full collector answers 429 / `RESOURCE_EXHAUSTED`, an
 //! unreachable broker 503 / `UNAVAILABLE`. [`metrics`] exposes the
 //! per-request metrics dashboards expect.
+//!
+//! Around that core: [`kserve`] joins KServe inference-logger CloudEvents
+//! (pure), [`security`] holds bearer tokens (constant-time) and TLS
+//! (rustls), [`client`] is a small batching, retrying HTTP client and
+//! [`replay`] streams a JSON Lines file through it (`mlwatch-replay`).
+//! docs/collector.md is the user's guide.
 
 pub mod client;
 pub mod grpc;
