@@ -283,30 +283,51 @@ impl Ingestor {
         Ok(())
     }
 
+    /// Per-request metrics. Metric handles are looked up once per distinct
+    /// (model, version, endpoint) of the batch, not once per event.
     fn observe(&self, events: &[InferenceEvent]) {
         let m = &self.metrics;
+        let mut handles: Vec<((&str, &str, &str), Handles)> = Vec::new();
         for e in events {
-            let status = if e.status == InferenceStatus::Error as i32 {
-                "error"
-            } else {
-                "ok"
+            let key = (e.model.as_str(), e.model_version.as_str(), e.endpoint.as_str());
+            let at = match handles.iter().position(|(k, _)| *k == key) {
+                Some(at) => at,
+                None => {
+                    handles.push((
+                        key,
+                        Handles {
+                            ok: m.requests.with_label_values(&[key.0, key.1, "ok"]),
+                            error: m.requests.with_label_values(&[key.0, key.1, "error"]),
+                            latency: m.latency.with_label_values(&[key.0, key.1, key.2]),
+                            batch_size: m.batch_size.with_label_values(&[key.0]),
+                            predictions: m.predictions.with_label_values(&[key.0, key.1]),
+                        },
+                    ));
+                    handles.len() - 1
+                }
             };
-            m.requests
-                .with_label_values(&[&e.model, &e.model_version, status])
-                .inc();
-            m.latency
-                .with_label_values(&[&e.model, &e.model_version, &e.endpoint])
-                .observe(e.latency_ms / 1000.0);
-            m.batch_size
-                .with_label_values(&[&e.model])
-                .observe(f64::from(e.batch_size));
+            let h = &handles[at].1;
+            if e.status == InferenceStatus::Error as i32 {
+                h.error.inc();
+            } else {
+                h.ok.inc();
+            }
+            h.latency.observe(e.latency_ms / 1000.0);
+            h.batch_size.observe(f64::from(e.batch_size));
             if let Some(score) = e.prediction.as_ref().and_then(|p| p.score) {
-                m.predictions
-                    .with_label_values(&[&e.model, &e.model_version])
-                    .observe(score);
+                h.predictions.observe(score);
             }
         }
     }
+}
+
+/// Metric handles for one (model, version, endpoint).
+struct Handles {
+    ok: prometheus::IntCounter,
+    error: prometheus::IntCounter,
+    latency: prometheus::Histogram,
+    batch_size: prometheus::Histogram,
+    predictions: prometheus::Histogram,
 }
 
 /// Errors after which an idempotent producer never produces again (its

@@ -266,8 +266,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     );
     let grpc_shutdown = shutdown.clone();
     let incoming = tokio_stream_listener(grpc_listener);
+    // Batches are large messages: HTTP/2 windows of 1 MiB per stream and
+    // 8 MiB per connection keep them from waiting on window updates.
     let mut builder = tonic::transport::Server::builder()
-        .concurrency_limit_per_connection(config.ingest.grpc_concurrency_per_connection);
+        .concurrency_limit_per_connection(config.ingest.grpc_concurrency_per_connection)
+        .initial_stream_window_size(Some(1 << 20))
+        .initial_connection_window_size(Some(8 << 20));
     if let Some(tls) = &config.grpc.tls {
         let tls = tls.tonic_server().map_err(|e| Error::config("grpc.tls", e))?;
         builder = builder.tls_config(tls).map_err(|e| Error::config("grpc.tls", e))?;

@@ -37,6 +37,9 @@ struct Args {
     /// Concurrent gRPC batch senders.
     #[arg(long, default_value_t = 8)]
     senders: usize,
+    /// Alternating raw / gRPC rounds; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// HTTP single-event rate, events per second.
     #[arg(long, default_value_t = 500)]
     http_rate: u64,
@@ -74,6 +77,76 @@ fn event(i: usize) -> InferenceEvent {
     }
 }
 
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// The raw producer: every event enqueued (50 000 at a time), every
+/// acknowledgement awaited. Events per second acknowledged.
+async fn raw_round(producer: &rdkafka::producer::FutureProducer, topic: &str, events: &[InferenceEvent]) -> f64 {
+    let started = Instant::now();
+    let mut acked = 0usize;
+    for chunk in events.chunks(50_000) {
+        let sends = chunk.iter().map(|e| {
+            let payload = e.encode_to_vec();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(e.model.as_str()).payload(&payload),
+                        Duration::from_secs(30),
+                    )
+                    .await
+            }
+        });
+        acked += join_all(sends).await.into_iter().filter(Result::is_ok).count();
+    }
+    acked as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The collector over gRPC: `senders` concurrent clients, each sending its
+/// share of the events in batches. Events per second accepted (= broker
+/// acknowledged).
+async fn grpc_round(url: &str, events: &[InferenceEvent], batch: usize, senders: usize) -> anyhow::Result<f64> {
+    let batches: Vec<Vec<InferenceEvent>> = events.chunks(batch.max(1)).map(<[_]>::to_vec).collect();
+    let per_sender = batches.len().div_ceil(senders.max(1));
+    let mut work: Vec<Vec<Vec<InferenceEvent>>> = Vec::new();
+    let mut it = batches.into_iter();
+    for _ in 0..senders.max(1) {
+        work.push(it.by_ref().take(per_sender).collect());
+    }
+    let mut clients = Vec::new();
+    for _ in 0..work.len() {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(8 << 20))
+            .connect()
+            .await?;
+        clients.push(CollectorClient::new(channel).max_encoding_message_size(64 << 20));
+    }
+    let started = Instant::now();
+    let tasks = work.into_iter().zip(clients).map(|(mine, mut client)| {
+        tokio::spawn(async move {
+            let mut accepted = 0usize;
+            for events in mine {
+                // The in-flight budget (100000) exceeds senders x batch, so
+                // a RESOURCE_EXHAUSTED here is a failure of the run.
+                let answer = client
+                    .ingest_inferences(IngestInferencesRequest { events })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("grpc ingest failed: {s}"))?;
+                accepted += answer.into_inner().accepted as usize;
+            }
+            anyhow::Ok(accepted)
+        })
+    });
+    let mut accepted = 0;
+    for t in join_all(tasks).await {
+        accepted += t??;
+    }
+    Ok(accepted as f64 / started.elapsed().as_secs_f64())
+}
+
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -107,30 +180,6 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let avg_bytes = events.iter().map(|e| e.encoded_len()).sum::<usize>() / events.len().max(1);
 
-    // 1. Raw producer: everything enqueued, then every acknowledgement awaited.
-    let producer = kafka.producer()?;
-    let started = Instant::now();
-    let mut acked = 0usize;
-    for chunk in events.chunks(50_000) {
-        let sends = chunk.iter().map(|e| {
-            let payload = e.encode_to_vec();
-            let producer = &producer;
-            let topic = raw_topic.as_str();
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(e.model.as_str()).payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-            }
-        });
-        acked += join_all(sends).await.into_iter().filter(Result::is_ok).count();
-    }
-    let raw_secs = started.elapsed().as_secs_f64();
-    let raw_rate = acked as f64 / raw_secs;
-    eprintln!("raw rdkafka producer: {acked} events ({avg_bytes} B each) in {raw_secs:.2} s = {raw_rate:.0} events/s");
-    drop(producer);
 
     // The collector, in process, same broker.
     let shutdown = CancellationToken::new();
@@ -142,52 +191,31 @@ async fn main() -> anyhow::Result<()> {
     config.log.filter = "warn".into();
     mlwatch_common::telemetry::init(&config.log);
     let running = mlwatch_collector::start(config, shutdown.clone()).await?;
-
-    // 2. gRPC batches from concurrent senders.
     let grpc_url = format!("http://{}", running.grpc_addr);
-    let batches: Vec<Vec<InferenceEvent>> = events.chunks(args.batch).map(<[_]>::to_vec).collect();
-    let per_sender = batches.len().div_ceil(args.senders.max(1));
-    let mut work: Vec<Vec<Vec<InferenceEvent>>> = Vec::new();
-    let mut it = batches.into_iter();
-    for _ in 0..args.senders.max(1) {
-        work.push(it.by_ref().take(per_sender).collect());
+
+    // 1 and 2, alternated for `rounds` rounds so that a broker slowing down
+    // as it fills (or a busy neighbour) weighs on both alike; medians kept.
+    let producer = kafka.producer()?;
+    let (mut raw_rates, mut grpc_rates) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds.max(1) {
+        let raw = raw_round(&producer, &raw_topic, &events).await;
+        let grpc = grpc_round(&grpc_url, &events, args.batch, args.senders).await?;
+        eprintln!(
+            "round {round}: raw rdkafka producer {raw:.0} events/s; collector gRPC batches ({} x {} senders) {grpc:.0} events/s; ratio {:.2}",
+            args.batch,
+            args.senders,
+            grpc / raw
+        );
+        raw_rates.push(raw);
+        grpc_rates.push(grpc);
     }
-    let started = Instant::now();
-    let tasks = work.into_iter().map(|mine| {
-        let url = grpc_url.clone();
-        tokio::spawn(async move {
-            let mut client = CollectorClient::connect(url).await?.max_encoding_message_size(64 << 20);
-            let mut accepted = 0usize;
-            for events in mine {
-                loop {
-                    match client
-                        .ingest_inferences(IngestInferencesRequest { events: events.clone() })
-                        .await
-                    {
-                        Ok(r) => {
-                            accepted += r.into_inner().accepted as usize;
-                            break;
-                        }
-                        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        Err(s) => anyhow::bail!("grpc ingest failed: {s}"),
-                    }
-                }
-            }
-            anyhow::Ok(accepted)
-        })
-    });
-    let mut grpc_accepted = 0;
-    for t in join_all(tasks).await {
-        grpc_accepted += t??;
-    }
-    let grpc_secs = started.elapsed().as_secs_f64();
-    let grpc_rate = grpc_accepted as f64 / grpc_secs;
+    drop(producer);
+    let raw_rate = median(&mut raw_rates);
+    let grpc_rate = median(&mut grpc_rates);
     let ratio = grpc_rate / raw_rate;
     eprintln!(
-        "collector gRPC batches ({} x {} senders): {grpc_accepted} events in {grpc_secs:.2} s = {grpc_rate:.0} events/s; ratio to raw {ratio:.2}",
-        args.batch, args.senders
+        "{} events of {avg_bytes} B per phase; medians: raw {raw_rate:.0} events/s, gRPC {grpc_rate:.0} events/s, ratio {ratio:.2}",
+        events.len()
     );
 
     // 3. HTTP single events at a fixed rate, open loop.
