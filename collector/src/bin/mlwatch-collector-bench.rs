@@ -180,7 +180,6 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let avg_bytes = events.iter().map(|e| e.encoded_len()).sum::<usize>() / events.len().max(1);
 
-
     // The collector, in process, same broker.
     let shutdown = CancellationToken::new();
     let mut config = Config::default();
