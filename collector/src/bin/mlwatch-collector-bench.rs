@@ -20,7 +20,9 @@ use mlwatch_collector::Config;
 use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::{KafkaConfig, Topics};
 use mlwatch_proto::v1::collector_client::CollectorClient;
-use mlwatch_proto::v1::{FeatureValue, InferenceEvent, IngestInferencesRequest, Prediction, feature_value};
+use mlwatch_proto::v1::{
+    FeatureValue, InferenceEvent, IngestInferencesRequest, IngestResponse, Prediction, feature_value,
+};
 use prost::Message as _;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
@@ -147,6 +149,91 @@ async fn grpc_round(url: &str, events: &[InferenceEvent], batch: usize, senders:
     Ok(accepted as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Sends already-encoded `IngestInferencesRequest` bytes: the clients'
+/// encoding (done on the model servers in production) stays out of the
+/// collector's figure.
+#[derive(Clone, Default)]
+struct PreEncoded;
+
+struct BytesEncoder;
+
+impl tonic::codec::Encoder for BytesEncoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Self::Error> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for PreEncoded {
+    type Encode = bytes::Bytes;
+    type Decode = IngestResponse;
+    type Encoder = BytesEncoder;
+    type Decoder = tonic_prost::ProstDecoder<IngestResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic::codec::Codec::decoder(&mut tonic_prost::ProstCodec::<(), IngestResponse>::default())
+    }
+}
+
+/// Like [`grpc_round`], with every batch encoded before the clock starts.
+async fn grpc_round_pre_encoded(
+    url: &str,
+    events: &[InferenceEvent],
+    batch: usize,
+    senders: usize,
+) -> anyhow::Result<f64> {
+    let batches: Vec<bytes::Bytes> = events
+        .chunks(batch.max(1))
+        .map(|c| IngestInferencesRequest { events: c.to_vec() }.encode_to_vec().into())
+        .collect();
+    let per_sender = batches.len().div_ceil(senders.max(1));
+    let mut work: Vec<Vec<bytes::Bytes>> = Vec::new();
+    let mut it = batches.into_iter();
+    for _ in 0..senders.max(1) {
+        work.push(it.by_ref().take(per_sender).collect());
+    }
+    let mut clients = Vec::new();
+    for _ in 0..work.len() {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(8 << 20))
+            .connect()
+            .await?;
+        clients.push(tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20));
+    }
+    let started = Instant::now();
+    let tasks = work.into_iter().zip(clients).map(|(mine, mut client)| {
+        tokio::spawn(async move {
+            let mut accepted = 0usize;
+            for body in mine {
+                client.ready().await.map_err(|e| anyhow::anyhow!("grpc channel: {e}"))?;
+                let answer = client
+                    .unary(
+                        tonic::Request::new(body),
+                        tonic::codegen::http::uri::PathAndQuery::from_static("/mlwatch.v1.Collector/IngestInferences"),
+                        PreEncoded,
+                    )
+                    .await
+                    .map_err(|s| anyhow::anyhow!("grpc ingest failed: {s}"))?;
+                accepted += answer.into_inner().accepted as usize;
+            }
+            anyhow::Ok(accepted)
+        })
+    });
+    let mut accepted = 0;
+    for t in join_all(tasks).await {
+        accepted += t??;
+    }
+    Ok(accepted as f64 / started.elapsed().as_secs_f64())
+}
+
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -195,25 +282,30 @@ async fn main() -> anyhow::Result<()> {
     // 1 and 2, alternated for `rounds` rounds so that a broker slowing down
     // as it fills (or a busy neighbour) weighs on both alike; medians kept.
     let producer = kafka.producer()?;
-    let (mut raw_rates, mut grpc_rates) = (Vec::new(), Vec::new());
+    let (mut raw_rates, mut grpc_rates, mut pre_rates) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds.max(1) {
         let raw = raw_round(&producer, &raw_topic, &events).await;
         let grpc = grpc_round(&grpc_url, &events, args.batch, args.senders).await?;
+        let pre = grpc_round_pre_encoded(&grpc_url, &events, args.batch, args.senders).await?;
         eprintln!(
-            "round {round}: raw rdkafka producer {raw:.0} events/s; collector gRPC batches ({} x {} senders) {grpc:.0} events/s; ratio {:.2}",
+            "round {round}: raw rdkafka producer {raw:.0} events/s; collector gRPC batches ({} x {} senders) {grpc:.0} events/s (ratio {:.2}), pre-encoded {pre:.0} events/s (ratio {:.2})",
             args.batch,
             args.senders,
-            grpc / raw
+            grpc / raw,
+            pre / raw
         );
         raw_rates.push(raw);
         grpc_rates.push(grpc);
+        pre_rates.push(pre);
     }
     drop(producer);
     let raw_rate = median(&mut raw_rates);
     let grpc_rate = median(&mut grpc_rates);
+    let pre_rate = median(&mut pre_rates);
     let ratio = grpc_rate / raw_rate;
+    let pre_ratio = pre_rate / raw_rate;
     eprintln!(
-        "{} events of {avg_bytes} B per phase; medians: raw {raw_rate:.0} events/s, gRPC {grpc_rate:.0} events/s, ratio {ratio:.2}",
+        "{} events of {avg_bytes} B per phase; medians: raw {raw_rate:.0} events/s, gRPC {grpc_rate:.0} events/s (ratio {ratio:.2}), gRPC pre-encoded {pre_rate:.0} events/s (ratio {pre_ratio:.2})",
         events.len()
     );
 
@@ -254,7 +346,7 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = running.task.await;
     eprintln!(
-        "SUMMARY raw_events_per_s={raw_rate:.0} grpc_events_per_s={grpc_rate:.0} ratio={ratio:.2} http_rate={} http_p50_ms={p50:.2} http_p99_ms={p99:.2} http_failed={failed}",
+        "SUMMARY raw_events_per_s={raw_rate:.0} grpc_events_per_s={grpc_rate:.0} ratio={ratio:.2} grpc_pre_encoded_events_per_s={pre_rate:.0} pre_encoded_ratio={pre_ratio:.2} http_rate={} http_p50_ms={p50:.2} http_p99_ms={p99:.2} http_failed={failed}",
         args.http_rate
     );
     Ok(())
