@@ -173,3 +173,18 @@ impl Collector for CollectorService {
         .map(Response::new)
     }
 }
+
+/// The gRPC side of bearer-token authentication: checks the
+/// `authorization` metadata of every call to the `Collector` service.
+pub fn authenticator(
+    tokens: crate::security::Tokens,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        let auth = request.metadata().get("authorization").map(|v| v.as_bytes());
+        if tokens.allows(auth) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("missing or invalid bearer token"))
+        }
+    }
+}

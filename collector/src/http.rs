@@ -1,31 +1,112 @@
 //! HTTP front end: `POST /v1/inferences` and `POST /v1/labels` take one JSON
-//! object, a JSON array or JSON Lines in the shape of DESIGN.md.
+//! object, a JSON array or JSON Lines in the shape of DESIGN.md;
+//! `POST /v1/cloudevents` takes KServe's inference logger (binary-mode
+//! CloudEvents, see [`crate::kserve`]); `POST /v1/resources` takes resource
+//! samples (queue depth, memory, GPU) for the `ml_*` resource gauges.
 //!
 //! Answers: 200 with `{"accepted": n, "rejected": [...]}` when at least one
 //! event was accepted (the rejected ones are listed with index, field and
-//! reason); 400 when every event was rejected; 413 when the body is too
-//! large; 429 with `Retry-After` when the collector is at capacity; 503 with
-//! `Retry-After` when the broker did not acknowledge in time. An answer of
-//! 200 means every accepted event is acknowledged by the broker.
+//! reason); 400 when every event was rejected; 401 without a valid bearer
+//! token (when tokens are configured); 413 when the body or the event count
+//! is too large; 429 with `Retry-After` when the collector is at capacity;
+//! 503 with `Retry-After` when the broker did not acknowledge in time. An
+//! answer of 200 means every accepted event is acknowledged by the broker.
+
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
 
 use crate::ingest::{Batch, IngestError, Ingestor, Outcome};
+use crate::kserve::{self, CloudEventsConfig, Joined, Joiner};
+use crate::security::Tokens;
 use crate::validate::{self, Rejection};
 
-pub fn router(ingestor: Ingestor) -> Router {
+/// Shared state of the HTTP front end.
+#[derive(Clone)]
+pub struct AppState {
+    ingestor: Ingestor,
+    joiner: Arc<Mutex<Joiner>>,
+}
+
+/// The ingest routes, behind bearer-token authentication when `tokens`
+/// holds any.
+pub fn router(ingestor: Ingestor, tokens: Tokens, cloudevents: CloudEventsConfig) -> Router {
     let limit = ingestor.limits.max_body_bytes;
+    let state = AppState {
+        ingestor,
+        joiner: Arc::new(Mutex::new(Joiner::new(cloudevents))),
+    };
     Router::new()
         .route("/v1/inferences", post(inferences))
         .route("/v1/labels", post(labels))
+        .route("/v1/cloudevents", post(cloudevents_handler))
+        .route("/v1/resources", post(resources))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(ingestor)
+        .layer(middleware::from_fn_with_state(tokens, authenticate))
+        .with_state(state)
+}
+
+async fn authenticate(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
+    let auth = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    if tokens.allows(auth) {
+        return next.run(request).await;
+    }
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"error": "missing or invalid bearer token"})),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The memory budget for request bodies being read, in KiB permits.
+#[derive(Clone)]
+pub struct BodyBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    max_body_kib: usize,
+}
+
+impl BodyBudget {
+    pub fn new(max_in_flight_bytes: usize, max_body_bytes: usize) -> Self {
+        let total = max_in_flight_bytes
+            .div_ceil(1024)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(total)),
+            max_body_kib: max_body_bytes.div_ceil(1024).clamp(1, total.max(1)),
+        }
+    }
+}
+
+/// Admits a request only while its body fits in the budget: 429 otherwise,
+/// before the body is read, so memory stays bounded however many clients
+/// connect.
+pub async fn admit(State(budget): State<BodyBudget>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let kib = declared.map_or(budget.max_body_kib, |b| b.div_ceil(1024).clamp(1, budget.max_body_kib));
+    let Ok(_permit) = budget
+        .permits
+        .clone()
+        .try_acquire_many_owned(u32::try_from(kib).unwrap_or(u32::MAX))
+    else {
+        return IngestError::BodiesOverloaded { retry_after_secs: 1 }.into_response();
+    };
+    next.run(request).await
 }
 
 impl IntoResponse for IngestError {
@@ -52,6 +133,20 @@ fn answer(result: Result<Outcome, IngestError>) -> Response {
         Ok(outcome) => (StatusCode::OK, axum::Json(outcome)).into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+/// The body, or the precise reason it could not be read.
+fn body_or_error(ingestor: &Ingestor, body: Result<Bytes, BytesRejection>) -> Result<Bytes, IngestError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            IngestError::TooLarge(format!(
+                "body too large: limit is {} bytes",
+                ingestor.limits.max_body_bytes
+            ))
+        } else {
+            IngestError::BadRequest(format!("cannot read body: {}", rejection.body_text()))
+        }
+    })
 }
 
 /// Splits and converts a body; `convert` turns one JSON value into an event.
@@ -82,22 +177,134 @@ fn parse<T>(
     Ok((ok, rejected))
 }
 
-async fn inferences(State(ingestor): State<Ingestor>, body: Bytes) -> Response {
+async fn inferences(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let ingestor = &state.ingestor;
     let now = mlwatch_common::now_ms();
-    let limits = ingestor.limits.clone();
-    match parse(&ingestor, &body, |i, v| {
-        validate::inference_from_json(i, v, &limits, now)
-    }) {
+    let result = body_or_error(ingestor, body).and_then(|body| {
+        parse(ingestor, &body, |i, v| {
+            validate::inference_from_json(i, v, &ingestor.limits, now)
+        })
+    });
+    match result {
         Ok((events, rejected)) => answer(ingestor.publish(Batch::Inferences(events), rejected).await),
         Err(e) => e.into_response(),
     }
 }
 
-async fn labels(State(ingestor): State<Ingestor>, body: Bytes) -> Response {
+async fn labels(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let ingestor = &state.ingestor;
     let now = mlwatch_common::now_ms();
-    let limits = ingestor.limits.clone();
-    match parse(&ingestor, &body, |i, v| validate::label_from_json(i, v, &limits, now)) {
+    let result = body_or_error(ingestor, body).and_then(|body| {
+        parse(ingestor, &body, |i, v| {
+            validate::label_from_json(i, v, &ingestor.limits, now)
+        })
+    });
+    match result {
         Ok((events, rejected)) => answer(ingestor.publish(Batch::Labels(events), rejected).await),
         Err(e) => e.into_response(),
     }
+}
+
+/// A rejection of a whole CloudEvent (a header or its body).
+fn ce_rejection(field: String, reason: String) -> IngestError {
+    IngestError::AllRejected(vec![Rejection {
+        index: 0,
+        field,
+        reason,
+    }])
+}
+
+async fn cloudevents_handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let ingestor = &state.ingestor;
+    let body = match body_or_error(ingestor, body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let meta = match kserve::parse_meta(|name| headers.get(name).and_then(|v| v.to_str().ok())) {
+        Ok(m) => m,
+        Err((field, reason)) => {
+            ingestor.count_rejections(
+                "inference",
+                &[Rejection {
+                    index: 0,
+                    field: field.clone(),
+                    reason: reason.clone(),
+                }],
+            );
+            return ce_rejection(field, reason).into_response();
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return ce_rejection("body".into(), format!("malformed JSON: {e}")).into_response(),
+    };
+    let now = mlwatch_common::now_ms();
+    let (joined, dropped) = {
+        let mut joiner = state.joiner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        joiner.offer(meta, value, body.len(), now)
+    };
+    if dropped > 0 {
+        tracing::warn!(dropped, "kserve halves dropped without their other half");
+        ingestor
+            .metrics
+            .events
+            .with_label_values(&["inference", "rejected", "cloudevent_unmatched"])
+            .inc_by(dropped as u64);
+    }
+    match joined {
+        Ok(Joined::Pending) => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"accepted": 0, "rejected": [], "pending": 1})),
+        )
+            .into_response(),
+        Ok(Joined::Events(events)) => {
+            let mut ok = Vec::with_capacity(events.len());
+            let mut rejected = Vec::new();
+            for (i, v) in events.iter().enumerate() {
+                match validate::inference_from_json(i, v, &ingestor.limits, now) {
+                    Ok(e) => ok.push(e),
+                    Err(r) => rejected.push(r),
+                }
+            }
+            answer(ingestor.publish(Batch::Inferences(ok), rejected).await)
+        }
+        Err((field, reason)) => ce_rejection(field, reason).into_response(),
+    }
+}
+
+async fn resources(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let ingestor = &state.ingestor;
+    let result = body_or_error(ingestor, body).and_then(|body| {
+        parse(ingestor, &body, |i, v| {
+            validate::resource_from_json(i, v, &ingestor.limits)
+        })
+    });
+    let (samples, rejected) = match result {
+        Ok(parsed) => parsed,
+        Err(e) => return e.into_response(),
+    };
+    if samples.is_empty() && !rejected.is_empty() {
+        return IngestError::AllRejected(rejected).into_response();
+    }
+    let m = &ingestor.metrics;
+    for s in &samples {
+        let labels = [s.model.as_str(), s.model_version.as_str()];
+        if let Some(x) = s.queue_depth {
+            m.queue_depth.with_label_values(&labels).set(x);
+        }
+        if let Some(x) = s.memory_usage_bytes {
+            m.memory_bytes.with_label_values(&labels).set(x);
+        }
+        if let Some(x) = s.gpu_utilization_percent {
+            m.gpu_percent.with_label_values(&labels).set(x);
+        }
+    }
+    answer(Ok(Outcome {
+        accepted: samples.len(),
+        rejected,
+    }))
 }

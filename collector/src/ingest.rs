@@ -3,14 +3,15 @@
 //! event. In-flight work is bounded; a full collector answers "retry later"
 //! instead of buffering without limit.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use mlwatch_common::kafka::KafkaSetupError;
 use mlwatch_proto::v1::{InferenceEvent, InferenceStatus, LabelEvent};
 use prost::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
@@ -22,6 +23,9 @@ pub enum IngestError {
     /// Too much in flight: retry after the hint.
     #[error("collector is at capacity ({in_flight} events in flight); retry after {retry_after_secs} s")]
     Overloaded { in_flight: usize, retry_after_secs: u64 },
+    /// Too many request bodies being read at once: retry after the hint.
+    #[error("collector is at capacity (request bodies in memory); retry after {retry_after_secs} s")]
+    BodiesOverloaded { retry_after_secs: u64 },
     /// The broker did not acknowledge in time.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
@@ -40,7 +44,7 @@ impl IngestError {
     /// The one HTTP status for this error.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::Overloaded { .. } => 429,
+            Self::Overloaded { .. } | Self::BodiesOverloaded { .. } => 429,
             Self::Unavailable(_) => 503,
             Self::BadRequest(_) | Self::AllRejected(_) => 400,
             Self::TooLarge(_) => 413,
@@ -50,7 +54,7 @@ impl IngestError {
     /// The one gRPC code for this error.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            Self::Overloaded { .. } => tonic::Code::ResourceExhausted,
+            Self::Overloaded { .. } | Self::BodiesOverloaded { .. } => tonic::Code::ResourceExhausted,
             Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::BadRequest(_) | Self::AllRejected(_) | Self::TooLarge(_) => tonic::Code::InvalidArgument,
         }
@@ -58,7 +62,9 @@ impl IngestError {
 
     pub fn retry_hint(&self) -> mlwatch_common::RetryHint {
         match self {
-            Self::Overloaded { .. } | Self::Unavailable(_) => mlwatch_common::RetryHint::Retry,
+            Self::Overloaded { .. } | Self::BodiesOverloaded { .. } | Self::Unavailable(_) => {
+                mlwatch_common::RetryHint::Retry
+            }
             _ => mlwatch_common::RetryHint::DoNotRetry,
         }
     }
@@ -66,7 +72,9 @@ impl IngestError {
     /// Seconds a client should wait before retrying, when a retry can help.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Self::Overloaded { retry_after_secs, .. } => Some(*retry_after_secs),
+            Self::Overloaded { retry_after_secs, .. } | Self::BodiesOverloaded { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
             Self::Unavailable(_) => Some(5),
             _ => None,
         }
@@ -98,12 +106,12 @@ impl Batch {
 /// Publishes validated events; shared by the HTTP and gRPC front ends.
 #[derive(Clone)]
 pub struct Ingestor {
-    producer: FutureProducer,
+    producer: Arc<ProducerSlot>,
     inference_topic: Arc<str>,
     labels_topic: Arc<str>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
-    produce_timeout: Duration,
+    queue_wait: Duration,
     pub limits: Arc<Limits>,
     pub metrics: Metrics,
 }
@@ -115,19 +123,47 @@ impl Ingestor {
         inference_topic: &str,
         labels_topic: &str,
         max_in_flight: usize,
-        produce_timeout: Duration,
+        queue_wait: Duration,
         limits: Limits,
         metrics: Metrics,
     ) -> Self {
         Self {
-            producer,
+            producer: Arc::new(ProducerSlot {
+                current: RwLock::new((0, producer)),
+                rebuild: None,
+            }),
             inference_topic: inference_topic.into(),
             labels_topic: labels_topic.into(),
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
-            produce_timeout,
+            queue_wait,
             limits: Arc::new(limits),
             metrics,
+        }
+    }
+
+    /// Replaces the producer with a fresh one from `rebuild` whenever
+    /// librdkafka reports a fatal error (an idempotent producer fenced or
+    /// out of sequence after broker trouble cannot produce again).
+    pub fn with_rebuild(
+        self,
+        rebuild: impl Fn() -> Result<FutureProducer, KafkaSetupError> + Send + Sync + 'static,
+    ) -> Self {
+        let current = self.producer.current();
+        Self {
+            producer: Arc::new(ProducerSlot {
+                current: RwLock::new(current),
+                rebuild: Some(Box::new(rebuild)),
+            }),
+            ..self
+        }
+    }
+
+    /// Waits up to `timeout` for queued messages to be delivered.
+    pub fn flush(&self, timeout: Duration) {
+        let (_, producer) = self.producer.current();
+        if let Err(error) = rdkafka::producer::Producer::flush(&producer, timeout) {
+            tracing::warn!(%error, "producer flush at shutdown failed");
         }
     }
 
@@ -159,7 +195,9 @@ impl Ingestor {
                 Err(IngestError::AllRejected(rejected))
             };
         }
-        let permits = u32::try_from(n).unwrap_or(u32::MAX);
+        // A request larger than the whole budget takes all of it (alone)
+        // rather than never fitting.
+        let permits = u32::try_from(n.min(self.max_in_flight)).unwrap_or(u32::MAX);
         let Ok(_permit) = self.permits.clone().try_acquire_many_owned(permits) else {
             self.metrics
                 .events
@@ -214,11 +252,12 @@ impl Ingestor {
         topic: &str,
         records: impl Iterator<Item = (&'a str, Vec<u8>)>,
     ) -> Result<(), IngestError> {
+        let (generation, producer) = self.producer.current();
         let sends = records.map(|(key, payload)| {
-            let producer = &self.producer;
+            let producer = &producer;
             async move {
                 producer
-                    .send(FutureRecord::to(topic).key(key).payload(&payload), self.produce_timeout)
+                    .send(FutureRecord::to(topic).key(key).payload(&payload), self.queue_wait)
                     .await
                     .map(|_| ())
                     .map_err(|(e, _)| e)
@@ -226,6 +265,13 @@ impl Ingestor {
         });
         let results = join_all(sends).await;
         if let Some(error) = results.into_iter().find_map(Result::err) {
+            if let Some((code, reason)) = producer.client().fatal_error() {
+                self.producer.replace(generation, code, &reason);
+            } else if let KafkaError::MessageProduction(code) = &error
+                && producer_state_lost(*code)
+            {
+                self.producer.replace(generation, *code, "producer state lost");
+            }
             return Err(match error {
                 KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => IngestError::Overloaded {
                     in_flight: self.max_in_flight,
@@ -237,28 +283,99 @@ impl Ingestor {
         Ok(())
     }
 
+    /// Per-request metrics. Metric handles are looked up once per distinct
+    /// (model, version, endpoint) of the batch, not once per event.
     fn observe(&self, events: &[InferenceEvent]) {
         let m = &self.metrics;
+        let mut handles: Vec<((&str, &str, &str), Handles)> = Vec::new();
         for e in events {
-            let status = if e.status == InferenceStatus::Error as i32 {
-                "error"
-            } else {
-                "ok"
+            let key = (e.model.as_str(), e.model_version.as_str(), e.endpoint.as_str());
+            let at = match handles.iter().position(|(k, _)| *k == key) {
+                Some(at) => at,
+                None => {
+                    handles.push((
+                        key,
+                        Handles {
+                            ok: m.requests.with_label_values(&[key.0, key.1, "ok"]),
+                            error: m.requests.with_label_values(&[key.0, key.1, "error"]),
+                            latency: m.latency.with_label_values(&[key.0, key.1, key.2]),
+                            batch_size: m.batch_size.with_label_values(&[key.0]),
+                            predictions: m.predictions.with_label_values(&[key.0, key.1]),
+                        },
+                    ));
+                    handles.len() - 1
+                }
             };
-            m.requests
-                .with_label_values(&[&e.model, &e.model_version, status])
-                .inc();
-            m.latency
-                .with_label_values(&[&e.model, &e.model_version, &e.endpoint])
-                .observe(e.latency_ms / 1000.0);
-            m.batch_size
-                .with_label_values(&[&e.model])
-                .observe(f64::from(e.batch_size));
-            if let Some(score) = e.prediction.as_ref().and_then(|p| p.score) {
-                m.predictions
-                    .with_label_values(&[&e.model, &e.model_version])
-                    .observe(score);
+            let h = &handles[at].1;
+            if e.status == InferenceStatus::Error as i32 {
+                h.error.inc();
+            } else {
+                h.ok.inc();
             }
+            h.latency.observe(e.latency_ms / 1000.0);
+            h.batch_size.observe(f64::from(e.batch_size));
+            if let Some(score) = e.prediction.as_ref().and_then(|p| p.score) {
+                h.predictions.observe(score);
+            }
+        }
+    }
+}
+
+/// Metric handles for one (model, version, endpoint).
+struct Handles {
+    ok: prometheus::IntCounter,
+    error: prometheus::IntCounter,
+    latency: prometheus::Histogram,
+    batch_size: prometheus::Histogram,
+    predictions: prometheus::Histogram,
+}
+
+/// Errors after which an idempotent producer never produces again (its
+/// producer id or epoch is no longer valid on the broker); some brokers
+/// report them per message rather than as a fatal error.
+fn producer_state_lost(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::Fatal
+    )
+}
+
+type Rebuild = Box<dyn Fn() -> Result<FutureProducer, KafkaSetupError> + Send + Sync>;
+
+/// The current producer and its generation; a fatal producer error swaps in
+/// a new one (once per generation, however many requests saw the error).
+struct ProducerSlot {
+    current: RwLock<(u64, FutureProducer)>,
+    rebuild: Option<Rebuild>,
+}
+
+impl ProducerSlot {
+    fn current(&self) -> (u64, FutureProducer) {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn replace(&self, generation: u64, code: RDKafkaErrorCode, reason: &str) {
+        let Some(rebuild) = &self.rebuild else {
+            return;
+        };
+        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 != generation {
+            return;
+        }
+        match rebuild() {
+            Ok(fresh) => {
+                tracing::warn!(%code, %reason, generation, "producer hit a fatal error; replaced it");
+                *current = (generation + 1, fresh);
+            }
+            Err(error) => tracing::error!(%error, "cannot replace the failed producer"),
         }
     }
 }

@@ -9,11 +9,21 @@
 //! rejection; a full collector answers 429 / `RESOURCE_EXHAUSTED`, an
 //! unreachable broker 503 / `UNAVAILABLE`. [`metrics`] exposes the
 //! per-request metrics dashboards expect.
+//!
+//! Around that core: [`kserve`] joins KServe inference-logger CloudEvents
+//! (pure), [`security`] holds bearer tokens (constant-time) and TLS
+//! (rustls), [`client`] is a small batching, retrying HTTP client and
+//! [`replay`] streams a JSON Lines file through it (`mlwatch-replay`).
+//! docs/collector.md is the user's guide.
 
+pub mod client;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod kserve;
 pub mod metrics;
+pub mod replay;
+pub mod security;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -30,10 +40,22 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use crate::ingest::Ingestor;
+use crate::kserve::CloudEventsConfig;
+use crate::security::{AuthConfig, TlsConfig, Tokens};
 use crate::validate::Limits;
 
 /// Top-level sections of the collector's configuration.
-pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "http", "grpc", "limits", "ingest"];
+pub const SECTIONS: &[&str] = &[
+    "kafka",
+    "admin",
+    "log",
+    "http",
+    "grpc",
+    "limits",
+    "ingest",
+    "auth",
+    "cloudevents",
+];
 
 /// The collector's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +78,12 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// Bearer tokens for HTTP and gRPC ingest.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Joining of KServe inference-logger CloudEvents.
+    #[serde(default)]
+    pub cloudevents: CloudEventsConfig,
 }
 
 impl Default for Config {
@@ -68,15 +96,22 @@ impl Default for Config {
             grpc: default_grpc(),
             limits: Limits::default(),
             ingest: IngestConfig::default(),
+            auth: AuthConfig::default(),
+            cloudevents: CloudEventsConfig::default(),
         }
     }
 }
 
-/// A listener address.
+/// A listener: its address and optional TLS.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
+    /// Address to bind, e.g. `0.0.0.0:8080` (port 0: any free port).
     pub listen: SocketAddr,
+    /// Serve TLS (rustls) with this certificate and key; plain text when
+    /// absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 fn default_admin() -> AdminConfig {
@@ -86,12 +121,14 @@ fn default_admin() -> AdminConfig {
 fn default_http() -> ListenConfig {
     ListenConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        tls: None,
     }
 }
 
 fn default_grpc() -> ListenConfig {
     ListenConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+        tls: None,
     }
 }
 
@@ -104,6 +141,12 @@ pub struct IngestConfig {
     pub max_in_flight_events: usize,
     /// Grace period for in-flight requests at shutdown.
     pub drain_timeout_ms: u64,
+    /// Most HTTP request-body bytes buffered at once across all requests
+    /// (a body without `Content-Length` counts as `limits.max_body_bytes`);
+    /// beyond it requests get 429 before their body is read.
+    pub max_in_flight_body_bytes: usize,
+    /// Most concurrent gRPC calls per connection.
+    pub grpc_concurrency_per_connection: usize,
 }
 
 impl Default for IngestConfig {
@@ -111,6 +154,8 @@ impl Default for IngestConfig {
         Self {
             max_in_flight_events: 100_000,
             drain_timeout_ms: 10_000,
+            max_in_flight_body_bytes: 256 * 1024 * 1024,
+            grpc_concurrency_per_connection: 256,
         }
     }
 }
@@ -148,14 +193,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     config.kafka.ensure_topics(&[&topics.inference, &topics.labels]).await?;
     let producer = config.kafka.producer()?;
     let ingestor = Ingestor::new(
-        producer.clone(),
+        producer,
         &topics.inference,
         &topics.labels,
         config.ingest.max_in_flight_events,
-        Duration::from_millis(config.kafka.produce_timeout_ms),
+        // A full producer queue is backpressure now, not a wait.
+        Duration::ZERO,
         config.limits.clone(),
         metrics,
-    );
+    )
+    .with_rebuild({
+        let kafka = config.kafka.clone();
+        move || kafka.producer()
+    });
 
     let http_listener = admin::bind(config.http.listen).await?;
     let http_addr = http_listener.local_addr().map_err(|source| Error::Bind {
@@ -175,16 +225,31 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     )
     .await?;
 
-    let http_shutdown = shutdown.clone();
-    let http_app = http::router(ingestor.clone());
-    let http_task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(http_listener, http_app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await
-        {
-            tracing::error!(%error, "http ingest server failed");
+    let tokens = Tokens::new(&config.auth);
+    let flusher = ingestor.clone();
+    let http_app = http::router(ingestor.clone(), tokens.clone(), config.cloudevents.clone()).layer(
+        axum::middleware::from_fn_with_state(
+            http::BodyBudget::new(config.ingest.max_in_flight_body_bytes, config.limits.max_body_bytes),
+            http::admit,
+        ),
+    );
+    let http_task = match &config.http.tls {
+        None => {
+            let http_shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(http_listener, http_app)
+                    .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+                    .await
+                {
+                    tracing::error!(%error, "http ingest server failed");
+                }
+            })
         }
-    });
+        Some(tls) => {
+            let tls = tls.rustls_server().map_err(|e| Error::config("http.tls", e))?;
+            tokio::spawn(serve_tls(http_listener, tls, http_app, shutdown.clone()))
+        }
+    };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -195,11 +260,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .build_v1()
         .map_err(|e| Error::Task("grpc reflection", e.to_string()))?;
     let max_msg = config.limits.max_body_bytes;
-    let collector = CollectorServer::new(grpc::CollectorService::new(ingestor)).max_decoding_message_size(max_msg);
+    let collector = tonic::service::interceptor::InterceptedService::new(
+        CollectorServer::new(grpc::CollectorService::new(ingestor)).max_decoding_message_size(max_msg),
+        grpc::authenticator(tokens),
+    );
     let grpc_shutdown = shutdown.clone();
     let incoming = tokio_stream_listener(grpc_listener);
+    // Batches are large messages: HTTP/2 windows of 1 MiB per stream and
+    // 8 MiB per connection keep them from waiting on window updates.
+    let mut builder = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(config.ingest.grpc_concurrency_per_connection)
+        .initial_stream_window_size(Some(1 << 20))
+        .initial_connection_window_size(Some(8 << 20));
+    if let Some(tls) = &config.grpc.tls {
+        let tls = tls.tonic_server().map_err(|e| Error::config("grpc.tls", e))?;
+        builder = builder.tls_config(tls).map_err(|e| Error::config("grpc.tls", e))?;
+    }
     let grpc_task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(collector)
@@ -219,7 +297,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         let _ = admin_task.await;
         // Everything acknowledged was flushed by the awaited sends; flush
         // stragglers (none expected) before exiting.
-        let _ = rdkafka::producer::Producer::flush(&producer, drain);
+        flusher.flush(drain);
         match grpc {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(Error::Task("grpc server", e.to_string())),
@@ -233,6 +311,56 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         registry,
         task,
     })
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` fires; each
+/// connection is handshaken and served on its own task.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let stream = match acceptor.accept(tcp).await {
+                Ok(s) => s,
+                Err(error) => {
+                    tracing::debug!(%error, %peer, "tls handshake failed");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "tls connection ended with an error");
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
 }
 
 fn tokio_stream_listener(listener: tokio::net::TcpListener) -> tokio_stream::wrappers::TcpListenerStream {

@@ -1,7 +1,7 @@
 //! The collector's Prometheus metrics, registered on a registry passed in.
 //! Names follow DESIGN.md so existing ML dashboards work unchanged.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -19,6 +19,12 @@ pub struct Metrics {
     pub produce_seconds: Histogram,
     /// `mlwatch_collector_in_flight_events`.
     pub in_flight: IntGauge,
+    /// `ml_queue_depth{model_name,model_version}`: from resource samples.
+    pub queue_depth: GaugeVec,
+    /// `ml_memory_usage_bytes{model_name,model_version}`: from resource samples.
+    pub memory_bytes: GaugeVec,
+    /// `ml_gpu_utilization_percent{model_name,model_version}`: from resource samples.
+    pub gpu_percent: GaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -70,6 +76,14 @@ impl Metrics {
             "mlwatch_collector_in_flight_events",
             "Events waiting for the broker",
         ));
+        let resource =
+            |name: &str, help: &str| must(GaugeVec::new(Opts::new(name, help), &["model_name", "model_version"]));
+        let queue_depth = resource("ml_queue_depth", "Requests waiting in the model server's queue");
+        let memory_bytes = resource("ml_memory_usage_bytes", "Memory used by the model server");
+        let gpu_percent = resource("ml_gpu_utilization_percent", "GPU utilisation of the model server");
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(memory_bytes.clone()))?;
+        registry.register(Box::new(gpu_percent.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(batch_size.clone()))?;
@@ -85,6 +99,9 @@ impl Metrics {
             events,
             produce_seconds,
             in_flight,
+            queue_depth,
+            memory_bytes,
+            gpu_percent,
         })
     }
 }

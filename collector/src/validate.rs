@@ -231,6 +231,15 @@ fn timestamp(map: &Map<String, Value>) -> Check<Option<i64>> {
     }
 }
 
+/// Formats epoch milliseconds as RFC 3339 (UTC); the inverse of
+/// [`parse_rfc3339_ms`].
+pub fn format_rfc3339_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// Parses an RFC 3339 timestamp to epoch milliseconds.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
@@ -276,18 +285,18 @@ fn inference_json(value: &Value, limits: &Limits, now_ms: i64) -> Check<Inferenc
                 );
             }
             for (name, v) in fs {
-                let path = format!("features.{name}");
+                let path = || format!("features.{name}");
                 let kind_ = match v {
                     Value::Null => feature_value::Kind::Missing(true),
                     Value::Bool(b) => feature_value::Kind::Flag(*b),
                     Value::String(s) => feature_value::Kind::Text(s.clone()),
                     Value::Number(n) => match n.as_f64() {
                         Some(x) => feature_value::Kind::Number(x),
-                        None => return err(path, "number out of range"),
+                        None => return err(path(), "number out of range"),
                     },
                     other => {
                         return err(
-                            path,
+                            path(),
                             format!(
                                 "wrong feature type: expected a number, string, bool or null, found {}",
                                 kind(other)
@@ -461,6 +470,13 @@ fn check_time(ts: &mut i64, limits: &Limits, now_ms: i64) -> Check<()> {
     Ok(())
 }
 
+/// Runs `check` on one entry of a map field and, only when it fails, names
+/// the entry in the answer (`features.amount`): no allocation per valid
+/// entry.
+fn in_entry(prefix: &str, name: &str, check: impl FnOnce(&str) -> Check<()>) -> Check<()> {
+    check("").map_err(|(_, reason)| (format!("{prefix}.{name}"), reason))
+}
+
 fn check_probability(field: &str, p: f64) -> Check<()> {
     if !p.is_finite() || !(0.0..=1.0).contains(&p) {
         return err(field, format!("expected a probability in [0, 1], found {p}"));
@@ -521,7 +537,7 @@ fn check_inference(e: &mut InferenceEvent, limits: &Limits, now_ms: i64) -> Chec
         }
         for (class, prob) in &p.scores {
             check_id("prediction.scores", class, limits, true)?;
-            check_probability(&format!("prediction.scores.{class}"), *prob)?;
+            in_entry("prediction.scores", class, |f| check_probability(f, *prob))?;
         }
     }
     if e.features.len() > limits.max_features {
@@ -531,24 +547,24 @@ fn check_inference(e: &mut InferenceEvent, limits: &Limits, now_ms: i64) -> Chec
         );
     }
     for (name, value) in &e.features {
-        let path = format!("features.{name}");
-        check_id(&path, name, limits, true)?;
-        match &value.kind {
-            Some(feature_value::Kind::Number(x)) if !x.is_finite() => {
-                return err(path, format!("must be finite, found {x}"));
+        in_entry("features", name, |f| {
+            check_id(f, name, limits, true)?;
+            match &value.kind {
+                Some(feature_value::Kind::Number(x)) if !x.is_finite() => err(f, format!("must be finite, found {x}")),
+                Some(feature_value::Kind::Text(s)) => check_text(f, s, limits),
+                None => err(f, "feature value has no kind"),
+                _ => Ok(()),
             }
-            Some(feature_value::Kind::Text(s)) => check_text(&path, s, limits)?,
-            None => return err(path, "feature value has no kind"),
-            _ => {}
-        }
+        })?;
     }
     if e.tags.len() > limits.max_tags {
         return err("tags", format!("too many tags: {} > {}", e.tags.len(), limits.max_tags));
     }
     for (name, value) in &e.tags {
-        let path = format!("tags.{name}");
-        check_id(&path, name, limits, true)?;
-        check_id(&path, value, limits, false)?;
+        in_entry("tags", name, |f| {
+            check_id(f, name, limits, true)?;
+            check_id(f, value, limits, false)
+        })?;
     }
     e.received_at_ms = now_ms;
     Ok(())
@@ -572,6 +588,61 @@ fn check_label(e: &mut LabelEvent, limits: &Limits, now_ms: i64) -> Check<()> {
     }
     e.received_at_ms = now_ms;
     Ok(())
+}
+
+/// One resource sample from a model server (`POST /v1/resources`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceSample {
+    pub model: String,
+    pub model_version: String,
+    pub queue_depth: Option<f64>,
+    pub memory_usage_bytes: Option<f64>,
+    pub gpu_utilization_percent: Option<f64>,
+}
+
+const RESOURCE_FIELDS: &[&str] = &[
+    "model",
+    "model_version",
+    "queue_depth",
+    "memory_usage_bytes",
+    "gpu_utilization_percent",
+];
+
+/// Converts one JSON value to a resource sample and validates it.
+pub fn resource_from_json(index: usize, value: &Value, limits: &Limits) -> Result<ResourceSample, Rejection> {
+    resource_json(value, limits).map_err(|(f, r)| Rejection::new(index, f, r))
+}
+
+fn resource_json(value: &Value, limits: &Limits) -> Check<ResourceSample> {
+    let map = object(value, RESOURCE_FIELDS)?;
+    let model = req_str(map, "model")?;
+    check_id("model", &model, limits, true)?;
+    let model_version = opt_str(map, "model_version")?.unwrap_or_default();
+    check_id("model_version", &model_version, limits, false)?;
+    let bounded = |field: &str, max: f64| -> Check<Option<f64>> {
+        match opt_num(map, field)? {
+            Some(x) if !(0.0..=max).contains(&x) => err(field, format!("expected a value in [0, {max}], found {x}")),
+            other => Ok(other),
+        }
+    };
+    let sample = ResourceSample {
+        model,
+        model_version: if model_version.is_empty() {
+            "unversioned".into()
+        } else {
+            model_version
+        },
+        queue_depth: bounded("queue_depth", f64::MAX)?,
+        memory_usage_bytes: bounded("memory_usage_bytes", f64::MAX)?,
+        gpu_utilization_percent: bounded("gpu_utilization_percent", 100.0)?,
+    };
+    if sample.queue_depth.is_none() && sample.memory_usage_bytes.is_none() && sample.gpu_utilization_percent.is_none() {
+        return err(
+            "",
+            "a resource sample needs queue_depth, memory_usage_bytes or gpu_utilization_percent",
+        );
+    }
+    Ok(sample)
 }
 
 #[cfg(test)]

@@ -1,0 +1,353 @@
+//! `mlwatch-collector-bench`: in one run against one broker,
+//! 1. a raw rdkafka producer's throughput (same producer settings as the
+//!    collector: idempotent, acks=all, lz4, linger 5 ms) publishing encoded
+//!    inference events;
+//! 2. the collector's ingest throughput over gRPC batches (decode, validate,
+//!    publish, wait for the broker's acknowledgement), as a ratio of (1);
+//! 3. HTTP single-event latency at a fixed rate, measured open loop from
+//!    each request's scheduled send time (no coordinated omission).
+//!
+//! Prints the figures, last a single summary line. Broker:
+//! `KAFKA_BOOTSTRAP_SERVERS` or 127.0.0.1:9092. See docs/benchmarks-collector.md.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::future::join_all;
+use mlwatch_collector::Config;
+use mlwatch_common::config::AdminConfig;
+use mlwatch_common::kafka::{KafkaConfig, Topics};
+use mlwatch_proto::v1::collector_client::CollectorClient;
+use mlwatch_proto::v1::{
+    FeatureValue, InferenceEvent, IngestInferencesRequest, IngestResponse, Prediction, feature_value,
+};
+use prost::Message as _;
+use rdkafka::producer::FutureRecord;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "mlwatch-collector-bench")]
+struct Args {
+    /// Events per throughput phase.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Events per gRPC batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent gRPC batch senders.
+    #[arg(long, default_value_t = 8)]
+    senders: usize,
+    /// Alternating raw / gRPC rounds; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// HTTP single-event rate, events per second.
+    #[arg(long, default_value_t = 500)]
+    http_rate: u64,
+    /// HTTP phase duration, seconds.
+    #[arg(long, default_value_t = 10)]
+    http_secs: u64,
+}
+
+fn event(i: usize) -> InferenceEvent {
+    let features = (0..10)
+        .map(|f| {
+            let kind = if f % 3 == 0 {
+                feature_value::Kind::Text(format!("c{}", i % 7))
+            } else {
+                feature_value::Kind::Number((i * 31 + f) as f64 / 7.0)
+            };
+            (format!("feature_{f}"), FeatureValue { kind: Some(kind) })
+        })
+        .collect();
+    InferenceEvent {
+        event_id: format!("bench-{i}"),
+        model: format!("model-{}", i % 8),
+        model_version: "v1".into(),
+        endpoint: "predict".into(),
+        latency_ms: (i % 100) as f64 + 0.5,
+        batch_size: 1,
+        prediction: Some(Prediction {
+            score: Some((i % 1000) as f64 / 1000.0),
+            label: Some(((i % 2) as u8).to_string()),
+            ..Prediction::default()
+        }),
+        features,
+        tags: HashMap::from([("region".to_string(), "eu".to_string())]),
+        ..InferenceEvent::default()
+    }
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// The raw producer: every event enqueued (50 000 at a time), every
+/// acknowledgement awaited. Events per second acknowledged.
+async fn raw_round(producer: &rdkafka::producer::FutureProducer, topic: &str, events: &[InferenceEvent]) -> f64 {
+    let started = Instant::now();
+    let mut acked = 0usize;
+    for chunk in events.chunks(50_000) {
+        let sends = chunk.iter().map(|e| {
+            let payload = e.encode_to_vec();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(e.model.as_str()).payload(&payload),
+                        Duration::from_secs(30),
+                    )
+                    .await
+            }
+        });
+        acked += join_all(sends).await.into_iter().filter(Result::is_ok).count();
+    }
+    acked as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The collector over gRPC: `senders` concurrent clients, each sending its
+/// share of the events in batches. Events per second accepted (= broker
+/// acknowledged).
+async fn grpc_round(url: &str, events: &[InferenceEvent], batch: usize, senders: usize) -> anyhow::Result<f64> {
+    let batches: Vec<Vec<InferenceEvent>> = events.chunks(batch.max(1)).map(<[_]>::to_vec).collect();
+    let per_sender = batches.len().div_ceil(senders.max(1));
+    let mut work: Vec<Vec<Vec<InferenceEvent>>> = Vec::new();
+    let mut it = batches.into_iter();
+    for _ in 0..senders.max(1) {
+        work.push(it.by_ref().take(per_sender).collect());
+    }
+    let mut clients = Vec::new();
+    for _ in 0..work.len() {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(8 << 20))
+            .connect()
+            .await?;
+        clients.push(CollectorClient::new(channel).max_encoding_message_size(64 << 20));
+    }
+    let started = Instant::now();
+    let tasks = work.into_iter().zip(clients).map(|(mine, mut client)| {
+        tokio::spawn(async move {
+            let mut accepted = 0usize;
+            for events in mine {
+                // The in-flight budget (100000) exceeds senders x batch, so
+                // a RESOURCE_EXHAUSTED here is a failure of the run.
+                let answer = client
+                    .ingest_inferences(IngestInferencesRequest { events })
+                    .await
+                    .map_err(|s| anyhow::anyhow!("grpc ingest failed: {s}"))?;
+                accepted += answer.into_inner().accepted as usize;
+            }
+            anyhow::Ok(accepted)
+        })
+    });
+    let mut accepted = 0;
+    for t in join_all(tasks).await {
+        accepted += t??;
+    }
+    Ok(accepted as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Sends already-encoded `IngestInferencesRequest` bytes: the clients'
+/// encoding (done on the model servers in production) stays out of the
+/// collector's figure.
+#[derive(Clone, Default)]
+struct PreEncoded;
+
+struct BytesEncoder;
+
+impl tonic::codec::Encoder for BytesEncoder {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Self::Error> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Codec for PreEncoded {
+    type Encode = bytes::Bytes;
+    type Decode = IngestResponse;
+    type Encoder = BytesEncoder;
+    type Decoder = tonic_prost::ProstDecoder<IngestResponse>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic::codec::Codec::decoder(&mut tonic_prost::ProstCodec::<(), IngestResponse>::default())
+    }
+}
+
+/// Like [`grpc_round`], with every batch encoded before the clock starts.
+async fn grpc_round_pre_encoded(
+    url: &str,
+    events: &[InferenceEvent],
+    batch: usize,
+    senders: usize,
+) -> anyhow::Result<f64> {
+    let batches: Vec<bytes::Bytes> = events
+        .chunks(batch.max(1))
+        .map(|c| IngestInferencesRequest { events: c.to_vec() }.encode_to_vec().into())
+        .collect();
+    let per_sender = batches.len().div_ceil(senders.max(1));
+    let mut work: Vec<Vec<bytes::Bytes>> = Vec::new();
+    let mut it = batches.into_iter();
+    for _ in 0..senders.max(1) {
+        work.push(it.by_ref().take(per_sender).collect());
+    }
+    let mut clients = Vec::new();
+    for _ in 0..work.len() {
+        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(8 << 20))
+            .connect()
+            .await?;
+        clients.push(tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20));
+    }
+    let started = Instant::now();
+    let tasks = work.into_iter().zip(clients).map(|(mine, mut client)| {
+        tokio::spawn(async move {
+            let mut accepted = 0usize;
+            for body in mine {
+                client.ready().await.map_err(|e| anyhow::anyhow!("grpc channel: {e}"))?;
+                let answer = client
+                    .unary(
+                        tonic::Request::new(body),
+                        tonic::codegen::http::uri::PathAndQuery::from_static("/mlwatch.v1.Collector/IngestInferences"),
+                        PreEncoded,
+                    )
+                    .await
+                    .map_err(|s| anyhow::anyhow!("grpc ingest failed: {s}"))?;
+                accepted += answer.into_inner().accepted as usize;
+            }
+            anyhow::Ok(accepted)
+        })
+    });
+    let mut accepted = 0;
+    for t in join_all(tasks).await {
+        accepted += t??;
+    }
+    Ok(accepted as f64 / started.elapsed().as_secs_f64())
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let suffix = format!("bench-{}", mlwatch_common::now_ms());
+    let kafka = KafkaConfig {
+        bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        topics: Topics::with_suffix(&suffix),
+        ..KafkaConfig::default()
+    };
+    let raw_topic = format!("mlwatch.bench.raw.{suffix}");
+    kafka.ensure_topics(&[&raw_topic]).await?;
+    let now = mlwatch_common::now_ms();
+    let events: Vec<InferenceEvent> = (0..args.events)
+        .map(|i| {
+            let mut e = event(i);
+            e.timestamp_ms = now;
+            e
+        })
+        .collect();
+    let avg_bytes = events.iter().map(|e| e.encoded_len()).sum::<usize>() / events.len().max(1);
+
+    // The collector, in process, same broker.
+    let shutdown = CancellationToken::new();
+    let mut config = Config::default();
+    config.kafka = kafka.clone();
+    config.admin = AdminConfig::on(loopback());
+    config.http.listen = loopback();
+    config.grpc.listen = loopback();
+    config.log.filter = "warn".into();
+    mlwatch_common::telemetry::init(&config.log);
+    let running = mlwatch_collector::start(config, shutdown.clone()).await?;
+    let grpc_url = format!("http://{}", running.grpc_addr);
+
+    // 1 and 2, alternated for `rounds` rounds so that a broker slowing down
+    // as it fills (or a busy neighbour) weighs on both alike; medians kept.
+    let producer = kafka.producer()?;
+    let (mut raw_rates, mut grpc_rates, mut pre_rates) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds.max(1) {
+        let raw = raw_round(&producer, &raw_topic, &events).await;
+        let grpc = grpc_round(&grpc_url, &events, args.batch, args.senders).await?;
+        let pre = grpc_round_pre_encoded(&grpc_url, &events, args.batch, args.senders).await?;
+        eprintln!(
+            "round {round}: raw rdkafka producer {raw:.0} events/s; collector gRPC batches ({} x {} senders) {grpc:.0} events/s (ratio {:.2}), pre-encoded {pre:.0} events/s (ratio {:.2})",
+            args.batch,
+            args.senders,
+            grpc / raw,
+            pre / raw
+        );
+        raw_rates.push(raw);
+        grpc_rates.push(grpc);
+        pre_rates.push(pre);
+    }
+    drop(producer);
+    let raw_rate = median(&mut raw_rates);
+    let grpc_rate = median(&mut grpc_rates);
+    let pre_rate = median(&mut pre_rates);
+    let ratio = grpc_rate / raw_rate;
+    let pre_ratio = pre_rate / raw_rate;
+    eprintln!(
+        "{} events of {avg_bytes} B per phase; medians: raw {raw_rate:.0} events/s, gRPC {grpc_rate:.0} events/s (ratio {ratio:.2}), gRPC pre-encoded {pre_rate:.0} events/s (ratio {pre_ratio:.2})",
+        events.len()
+    );
+
+    // 3. HTTP single events at a fixed rate, open loop.
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/inferences", running.http_addr);
+    let total = (args.http_rate * args.http_secs) as usize;
+    let interval = Duration::from_secs_f64(1.0 / args.http_rate as f64);
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let requests = (0..total).map(|i| {
+        let http = http.clone();
+        let url = url.clone();
+        let scheduled = start + interval * i as u32;
+        let body = serde_json::json!({"event_id": format!("http-{i}"), "model": "model-0", "latency_ms": 4.2,
+            "prediction": {"score": 0.3}, "features": {"amount": 12.5, "country": "DE"}});
+        tokio::spawn(async move {
+            tokio::time::sleep_until(scheduled).await;
+            let ok = http
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            (ok, scheduled.elapsed().as_secs_f64() * 1000.0)
+        })
+    });
+    let results: Vec<(bool, f64)> = join_all(requests).await.into_iter().filter_map(Result::ok).collect();
+    let failed = results.iter().filter(|(ok, _)| !ok).count();
+    let mut lat: Vec<f64> = results.iter().map(|(_, ms)| *ms).collect();
+    lat.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (percentile(&lat, 0.50), percentile(&lat, 0.99), percentile(&lat, 1.0));
+    eprintln!(
+        "http single events at {} /s for {} s: {} requests, {failed} failed; p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+        args.http_rate,
+        args.http_secs,
+        results.len()
+    );
+    shutdown.cancel();
+    let _ = running.task.await;
+    eprintln!(
+        "SUMMARY raw_events_per_s={raw_rate:.0} grpc_events_per_s={grpc_rate:.0} ratio={ratio:.2} grpc_pre_encoded_events_per_s={pre_rate:.0} pre_encoded_ratio={pre_ratio:.2} http_rate={} http_p50_ms={p50:.2} http_p99_ms={p99:.2} http_failed={failed}",
+        args.http_rate
+    );
+    Ok(())
+}

