@@ -62,6 +62,9 @@ pub fn key(group: &str, topic: &str, partition: i32) -> String {
     format!("{group}/{topic}/{partition}")
 }
 
+/// Largest checkpoint record the analyzer writes (64 MiB, before lz4).
+pub const MAX_CHECKPOINT_BYTES: usize = 64 * 1024 * 1024;
+
 /// Writes and reads checkpoints.
 pub struct CheckpointStore {
     producer: FutureProducer,
@@ -73,10 +76,20 @@ pub struct CheckpointStore {
 
 impl CheckpointStore {
     /// Creates the state topic (compacted) when missing and connects.
-    pub async fn open(kafka: &KafkaConfig, topic: &str, producer: FutureProducer) -> Result<Self, CheckpointError> {
+    ///
+    /// Checkpoints get their own producer whose message size limit is
+    /// [`MAX_CHECKPOINT_BYTES`]: a partition's whole state is one record, and
+    /// the default 1 MB would cap a partition at a few dozen model versions.
+    /// On Kafka and Redpanda the state topic needs `max.message.bytes` at
+    /// least as large (docs/decisions/0003-checkpoint-size.md).
+    pub async fn open(kafka: &KafkaConfig, topic: &str) -> Result<Self, CheckpointError> {
         if kafka.create_topics {
             create_compacted(kafka, topic).await?;
         }
+        let limit = MAX_CHECKPOINT_BYTES.to_string();
+        let producer = kafka
+            .producer_with(&[("message.max.bytes", limit.as_str())])
+            .map_err(|e| CheckpointError::Setup(e.to_string()))?;
         let loader: BaseConsumer = kafka
             .client_config()
             .set("group.id", "mlwatch-analyzer-state-loader")

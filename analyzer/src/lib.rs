@@ -297,7 +297,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .ensure_topics(&[&topics.inference, &topics.labels, &topics.alerts, &topics.deadletter])
         .await?;
     let producer = config.kafka.producer()?;
-    let store = CheckpointStore::open(&config.kafka, &a.state_topic, producer.clone())
+    let store = CheckpointStore::open(&config.kafka, &a.state_topic)
         .await
         .map_err(|e| Error::Task("state topic", e.to_string()))?;
     let core = consumer::shared(Engine::new(a.engine.clone(), config.rules.clone(), a.eval_interval_ms));

@@ -149,7 +149,16 @@ impl KafkaConfig {
 
     /// An idempotent, `acks=all`, lz4-compressed, batching producer.
     pub fn producer(&self) -> Result<FutureProducer, KafkaSetupError> {
+        self.producer_with(&[])
+    }
+
+    /// The same producer with extra librdkafka settings (applied after
+    /// mlwatch's, before the pass-through ones).
+    pub fn producer_with(&self, extra: &[(&str, &str)]) -> Result<FutureProducer, KafkaSetupError> {
         let mut cfg = self.client_config();
+        for (k, v) in extra {
+            cfg.set(*k, *v);
+        }
         cfg.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("compression.type", "lz4")
