@@ -10,7 +10,8 @@
 //!
 //! The accuracy API shows exactly the joined counts; `fraud` fires
 //! `AccuracyDecay` (configured baseline 0.90) on the alerts topic, `churn`
-//! fires nothing.
+//! fires nothing. The analyzer restarts between the on-time labels and the
+//! duplicates and late ones: the counts stay exact.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -107,12 +108,15 @@ async fn delayed_labels_join_exactly_and_decay_fires_only_on_the_drop() {
             .baselines
             .insert(model.into(), [("accuracy".to_string(), 0.90)].into_iter().collect());
     }
-    let analyzer = mlwatch_analyzer::start(c, shutdown.clone()).await.expect("analyzer");
+    let first_stop = CancellationToken::new();
+    let analyzer = mlwatch_analyzer::start(c.clone(), first_stop.clone())
+        .await
+        .expect("analyzer");
 
     let client = reqwest::Client::new();
     let inferences = format!("http://{}/v1/inferences", collector.http_addr);
     let labels = format!("http://{}/v1/labels", collector.http_addr);
-    let api = format!("http://{}", analyzer.admin_addr);
+    let first_api = format!("http://{}", analyzer.admin_addr);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
 
     // churn: ten labels arrive before their predictions.
@@ -139,6 +143,32 @@ async fn delayed_labels_join_exactly_and_decay_fires_only_on_the_drop() {
         block.shuffle(&mut rng);
     }
     post(&client, &labels, &on_time).await;
+    // Everything so far is joined; then the analyzer restarts (checkpoint
+    // and join store on disk) and the rest arrives at the new instance.
+    within(120, "on-time labels joined before the restart", async {
+        loop {
+            let mut done = true;
+            for (model, want) in [("fraud", 560), ("churn", 600)] {
+                let v = get(&client, &format!("{first_api}/v1/models/{model}/accuracy?window=1h")).await;
+                let labelled = v["series"]
+                    .as_array()
+                    .and_then(|s| s.iter().find(|s| s["segment"] == "").map(|s| s["labelled"].clone()));
+                done &= labelled == Some(json!(want));
+            }
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    first_stop.cancel();
+    analyzer.task.await.unwrap().unwrap();
+    let analyzer = mlwatch_analyzer::start(c, shutdown.clone())
+        .await
+        .expect("analyzer restarts");
+    let api = format!("http://{}", analyzer.admin_addr);
+
     // Duplicates of 20 fraud labels, then 20 fraud labels beyond the lag;
     // fraud 580..599 never get one.
     let dups: Vec<Value> = (0..20).map(|i| label("fraud", i, 45_000)).collect();
