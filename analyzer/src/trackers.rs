@@ -539,3 +539,118 @@ impl AccuracyPart {
         Ok(self.tracker.evaluate(at))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mlwatch_proto::v1::{FeatureValue, Prediction, feature_value};
+
+    use super::*;
+    use crate::drift::{BuildOptions, ProfileBuilder, Value};
+
+    const T0: i64 = 1_795_000_000_000;
+
+    fn trackers(dir: &std::path::Path) -> Trackers {
+        let mut config = AccuracyConfig::default();
+        config.join.dir = dir.join("join");
+        let drift = DriftSection {
+            profile_dir: dir.join("profiles"),
+            window_secs: 10,
+            ..DriftSection::default()
+        };
+        Trackers::new(config, "grp/1", "inf", "lab", 1000, drift)
+    }
+
+    fn prediction(i: i64) -> InferenceEvent {
+        InferenceEvent {
+            event_id: format!("e{i}"),
+            model: "fraud".into(),
+            model_version: "v1".into(),
+            timestamp_ms: T0 + i * 100,
+            status: InferenceStatus::Ok as i32,
+            prediction: Some(Prediction {
+                score: Some(if i % 3 == 0 { 0.2 } else { 0.8 }),
+                ..Default::default()
+            }),
+            features: [(
+                "amount".to_string(),
+                FeatureValue {
+                    kind: Some(feature_value::Kind::Number((i % 50) as f64)),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn label(i: i64) -> LabelEvent {
+        LabelEvent {
+            event_id: format!("e{i}"),
+            model: "fraud".into(),
+            timestamp_ms: T0 + i * 100 + 60_000,
+            label: Some("1".into()),
+            ..Default::default()
+        }
+    }
+
+    fn labelled(t: &Trackers) -> (u64, u64) {
+        let (tracker, _, clock) = t.accuracy_parts().next().unwrap();
+        let w = &tracker.window_metrics(Some("fraud"), 3600, clock)[0];
+        (w.series.predictions, w.series.labelled)
+    }
+
+    #[test]
+    fn restore_from_checkpoint_replays_the_journal_and_skips_redeliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = trackers(dir.path());
+        for i in 0..100 {
+            t.on_inference(0, i, &prediction(i)).unwrap();
+        }
+        for i in 0..60 {
+            t.on_label(0, i, &label(i)).unwrap();
+        }
+        let cp = t.checkpoint(0).unwrap();
+        // Applied to the store after the checkpoint, then a crash.
+        for i in 60..80 {
+            t.on_label(0, i, &label(i)).unwrap();
+        }
+        assert_eq!(labelled(&t), (100, 80));
+        drop(t);
+
+        let mut t = trackers(dir.path());
+        t.restore(0, Some(cp)).unwrap();
+        assert_eq!(labelled(&t), (100, 80));
+        // Redelivered messages change nothing.
+        for i in 70..80 {
+            t.on_label(0, i, &label(i)).unwrap();
+        }
+        t.on_inference(0, 5, &prediction(5)).unwrap();
+        assert_eq!(labelled(&t), (100, 80));
+        let (_, counts, _) = t.accuracy_parts().next().unwrap();
+        assert_eq!(
+            (counts.joined, counts.duplicate_labels, counts.predictions),
+            (80, 0, 100)
+        );
+    }
+
+    #[test]
+    fn drift_monitors_checkpoint_and_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = trackers(dir.path());
+        let mut b = ProfileBuilder::new(BuildOptions::new("fraud", 1)).unwrap();
+        for i in 0..500 {
+            b.start_row();
+            b.add_feature("amount", Value::Number((i % 50) as f64));
+        }
+        assert_eq!(t.put_profile(b.finish().unwrap()).unwrap(), 1);
+        for i in 0..150 {
+            t.observe_drift(0, &prediction(i)).unwrap();
+        }
+        let cp = t.drift_checkpoint(0);
+        assert_eq!(cp.len(), 1);
+        let mut restored = trackers(dir.path());
+        restored.restore_drift(0, cp.clone());
+        assert_eq!(restored.drift_checkpoint(0)[0].state, cp[0].state);
+        assert_eq!(restored.drift_report("fraud").map(|(v, _)| v), Some(1));
+    }
+}
