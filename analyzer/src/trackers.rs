@@ -653,4 +653,22 @@ mod tests {
         assert_eq!(restored.drift_checkpoint(0)[0].state, cp[0].state);
         assert_eq!(restored.drift_report("fraud").map(|(v, _)| v), Some(1));
     }
+
+    #[test]
+    fn a_requested_capture_becomes_the_active_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = trackers(dir.path());
+        t.request_capture("fraud", 200).unwrap();
+        for i in 0..199 {
+            t.observe_drift(0, &prediction(i)).unwrap();
+        }
+        assert!(t.active_profile("fraud").unwrap().is_none());
+        t.observe_drift(0, &prediction(199)).unwrap();
+        let p = t.active_profile("fraud").unwrap().unwrap();
+        assert_eq!((p.version, p.rows), (1, 200));
+        assert!(p.features.contains_key("amount") && p.predictions.contains_key("score"));
+        // Durable: another store reads it back.
+        let mut again = trackers(dir.path());
+        assert_eq!(again.active_profile("fraud").unwrap().unwrap().rows, 200);
+    }
 }
