@@ -187,6 +187,11 @@ impl Trackers {
         }
         let mut join = self.config.join.clone();
         join.dir = self.join_dir.clone();
+        if checkpoint.is_none() && !JoinStore::path_for(&join, p).exists() {
+            // Nothing to restore: the store is created by the first
+            // prediction or label (partitions without any make no file).
+            return Ok(());
+        }
         let store = JoinStore::open(&join, p)?;
         let cp = checkpoint.unwrap_or_default();
         let mut tracker = AccuracyTracker::from_state(self.config.clone(), cp.tracker);
@@ -397,7 +402,7 @@ impl Trackers {
 
     fn part(&mut self, p: i32) -> Result<&mut AccuracyPart, Error> {
         if !self.accuracy.contains_key(&p) {
-            self.restore(p, None)?;
+            self.restore(p, Some(AccuracyCheckpoint::default()))?;
         }
         self.accuracy
             .get_mut(&p)
@@ -451,7 +456,9 @@ impl Trackers {
             return Ok(Vec::new());
         }
         let interval = self.eval_interval_ms;
-        let part = self.part(p)?;
+        let Some(part) = self.accuracy.get_mut(&p) else {
+            return Ok(Vec::new());
+        };
         if part.next_eval_ms == 0 && part.clock_ms == 0 {
             return Ok(Vec::new());
         }
