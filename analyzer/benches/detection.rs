@@ -90,6 +90,7 @@ async fn main() {
     config.log.filter = "warn".into();
     config.analyzer.group_id = format!("analyzer-{suffix}");
     config.analyzer.state_topic = format!("mlwatch.analyzer.state.v1.{suffix}");
+    config.accuracy.join.dir = std::env::temp_dir().join(format!("mlwatch-join-{suffix}"));
     let analyzer = mlwatch_analyzer::start(config, shutdown.clone())
         .await
         .expect("analyzer");

@@ -55,6 +55,12 @@ pub struct Checkpoint {
     pub partition: i32,
     pub written_at_ms: i64,
     pub state: PartitionState,
+    /// The partition's accuracy tracker (absent when accuracy is off).
+    #[serde(default)]
+    pub accuracy: Option<crate::trackers::AccuracyCheckpoint>,
+    /// The partition's drift monitors, by model.
+    #[serde(default)]
+    pub drift: Vec<crate::trackers::DriftCheckpoint>,
 }
 
 /// The record key of a source partition's checkpoint.

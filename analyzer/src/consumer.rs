@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use mlwatch_common::kafka::{DeadLetter, KafkaConfig};
 use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_proto::v1::{Alert, AlertStatus, InferenceEvent};
+use mlwatch_proto::v1::{Alert, AlertStatus, InferenceEvent, LabelEvent};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -34,20 +34,32 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use crate::Metrics;
 use crate::checkpoint::{self, Checkpoint, CheckpointStore};
 use crate::engine::{Engine, Observed};
+use crate::trackers::Trackers;
 
 /// The engine and the alerts it produced that are not yet acknowledged.
 pub struct Core {
     pub engine: Engine,
+    /// Accuracy (and drift) trackers of the owned partitions.
+    pub trackers: Trackers,
     outbox: Vec<(i32, Alert)>,
 }
 
 pub type Shared = Arc<Mutex<Core>>;
 
-pub fn shared(engine: Engine) -> Shared {
+pub fn shared(engine: Engine, trackers: Trackers) -> Shared {
     Arc::new(Mutex::new(Core {
         engine,
+        trackers,
         outbox: Vec::new(),
     }))
+}
+
+/// An encoded checkpoint and the positions it reflects.
+struct Snapshot {
+    bytes: Vec<u8>,
+    next_offset: i64,
+    label_next_offset: i64,
+    journal_seq: Option<u64>,
 }
 
 pub fn lock(core: &Shared) -> MutexGuard<'_, Core> {
@@ -60,6 +72,9 @@ pub struct Owner {
     pub store: Arc<CheckpointStore>,
     pub group: String,
     pub topic: String,
+    /// The labels topic, consumed in the same group; its partition p is
+    /// part of source partition p's state.
+    pub labels_topic: String,
     pub metrics: Metrics,
     /// Partitions assigned by the last rebalance, to be loaded by the loop.
     assigned: Mutex<Vec<i32>>,
@@ -69,12 +84,20 @@ pub struct Owner {
 }
 
 impl Owner {
-    pub fn new(core: Shared, store: Arc<CheckpointStore>, group: String, topic: String, metrics: Metrics) -> Self {
+    pub fn new(
+        core: Shared,
+        store: Arc<CheckpointStore>,
+        group: String,
+        topic: String,
+        labels_topic: String,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             core,
             store,
             group,
             topic,
+            labels_topic,
             metrics,
             assigned: Mutex::new(Vec::new()),
             assignment: Mutex::new(BTreeSet::new()),
@@ -83,26 +106,36 @@ impl Owner {
 
     /// The encoded checkpoint of `partition` and its next offset, unless
     /// it has alerts not yet acknowledged or nothing to save.
-    fn snapshot(&self, partition: i32) -> Option<(Vec<u8>, i64)> {
-        let core = lock(&self.core);
+    fn snapshot(&self, partition: i32) -> Option<Snapshot> {
+        let mut core = lock(&self.core);
         if core.outbox.iter().any(|(p, _)| *p == partition) {
             return None;
         }
-        let state = core.engine.partition(partition)?;
-        if state.next_offset == 0 {
+        let state = core.engine.partition(partition)?.clone();
+        if state.next_offset == 0 && state.label_next_offset == 0 {
             return None;
         }
+        let accuracy = core.trackers.checkpoint(partition);
+        let journal_seq = accuracy.as_ref().map(|a| a.tracker.journal_seq);
+        let drift = core.trackers.drift_checkpoint(partition);
         let checkpoint = Checkpoint {
             format: checkpoint::FORMAT_VERSION,
             group: self.group.clone(),
             topic: self.topic.clone(),
             partition,
             written_at_ms: mlwatch_common::now_ms(),
-            state: state.clone(),
+            state,
+            accuracy,
+            drift,
         };
         drop(core);
         match CheckpointStore::encode(&checkpoint) {
-            Ok(bytes) => Some((bytes, checkpoint.state.next_offset)),
+            Ok(bytes) => Some(Snapshot {
+                bytes,
+                next_offset: checkpoint.state.next_offset,
+                label_next_offset: checkpoint.state.label_next_offset,
+                journal_seq,
+            }),
             Err(error) => {
                 tracing::error!(%error, partition, "cannot encode checkpoint");
                 None
@@ -114,10 +147,22 @@ impl Owner {
         checkpoint::key(&self.group, &self.topic, partition)
     }
 
-    fn offsets(&self, partition: i32, next_offset: i64) -> KafkaResult<TopicPartitionList> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(next_offset))?;
-        Ok(tpl)
+    /// Adds the positions a checkpoint reflects (both topics) to `tpl`.
+    fn add_offsets(&self, tpl: &mut TopicPartitionList, partition: i32, snap: &Snapshot) -> KafkaResult<()> {
+        if snap.next_offset > 0 {
+            tpl.add_partition_offset(&self.topic, partition, Offset::Offset(snap.next_offset))?;
+        }
+        if snap.label_next_offset > 0 {
+            tpl.add_partition_offset(&self.labels_topic, partition, Offset::Offset(snap.label_next_offset))?;
+        }
+        Ok(())
+    }
+
+    /// After partition `p`'s checkpoint was acknowledged.
+    fn checkpointed(&self, partition: i32, snap: &Snapshot) {
+        if let Some(seq) = snap.journal_seq {
+            lock(&self.core).trackers.checkpointed(partition, seq);
+        }
     }
 
     fn is_assigned(&self, partition: i32) -> bool {
@@ -136,13 +181,15 @@ impl Owner {
             }
         }
         for &p in partitions {
-            if let Some((bytes, next)) = self.snapshot(p) {
-                match self.store.save_blocking(&self.key(p), p, &bytes) {
+            if let Some(snap) = self.snapshot(p) {
+                match self.store.save_blocking(&self.key(p), p, &snap.bytes) {
                     Ok(()) => {
                         self.metrics.checkpoints.with_label_values(&["ok"]).inc();
+                        self.checkpointed(p, &snap);
+                        let mut tpl = TopicPartitionList::new();
                         if let Err(error) = self
-                            .offsets(p, next)
-                            .and_then(|t| consumer.commit(&t, CommitMode::Sync))
+                            .add_offsets(&mut tpl, p, &snap)
+                            .and_then(|()| consumer.commit(&tpl, CommitMode::Sync))
                         {
                             tracing::warn!(%error, partition = p, "commit on revoke failed");
                         }
@@ -155,6 +202,7 @@ impl Owner {
             }
             let mut core = lock(&self.core);
             core.engine.remove_partition(p);
+            core.trackers.remove(p);
             core.outbox.retain(|(q, _)| *q != p);
         }
         tracing::info!(?partitions, "partitions revoked");
@@ -211,7 +259,11 @@ pub fn consumer(kafka: &KafkaConfig, group: &str, owner: Arc<Owner>) -> KafkaRes
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Partition p of the inference and labels topics must go to the
+        // same instance (one state covers both): range assignment does that
+        // for topics with equal partition counts.
+        .set("partition.assignment.strategy", "range");
     for (k, v) in &kafka.client {
         cfg.set(k, v);
     }
@@ -229,6 +281,8 @@ pub struct LoopConfig {
     pub produce_timeout: Duration,
 }
 
+type Position = (i64, i64, i64, Option<i64>);
+
 /// The consume loop; returns at shutdown after a final checkpoint.
 pub struct Loop {
     pub owner: Arc<Owner>,
@@ -236,8 +290,9 @@ pub struct Loop {
     pub producer: FutureProducer,
     pub dead_letter: DeadLetter,
     pub config: LoopConfig,
-    /// `(next offset, clock)` of each partition's last checkpoint.
-    saved: HashMap<i32, (i64, i64)>,
+    /// `(next offset, next label offset, clock, accuracy clock)` of each
+    /// partition's last checkpoint.
+    saved: HashMap<i32, Position>,
     last_message: HashMap<i32, Instant>,
 }
 
@@ -286,7 +341,10 @@ impl Loop {
                     last_tick = Instant::now();
                     self.advance_idle(elapsed);
                     self.publish(&shutdown).await;
-                    crate::export(&self.owner.metrics, &lock(&self.owner.core).engine);
+                    let core = lock(&self.owner.core);
+                    crate::export(&self.owner.metrics, &core.engine);
+                    core.trackers.export(&mut self.owner.metrics.accuracy.lock().unwrap_or_else(|p| p.into_inner()));
+                    core.trackers.export_drift(&self.owner.metrics.drift_score, &self.owner.metrics.quality_score);
                 }
                 _ = checkpoint.tick() => self.checkpoint_all(false).await,
             }
@@ -297,6 +355,7 @@ impl Loop {
         let mut core = lock(&self.owner.core);
         for p in owned {
             core.engine.remove_partition(p);
+            core.trackers.remove(p);
         }
     }
 
@@ -328,19 +387,37 @@ impl Loop {
             match result {
                 Ok(Ok(mut found)) => {
                     let mut core = lock(&self.owner.core);
+                    let mut failed = None;
                     for (p, _) in &missing {
-                        let state = found.remove(p).map(|c| c.state).unwrap_or_default();
+                        let (state, accuracy, drift) = found
+                            .remove(p)
+                            .map(|c| (c.state, c.accuracy, c.drift))
+                            .unwrap_or_default();
+                        core.trackers.restore_drift(*p, drift);
+                        if let Err(error) = core.trackers.restore(*p, accuracy) {
+                            failed = Some(error);
+                            break;
+                        }
                         tracing::info!(
                             partition = p,
                             next_offset = state.next_offset,
                             events = state.events,
                             "partition state restored"
                         );
-                        self.saved.insert(*p, (state.next_offset, state.clock_ms));
+                        let position = (
+                            state.next_offset,
+                            state.label_next_offset,
+                            state.clock_ms,
+                            core.trackers.clock_ms(*p),
+                        );
+                        self.saved.insert(*p, position);
                         self.last_message.insert(*p, Instant::now());
                         core.engine.insert_partition(*p, state);
                     }
-                    return;
+                    match failed {
+                        None => return,
+                        Some(error) => tracing::warn!(%error, "cannot open the join store, retrying"),
+                    }
                 }
                 Ok(Err(error)) => tracing::warn!(%error, "cannot load checkpoints, retrying"),
                 Err(error) => tracing::warn!(%error, "checkpoint loader failed, retrying"),
@@ -370,27 +447,87 @@ impl Loop {
             }
         }
         self.last_message.insert(p, Instant::now());
-        let poison = {
-            let mut core = lock(&self.owner.core);
-            if core.engine.is_applied(p, m.offset()) {
-                self.owner.metrics.duplicates.inc();
-                return;
-            }
-            match decode(m.payload()) {
-                Ok(event) => {
-                    if let Observed::Applied(alerts) = core.engine.observe(p, m.offset(), &event) {
-                        core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
-                    }
-                    self.owner.metrics.events.with_label_values(&["inference"]).inc();
-                    None
+        let is_label = m.topic() == self.owner.labels_topic;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = {
+                let mut core = lock(&self.owner.core);
+                let core = &mut *core;
+                if is_label {
+                    self.apply_label(core, m)
+                } else {
+                    self.apply_inference(core, m)
                 }
-                Err(reason) => Some(reason),
+            };
+            match result {
+                Ok(Some(None)) => return self.publish(shutdown).await,
+                Ok(Some(Some(reason))) => return self.dead_letter(m, &reason, shutdown).await,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(%error, partition = p, offset = m.offset(), "cannot apply message, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
             }
-        };
-        match poison {
-            None => self.publish(shutdown).await,
-            Some(reason) => self.dead_letter(m, &reason, shutdown).await,
         }
+    }
+
+    /// Applies an inference message: `None` when already applied, else
+    /// `Some(poison reason)`; an error when the join store failed (the
+    /// latency engine then has it, the store not: a retry completes it).
+    fn apply_inference(&self, core: &mut Core, m: &OwnedMessage) -> Result<Option<Option<String>>, crate::Error> {
+        let p = m.partition();
+        let event = match decode(m.payload()) {
+            Ok(event) => event,
+            Err(_) if core.engine.is_applied(p, m.offset()) => {
+                self.owner.metrics.duplicates.inc();
+                return Ok(None);
+            }
+            Err(reason) => return Ok(Some(Some(reason))),
+        };
+        let fresh = match core.engine.observe(p, m.offset(), &event) {
+            Observed::Applied(alerts) => {
+                core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
+                // Drift state is checkpointed with the engine's offset, so
+                // it sees exactly the events the engine applies.
+                match core.trackers.observe_drift(p, &event) {
+                    Ok(alerts) => core.outbox.extend(alerts.into_iter().map(|a| (p, a))),
+                    Err(error) => tracing::warn!(%error, partition = p, "drift monitor skipped an event"),
+                }
+                self.owner.metrics.events.with_label_values(&["inference"]).inc();
+                true
+            }
+            Observed::Duplicate => false,
+        };
+        let alerts = core.trackers.on_inference(p, m.offset(), &event)?;
+        core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
+        if fresh {
+            Ok(Some(None))
+        } else {
+            self.owner.metrics.duplicates.inc();
+            Ok(None)
+        }
+    }
+
+    /// Applies a label message (same answers as [`Self::apply_inference`]).
+    fn apply_label(&self, core: &mut Core, m: &OwnedMessage) -> Result<Option<Option<String>>, crate::Error> {
+        let p = m.partition();
+        if core.engine.is_label_applied(p, m.offset()) {
+            self.owner.metrics.duplicates.inc();
+            return Ok(None);
+        }
+        let event = match decode_label(m.payload()) {
+            Ok(event) => event,
+            Err(reason) => return Ok(Some(Some(reason))),
+        };
+        let alerts = core.trackers.on_label(p, m.offset(), &event)?;
+        core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
+        core.engine.mark_label_applied(p, m.offset());
+        self.owner.metrics.events.with_label_values(&["label"]).inc();
+        Ok(Some(None))
     }
 
     /// Sends a poison message to the dead-letter topic (retrying until
@@ -411,7 +548,12 @@ impl Loop {
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        lock(&self.owner.core).engine.mark_applied(p, m.offset());
+        let mut core = lock(&self.owner.core);
+        if m.topic() == self.owner.labels_topic {
+            core.engine.mark_label_applied(p, m.offset());
+        } else {
+            core.engine.mark_applied(p, m.offset());
+        }
     }
 
     /// Moves the clocks of partitions without messages for `idle_after`.
@@ -421,10 +563,19 @@ impl Loop {
         };
         let mut core = lock(&self.owner.core);
         let owned: Vec<(i32, i64)> = core.engine.partitions().map(|(p, s)| (p, s.clock_ms)).collect();
+        let step = elapsed.as_millis() as i64;
         for (p, clock) in owned {
             if self.last_message.get(&p).is_some_and(|t| t.elapsed() >= idle_after) {
-                let alerts = core.engine.advance(p, clock + elapsed.as_millis() as i64);
+                let alerts = core.engine.advance(p, clock + step);
                 core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
+                let alerts = core.trackers.advance_drift(p, clock + step);
+                core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
+                if let Some(acc_clock) = core.trackers.clock_ms(p) {
+                    match core.trackers.advance(p, acc_clock + step) {
+                        Ok(alerts) => core.outbox.extend(alerts.into_iter().map(|a| (p, a))),
+                        Err(error) => tracing::warn!(%error, partition = p, "accuracy evaluation failed"),
+                    }
+                }
             }
         }
     }
@@ -479,24 +630,37 @@ impl Loop {
     /// Checkpoints every owned partition that changed since its last
     /// checkpoint (all of them when `all`), then commits their offsets.
     async fn checkpoint_all(&mut self, all: bool) {
-        let owned: Vec<(i32, i64, i64)> = lock(&self.owner.core)
-            .engine
-            .partitions()
-            .map(|(p, s)| (p, s.next_offset, s.clock_ms))
-            .collect();
+        let owned: Vec<(i32, Position)> = {
+            let core = lock(&self.owner.core);
+            core.engine
+                .partitions()
+                .map(|(p, s)| {
+                    (
+                        p,
+                        (
+                            s.next_offset,
+                            s.label_next_offset,
+                            s.clock_ms,
+                            core.trackers.clock_ms(p),
+                        ),
+                    )
+                })
+                .collect()
+        };
         let mut commit = TopicPartitionList::new();
-        for (p, next, clock) in owned {
-            if !all && self.saved.get(&p) == Some(&(next, clock)) {
+        for (p, position) in owned {
+            if !all && self.saved.get(&p) == Some(&position) {
                 continue;
             }
-            let Some((bytes, next)) = self.owner.snapshot(p) else {
+            let Some(snap) = self.owner.snapshot(p) else {
                 continue;
             };
-            match self.owner.store.save(&self.owner.key(p), p, &bytes).await {
+            match self.owner.store.save(&self.owner.key(p), p, &snap.bytes).await {
                 Ok(()) => {
                     self.owner.metrics.checkpoints.with_label_values(&["ok"]).inc();
-                    self.saved.insert(p, (next, clock));
-                    if let Err(error) = commit.add_partition_offset(&self.owner.topic, p, Offset::Offset(next)) {
+                    self.owner.checkpointed(p, &snap);
+                    self.saved.insert(p, position);
+                    if let Err(error) = self.owner.add_offsets(&mut commit, p, &snap) {
                         tracing::warn!(%error, "cannot list offset to commit");
                     }
                 }
@@ -512,6 +676,19 @@ impl Loop {
             tracing::warn!(%error, "offset commit failed; the checkpoint is ahead, duplicates will be skipped");
         }
     }
+}
+
+/// Decodes a label event; the reason when it is poison.
+pub fn decode_label(payload: Option<&[u8]>) -> Result<LabelEvent, String> {
+    let payload = payload.ok_or("empty payload")?;
+    let event = LabelEvent::decode(payload).map_err(|e| format!("undecodable protobuf: {e}"))?;
+    if event.model.is_empty() {
+        return Err("label event without a model".into());
+    }
+    if event.event_id.is_empty() {
+        return Err(format!("label event of model {:?} without an event_id", event.model));
+    }
+    Ok(event)
 }
 
 /// Decodes an inference event; the reason when it is poison.

@@ -127,6 +127,11 @@ pub struct PartitionState {
     pub next_eval_ms: i64,
     /// Events applied.
     pub events: u64,
+    /// Offset of the next message of the same partition of the labels
+    /// topic to apply (labels feed the accuracy trackers; the checkpoint
+    /// records both topics' positions).
+    #[serde(default)]
+    pub label_next_offset: i64,
     #[serde(with = "pairs")]
     series: BTreeMap<SeriesKey, Series>,
 }
@@ -709,6 +714,19 @@ impl Engine {
     pub fn mark_applied(&mut self, partition: i32, offset: i64) {
         let state = self.partitions.entry(partition).or_default();
         state.next_offset = state.next_offset.max(offset + 1);
+    }
+
+    /// Whether the label message at `offset` of `partition` is already applied.
+    pub fn is_label_applied(&self, partition: i32, offset: i64) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|s| offset < s.label_next_offset)
+    }
+
+    /// Records that the label message at `offset` was handled.
+    pub fn mark_label_applied(&mut self, partition: i32, offset: i64) {
+        let state = self.partitions.entry(partition).or_default();
+        state.label_next_offset = state.label_next_offset.max(offset + 1);
     }
 
     /// Applies the event at `offset` of `partition` (an empty state is

@@ -23,8 +23,10 @@ pub mod consumer;
 pub mod detectors;
 pub mod drift;
 pub mod engine;
+pub mod profiles;
 pub mod rules;
 pub mod sketch;
+pub mod trackers;
 pub mod window;
 
 use std::collections::HashMap;
@@ -48,11 +50,14 @@ use rdkafka::consumer::Consumer;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use crate::accuracy::export::AccuracyMetrics;
+use crate::accuracy::tracker::AccuracyConfig;
 use crate::checkpoint::CheckpointStore;
 use crate::consumer::{LoopConfig, Shared};
 use crate::engine::{Engine, EngineConfig, RulesConfig};
+use crate::trackers::{DriftSection, Trackers};
 
-pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "analyzer", "rules"];
+pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "analyzer", "rules", "accuracy", "drift"];
 
 /// The analyzer's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +73,12 @@ pub struct Config {
     pub analyzer: AnalyzerConfig,
     #[serde(default)]
     pub rules: RulesConfig,
+    /// Label join, accuracy metrics and decay (docs/accuracy.md).
+    #[serde(default)]
+    pub accuracy: AccuracyConfig,
+    /// Drift and data quality against reference profiles (docs/drift.md).
+    #[serde(default)]
+    pub drift: DriftSection,
 }
 
 fn default_admin() -> AdminConfig {
@@ -82,6 +93,8 @@ impl Default for Config {
             log: LogConfig::default(),
             analyzer: AnalyzerConfig::default(),
             rules: RulesConfig::default(),
+            accuracy: AccuracyConfig::default(),
+            drift: DriftSection::default(),
         }
     }
 }
@@ -150,6 +163,10 @@ pub struct Metrics {
     pub(crate) poison: IntCounter,
     pub(crate) duplicates: IntCounter,
     pub(crate) checkpoints: IntCounterVec,
+    /// `ml_model_accuracy` and the label join's metrics.
+    pub(crate) accuracy: Arc<std::sync::Mutex<AccuracyMetrics>>,
+    pub(crate) drift_score: GaugeVec,
+    pub(crate) quality_score: GaugeVec,
 }
 
 impl Metrics {
@@ -208,7 +225,24 @@ impl Metrics {
                 Opts::new("mlwatch_analyzer_checkpoints_total", "Partition checkpoints written"),
                 &["result"],
             )?,
+            accuracy: Arc::new(std::sync::Mutex::new(AccuracyMetrics::register(r)?)),
+            drift_score: GaugeVec::new(
+                Opts::new(
+                    "ml_feature_drift_score",
+                    "PSI of each feature (and prediction output) in the last evaluated drift window against the reference profile",
+                ),
+                &["model_name", "feature_name"],
+            )?,
+            quality_score: GaugeVec::new(
+                Opts::new(
+                    "ml_data_quality_score",
+                    "Data-quality score per check in the last evaluated window (1 = clean)",
+                ),
+                &["model_name", "quality_check"],
+            )?,
         };
+        r.register(Box::new(m.drift_score.clone()))?;
+        r.register(Box::new(m.quality_score.clone()))?;
         r.register(Box::new(m.latency.clone()))?;
         r.register(Box::new(m.throughput.clone()))?;
         r.register(Box::new(m.error_rate.clone()))?;
@@ -292,6 +326,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
     let a = &config.analyzer;
+    config.accuracy.validate()?;
+    config.drift.validate()?;
     config
         .kafka
         .ensure_topics(&[&topics.inference, &topics.labels, &topics.alerts, &topics.deadletter])
@@ -300,16 +336,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let store = CheckpointStore::open(&config.kafka, &a.state_topic)
         .await
         .map_err(|e| Error::Task("state topic", e.to_string()))?;
-    let core = consumer::shared(Engine::new(a.engine.clone(), config.rules.clone(), a.eval_interval_ms));
+    let trackers = Trackers::new(
+        config.accuracy.clone(),
+        &a.group_id,
+        &topics.inference,
+        &topics.labels,
+        a.eval_interval_ms,
+        config.drift.clone(),
+    );
+    let core = consumer::shared(
+        Engine::new(a.engine.clone(), config.rules.clone(), a.eval_interval_ms),
+        trackers,
+    );
     let owner = Arc::new(consumer::Owner::new(
         core.clone(),
         Arc::new(store),
         a.group_id.clone(),
         topics.inference.clone(),
+        topics.labels.clone(),
         metrics.clone(),
     ));
     let kafka_consumer = consumer::consumer(&config.kafka, &a.group_id, owner.clone())?;
-    kafka_consumer.subscribe(&[&topics.inference])?;
+    kafka_consumer.subscribe(&[&topics.inference, &topics.labels])?;
 
     let app = admin::router(registry.clone(), ready.clone()).merge(api(core));
     let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
@@ -347,7 +395,194 @@ fn api(core: Shared) -> Router {
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{model}/latency", get(model_latency))
+        .route("/v1/models/{model}/accuracy", get(model_accuracy))
+        .route("/v1/models/{model}/decay", get(model_decay))
+        .route("/v1/models/{model}/accuracy/report", get(model_decay))
+        .route("/v1/models/{model}/accuracy/join", get(model_join))
+        .route("/v1/models/{model}/drift", get(model_drift))
+        .route("/v1/models/{model}/profile", get(get_profile).put(put_profile))
+        .route(
+            "/v1/models/{model}/profile/capture",
+            axum::routing::post(capture_profile),
+        )
         .with_state(core)
+}
+
+fn not_found(message: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+/// `GET /v1/models/{model}/accuracy?window=1h`: realised metrics and the
+/// CBPE estimate per version and segment, coverage and label lag, each as
+/// of its partition's accuracy clock.
+async fn model_accuracy(
+    State(core): State<Shared>,
+    Path(model): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let core = consumer::lock(&core);
+    let config = core.trackers.accuracy_config();
+    if !config.enabled {
+        return not_found("accuracy: disabled in [accuracy]".into());
+    }
+    let default = engine::window_name(config.decay_window_secs);
+    let window = q.get("window").cloned().unwrap_or(default);
+    let Some(secs) = engine::parse_window(&window) else {
+        return bad_request(format!("window: cannot parse {window:?}; use e.g. 1h, 1d"));
+    };
+    if secs != config.decay_window_secs && !config.windows_secs.contains(&secs) {
+        return bad_request(format!(
+            "window: {window} is not served; served: {:?}",
+            config
+                .windows_secs
+                .iter()
+                .chain(std::iter::once(&config.decay_window_secs))
+                .map(|s| engine::window_name(*s))
+                .collect::<Vec<_>>()
+        ));
+    }
+    let series: Vec<_> = core
+        .trackers
+        .accuracy_parts()
+        .flat_map(|(t, _, clock)| t.window_metrics(Some(&model), secs, clock))
+        .collect();
+    if series.is_empty() {
+        return not_found(format!("model: no predictions seen for {model:?} on this instance"));
+    }
+    axum::Json(serde_json::json!({"model": model, "window": engine::window_name(secs), "series": series}))
+        .into_response()
+}
+
+/// `GET /v1/models/{model}/drift`: per feature and prediction output the
+/// scores, decision state and quality, with the reference and current
+/// distributions on the same bins.
+async fn model_drift(State(core): State<Shared>, Path(model): Path<String>) -> Response {
+    let core = consumer::lock(&core);
+    match core.trackers.drift_report(&model) {
+        None => not_found(format!(
+            "model: no drift monitor for {model:?} on this instance (no active profile or no events)"
+        )),
+        Some((version, None)) => axum::Json(serde_json::json!({
+            "model": model, "profile_version": version, "report": null,
+            "status": "no window evaluated yet"
+        }))
+        .into_response(),
+        Some((version, Some(report))) => {
+            axum::Json(serde_json::json!({"model": model, "profile_version": version, "report": report}))
+                .into_response()
+        }
+    }
+}
+
+/// `PUT /v1/models/{model}/profile`: stores a profile (JSON from
+/// `mlwatch-profile build`) and makes it the model's active one.
+async fn put_profile(State(core): State<Shared>, Path(model): Path<String>, body: String) -> Response {
+    let profile = match crate::drift::Profile::from_json(&body) {
+        Ok(p) => p,
+        Err(e) => return bad_request(format!("profile: {e}")),
+    };
+    if profile.model != model {
+        return bad_request(format!(
+            "profile: model is {:?}, the path names {model:?}",
+            profile.model
+        ));
+    }
+    let mut core = consumer::lock(&core);
+    match core.trackers.put_profile(profile) {
+        Ok(version) => (
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({"model": model, "version": version, "active": true})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, model = %model, "cannot store profile");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_json::json!({"error": e.to_string()})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /v1/models/{model}/profile`: the active profile.
+async fn get_profile(State(core): State<Shared>, Path(model): Path<String>) -> Response {
+    let mut core = consumer::lock(&core);
+    match core.trackers.active_profile(&model) {
+        Ok(Some(p)) => axum::Json(p.clone()).into_response(),
+        Ok(None) => not_found(format!("model: no profile for {model:?}")),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /v1/models/{model}/profile/capture?events=N`: the model's next N
+/// events become its new active profile.
+async fn capture_profile(
+    State(core): State<Shared>,
+    Path(model): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let events = match q.get("events").map(|e| e.parse::<u64>()) {
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => return bad_request(format!("events: {:?} is not a positive integer", q["events"])),
+        None => return bad_request("events: required, e.g. ?events=10000".into()),
+    };
+    let mut core = consumer::lock(&core);
+    match core.trackers.request_capture(&model, events) {
+        Ok(()) => (
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"model": model, "capturing_events": events})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /v1/models/{model}/decay`: the decay report per version/segment.
+async fn model_decay(State(core): State<Shared>, Path(model): Path<String>) -> Response {
+    let core = consumer::lock(&core);
+    let reports: Vec<_> = core
+        .trackers
+        .accuracy_parts()
+        .flat_map(|(t, _, clock)| t.reports(&model, clock))
+        .collect();
+    if reports.is_empty() {
+        return not_found(format!("model: no predictions seen for {model:?} on this instance"));
+    }
+    axum::Json(serde_json::json!({"model": model, "reports": reports})).into_response()
+}
+
+/// `GET /v1/models/{model}/accuracy/join`: the join counts of the
+/// partition(s) holding the model (summed over owned partitions).
+async fn model_join(State(core): State<Shared>, Path(model): Path<String>) -> Response {
+    let core = consumer::lock(&core);
+    let mut total = crate::accuracy::join::JoinCounts::default();
+    let mut found = false;
+    for (t, counts, clock) in core.trackers.accuracy_parts() {
+        if !t
+            .window_metrics(Some(&model), t.config().decay_window_secs, clock)
+            .is_empty()
+        {
+            total.add(&counts);
+            found = true;
+        }
+    }
+    if !found {
+        return not_found(format!("model: no predictions seen for {model:?} on this instance"));
+    }
+    axum::Json(serde_json::json!({"model": model, "join": total})).into_response()
 }
 
 async fn list_models(State(core): State<Shared>) -> Response {
@@ -412,6 +647,8 @@ mod tests {
             serde_json::to_value(&c.rules).unwrap(),
             serde_json::to_value(&d.rules).unwrap()
         );
+        assert_eq!(c.accuracy, d.accuracy);
+        assert_eq!(c.drift, d.drift);
     }
 
     #[test]

@@ -80,7 +80,10 @@ group_id = "{group}"
 state_topic = "{state}"
 checkpoint_interval_secs = 1
 idle_advance_after_secs = 0
+[accuracy.join]
+dir = "{join}"
 "#,
+            join = self.dir.join("join").display(),
             bootstrap = self.kafka.bootstrap_servers,
             inference = t.inference,
             labels = t.labels,

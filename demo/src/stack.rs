@@ -96,6 +96,7 @@ impl Stack {
         analyzer.kafka = opts.kafka.clone();
         analyzer.admin = AdminConfig::on(loopback());
         analyzer.analyzer.group_id = format!("mlwatch-analyzer-{}", opts.group_suffix);
+        analyzer.accuracy.join.dir = std::env::temp_dir().join(format!("mlwatch-join-{}", opts.group_suffix));
         analyzer.analyzer.eval_interval_ms = opts.eval_interval_ms;
         analyzer.rules.p99_latency.window_secs = opts.p99_window_secs;
         analyzer.rules.p99_latency.resolve_for_secs = opts.resolve_for_secs;

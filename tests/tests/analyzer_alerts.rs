@@ -61,6 +61,7 @@ fn config(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> mlwatch_analy
     // Wall time must not move event time here: the run is pure replay.
     c.analyzer.idle_advance_after_secs = 0;
     c.analyzer.checkpoint_interval_secs = 1;
+    c.accuracy.join.dir = std::env::temp_dir().join(format!("mlwatch-join-{group}"));
     c.rules.p99_latency.window_secs = 30;
     c.rules.p99_latency.resolve_for_secs = 5;
     c.rules.error_rate.window_secs = 30;

@@ -26,6 +26,7 @@ async fn analyzer_dead_letters_poison_and_keeps_counting() {
     config.kafka = kafka.clone();
     config.admin = AdminConfig::on(loopback());
     config.analyzer.group_id = format!("analyzer-{suffix}");
+    config.accuracy.join.dir = std::env::temp_dir().join(format!("mlwatch-join-{suffix}"));
     let analyzer = mlwatch_analyzer::start(config, shutdown.clone())
         .await
         .expect("analyzer starts");
@@ -60,8 +61,39 @@ async fn analyzer_dead_letters_poison_and_keeps_counting() {
             .expect("produce");
     }
 
-    let dead = read_topic(&kafka, &kafka.topics.deadletter, 60, |ms| ms.len() >= 2).await;
-    assert_eq!(dead.len(), 2, "both poison messages dead-lettered");
+    // A label without an event id is poison too (on the labels topic).
+    let label = mlwatch_proto::v1::LabelEvent {
+        model: "fraud".into(),
+        label: Some("1".into()),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    producer
+        .send(
+            FutureRecord::to(&kafka.topics.labels).key("fraud").payload(&label),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("produce");
+
+    let dead = read_topic(&kafka, &kafka.topics.deadletter, 60, |ms| ms.len() >= 3).await;
+    assert_eq!(dead.len(), 3, "every poison message dead-lettered");
+    let label_dead = dead
+        .iter()
+        .find(|m| header(m, "mlwatch.source.topic").as_deref() == Some(kafka.topics.labels.as_str()))
+        .expect("the poison label is dead-lettered");
+    assert!(
+        header(label_dead, "mlwatch.reason")
+            .unwrap()
+            .contains("without an event_id"),
+        "{:?}",
+        header(label_dead, "mlwatch.reason")
+    );
+    let dead: Vec<_> = dead
+        .into_iter()
+        .filter(|m| header(m, "mlwatch.source.topic").as_deref() == Some(topic.as_str()))
+        .collect();
+    assert_eq!(dead.len(), 2, "both poison inferences dead-lettered");
     assert_eq!(dead[0].payload().unwrap(), garbage);
     assert!(
         header(&dead[0], "mlwatch.reason")

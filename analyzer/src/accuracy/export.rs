@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 
 use super::join::JoinCounts;
-use super::tracker::AccuracyTracker;
+use super::tracker::{AccuracyTracker, TrackerCounts};
 
 /// The accuracy metrics of one analyzer.
 #[derive(Clone)]
@@ -79,9 +79,21 @@ impl AccuracyMetrics {
         }
     }
 
-    /// Sets every gauge from the tracker and the summed join counts of the
-    /// partitions this instance owns.
+    /// Sets every gauge from one tracker and its join counts.
     pub fn export(&mut self, tracker: &AccuracyTracker, join: &JoinCounts, now_ms: i64) {
+        self.reset();
+        self.export_series(tracker, now_ms);
+        self.export_join(join, std::iter::once(tracker.counts()));
+    }
+
+    /// Clears the per-series gauges (before exporting every partition).
+    pub fn reset(&self) {
+        self.accuracy.reset();
+        self.lag.reset();
+    }
+
+    /// Sets the per-series gauges of one tracker as of `now_ms`.
+    pub fn export_series(&mut self, tracker: &AccuracyTracker, now_ms: i64) {
         for g in tracker.gauges(now_ms) {
             self.accuracy
                 .with_label_values(&[&g.model, &g.model_version, &g.metric_type])
@@ -100,6 +112,11 @@ impl AccuracyMetrics {
                 }
             }
         }
+    }
+
+    /// Sets the join's counters and gauges from the summed counts of the
+    /// owned partitions, and the trackers' unjoinable counters.
+    pub fn export_join(&mut self, join: &JoinCounts, trackers: impl IntoIterator<Item = TrackerCounts>) {
         let join_vec = self.join.clone();
         for (label, total) in [
             ("joined", join.joined),
@@ -117,10 +134,14 @@ impl AccuracyMetrics {
         self.pending
             .with_label_values(&["labels"])
             .set(join.waiting_labels as f64);
-        let c = tracker.counts();
+        let (mut mismatched, mut too_old) = (0, 0);
+        for c in trackers {
+            mismatched += c.mismatched as i64;
+            too_old += c.too_old as i64;
+        }
         let unjoinable = self.unjoinable.clone();
-        self.advance(&unjoinable, "mismatched", "unjoinable_mismatched", c.mismatched as i64);
-        self.advance(&unjoinable, "too_old", "unjoinable_too_old", c.too_old as i64);
+        self.advance(&unjoinable, "mismatched", "unjoinable_mismatched", mismatched);
+        self.advance(&unjoinable, "too_old", "unjoinable_too_old", too_old);
     }
 }
 

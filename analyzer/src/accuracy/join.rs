@@ -275,6 +275,14 @@ impl JoinCounts {
         ]
     }
 
+    /// Adds another store's totals (several owned partitions).
+    pub fn add(&mut self, other: &JoinCounts) {
+        let mut o = *other;
+        for (a, b) in self.fields().into_iter().zip(o.fields()) {
+            *a += *b;
+        }
+    }
+
     /// Every prediction and every label is accounted for exactly once.
     /// (A late label's prediction counts as expired.)
     pub fn balanced(&self) -> bool {
