@@ -44,6 +44,8 @@ async fn a_partition_with_hundreds_of_model_versions_checkpoints_and_restores() 
         partition: 0,
         written_at_ms: t0,
         state,
+        accuracy: None,
+        drift: Vec::new(),
     };
     let payload = CheckpointStore::encode(&checkpoint).unwrap();
     assert!(
