@@ -115,7 +115,13 @@ impl Owner {
         if state.next_offset == 0 && state.label_next_offset == 0 {
             return None;
         }
-        let accuracy = core.trackers.checkpoint(partition);
+        let accuracy = match core.trackers.checkpoint(partition) {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::error!(%error, partition, "join store not durable; checkpoint postponed");
+                return None;
+            }
+        };
         let journal_seq = accuracy.as_ref().map(|a| a.tracker.journal_seq);
         let drift = core.trackers.drift_checkpoint(partition);
         let checkpoint = Checkpoint {

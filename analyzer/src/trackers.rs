@@ -192,7 +192,10 @@ impl Trackers {
             // prediction or label (partitions without any make no file).
             return Ok(());
         }
-        let store = JoinStore::open(&join, p)?;
+        let mut store = JoinStore::open(&join, p)?;
+        // One fsync per checkpoint, not per message: `checkpoint` syncs the
+        // store before the tracker state is taken.
+        store.defer_durability(true);
         let cp = checkpoint.unwrap_or_default();
         let mut tracker = AccuracyTracker::from_state(self.config.clone(), cp.tracker);
         let counts = store.counts();
@@ -472,15 +475,20 @@ impl Trackers {
     }
 
     /// What goes into `p`'s checkpoint (records the covered offsets first).
-    pub fn checkpoint(&mut self, p: i32) -> Option<AccuracyCheckpoint> {
-        let part = self.accuracy.get_mut(&p)?;
+    /// The join store is made durable first, so it is never behind a
+    /// checkpoint; `Err` means no checkpoint may be written now.
+    pub fn checkpoint(&mut self, p: i32) -> Result<Option<AccuracyCheckpoint>, Error> {
+        let Some(part) = self.accuracy.get_mut(&p) else {
+            return Ok(None);
+        };
+        part.store.sync()?;
         let covered: Vec<(String, i64)> = part.applied.iter().map(|(k, v)| (k.clone(), *v)).collect();
         part.tracker.set_covered_offsets(covered);
-        Some(AccuracyCheckpoint {
+        Ok(Some(AccuracyCheckpoint {
             clock_ms: part.clock_ms,
             next_eval_ms: part.next_eval_ms,
             tracker: part.tracker.state().clone(),
-        })
+        }))
     }
 
     /// After a checkpoint holding journal sequence `seq` was acknowledged.
@@ -616,7 +624,7 @@ mod tests {
         for i in 0..60 {
             t.on_label(0, i, &label(i)).unwrap();
         }
-        let cp = t.checkpoint(0).unwrap();
+        let cp = t.checkpoint(0).unwrap().unwrap();
         // Applied to the store after the checkpoint, then a crash.
         for i in 60..80 {
             t.on_label(0, i, &label(i)).unwrap();

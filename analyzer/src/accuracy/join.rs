@@ -346,6 +346,10 @@ pub struct JoinStore {
     expire_batch: usize,
     journal_max: u64,
     counts: JoinCounts,
+    /// When set, `apply` commits without fsync and [`JoinStore::sync`]
+    /// makes everything durable (the service calls it before each
+    /// checkpoint; see [`JoinStore::defer_durability`]).
+    deferred: bool,
 }
 
 impl JoinStore {
@@ -376,9 +380,28 @@ impl JoinStore {
             expire_batch: config.expire_batch.max(1),
             journal_max: config.journal_max_entries,
             counts: JoinCounts::default(),
+            deferred: false,
         };
         store.counts = store.read_counts()?;
         Ok(store)
+    }
+
+    /// Commits of [`JoinStore::apply`] stop waiting for the disk; only
+    /// [`JoinStore::sync`] does. A crash then loses the applies since the
+    /// last sync, which is safe when the caller syncs before every
+    /// checkpoint: the store is never behind a checkpoint, and the lost
+    /// messages come again from the broker (the store records the offsets
+    /// it applied and skips what it already has). One fsync per checkpoint
+    /// instead of one per message.
+    pub fn defer_durability(&mut self, deferred: bool) {
+        self.deferred = deferred;
+    }
+
+    /// Makes every earlier commit durable (one fsync).
+    pub fn sync(&mut self) -> Result<(), Error> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
+        tx.set_durability(redb::Durability::Immediate);
+        tx.commit().map_err(|e| self.err("cannot commit", e))
     }
 
     fn err(&self, what: &str, e: impl std::fmt::Display) -> Error {
@@ -432,7 +455,10 @@ impl JoinStore {
         now_ms: i64,
         offsets: &[(&str, i64)],
     ) -> Result<Vec<JournalEntry>, Error> {
-        let tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
+        let mut tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
+        if self.deferred {
+            tx.set_durability(redb::Durability::None);
+        }
         let mut counts = self.counts;
         let mut events = Vec::new();
         let result = Tx::new(&tx, self).and_then(|mut t| {
