@@ -17,6 +17,10 @@ if ((started_here)); then
   trap 'scripts/broker.sh stop' EXIT
 fi
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$port}"
+# The broker-pause test starts a private Tansu of its own, whatever broker
+# the other tests use.
+MLWATCH_TANSU_BIN="${MLWATCH_TANSU_BIN:-$(scripts/broker.sh install)}"
+export MLWATCH_TANSU_BIN
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
