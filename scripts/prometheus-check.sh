@@ -30,7 +30,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-./target/debug/mlwatch-demo --keep-running --incident-after-secs 5 --targets-file "$work/targets.json" \
+"${CARGO_TARGET_DIR:-target}/debug/mlwatch-demo" --keep-running --incident-after-secs 5 --targets-file "$work/targets.json" \
   >"$work/demo.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 120); do [[ -f "$work/targets.json" ]] && break; sleep 0.5; done

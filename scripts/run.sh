@@ -12,4 +12,4 @@ scripts/broker.sh start
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:${MLWATCH_BROKER_PORT:-9092}}"
 echo "building mlwatch (the first build takes a few minutes)..." >&2
 cargo build --quiet -p mlwatch-demo --bin mlwatch-demo
-exec ./target/debug/mlwatch-demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/debug/mlwatch-demo" "$@"
