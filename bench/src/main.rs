@@ -243,6 +243,10 @@ async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::R
     ac.kafka = k.clone();
     ac.admin.listen = lo;
     ac.analyzer.group_id = format!("bench-analyzer-{}", mlwatch_demo::run_suffix());
+    // Keep the join store and profiles out of the working tree.
+    let state_dir = std::env::temp_dir().join(format!("mlwatch-bench-{}", mlwatch_demo::run_suffix()));
+    ac.accuracy.join.dir = state_dir.join("accuracy");
+    ac.drift.profile_dir = state_dir.join("profiles");
     let analyzer = mlwatch_analyzer::start(ac, shutdown.clone()).await?;
 
     let names = events::Names::default();
@@ -344,6 +348,7 @@ async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::R
     shutdown.cancel();
     let _ = collector.task.await;
     let _ = analyzer.task.await;
+    let _ = std::fs::remove_dir_all(&state_dir);
     Ok(())
 }
 
