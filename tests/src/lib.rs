@@ -89,3 +89,26 @@ pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
         .find(|h| h.key == key)
         .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
 }
+
+/// Scrapes `url` (a `/metrics` endpoint) until `ready` accepts the text,
+/// or fails the test after `secs` seconds naming `what`.
+pub async fn scrape_until(
+    client: &reqwest::Client,
+    url: &str,
+    secs: u64,
+    what: &str,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    within(secs, what, async {
+        loop {
+            if let Ok(r) = client.get(url).send().await
+                && let Ok(text) = r.text().await
+                && ready(&text)
+            {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}

@@ -295,15 +295,14 @@ async fn delayed_labels_join_exactly_and_decay_fires_only_on_the_drop() {
     assert!(!r["last_alerts"].as_array().unwrap().is_empty(), "{r}");
 
     // The gauges are on /metrics.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = client
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mlwatch_tests::scrape_until(
+        &client,
+        &format!("{api}/metrics"),
+        30,
+        "the fraud accuracy gauge",
+        |m| m.contains(r#"ml_model_accuracy{metric_type="accuracy",model_name="fraud",model_version="v1"}"#),
+    )
+    .await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with(r#"ml_model_accuracy{metric_type="accuracy",model_name="fraud",model_version="v1"}"#))

@@ -111,15 +111,17 @@ async fn analyse(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> (Seen,
         .await
         .unwrap();
     // Gauges are refreshed every evaluation interval.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mlwatch_tests::scrape_until(&client, &format!("{base}/metrics"), 30, "the refreshed gauges", |m| {
+        m.contains("mlwatch_analyzer_alerts_total{")
+            && m.contains(r#"ml_model_throughput_rps{model_name="ranker",model_version="v2",window="1m"} 20"#)
+            && m.lines().any(|l| {
+                l.starts_with("ml_model_latency_seconds{")
+                    && l.contains(r#"model_name="fraud""#)
+                    && l.contains(r#"stat="p99""#)
+            })
+            && m.contains("mlwatch_analyzer_checkpoints_total{result=\"ok\"}")
+    })
+    .await;
     shutdown.cancel();
     analyzer.task.await.unwrap().unwrap();
     // The analyzer counts what it published; read that many back.

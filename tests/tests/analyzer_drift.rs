@@ -173,15 +173,11 @@ async fn shifted_feature_fires_feature_drift_alone() {
     assert!(!country["decision"]["firing"].as_bool().unwrap(), "{country}");
 
     // Gauges.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = client
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mlwatch_tests::scrape_until(&client, &format!("{api}/metrics"), 30, "the drift gauges", |m| {
+        m.contains(r#"ml_feature_drift_score{feature_name="amount""#)
+            && m.contains(r#"ml_feature_drift_score{feature_name="age""#)
+    })
+    .await;
     let psi = |feature: &str| -> f64 {
         let prefix = format!(r#"ml_feature_drift_score{{feature_name="{feature}",model_name="credit"}} "#);
         metrics
