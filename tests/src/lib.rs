@@ -91,7 +91,8 @@ pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
 }
 
 /// Scrapes `url` (a `/metrics` endpoint) until `ready` accepts the text,
-/// or fails the test after `secs` seconds naming `what`.
+/// or fails the test after `secs` seconds naming `what` and showing the
+/// last text scraped.
 pub async fn scrape_until(
     client: &reqwest::Client,
     url: &str,
@@ -99,16 +100,18 @@ pub async fn scrape_until(
     what: &str,
     ready: impl Fn(&str) -> bool,
 ) -> String {
-    within(secs, what, async {
-        loop {
-            if let Ok(r) = client.get(url).send().await
-                && let Ok(text) = r.text().await
-                && ready(&text)
-            {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(r) = client.get(url).send().await
+            && let Ok(text) = r.text().await
+        {
+            if ready(&text) {
                 return text;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            last = text;
         }
-    })
-    .await
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {secs} s waiting for {what}; last scrape:\n{last}")
 }

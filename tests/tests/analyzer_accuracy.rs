@@ -299,8 +299,14 @@ async fn delayed_labels_join_exactly_and_decay_fires_only_on_the_drop() {
         &client,
         &format!("{api}/metrics"),
         30,
-        "the fraud accuracy gauge",
-        |m| m.contains(r#"ml_model_accuracy{metric_type="accuracy",model_name="fraud",model_version="v1"}"#),
+        "the fraud accuracy gauge at 426/560",
+        |m| {
+            m.lines().any(|l| {
+                l.strip_prefix(r#"ml_model_accuracy{metric_type="accuracy",model_name="fraud",model_version="v1"} "#)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| (v - 426.0 / 560.0).abs() < 1e-9)
+            })
+        },
     )
     .await;
     let line = metrics

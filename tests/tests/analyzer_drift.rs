@@ -173,19 +173,25 @@ async fn shifted_feature_fires_feature_drift_alone() {
     assert!(!country["decision"]["firing"].as_bool().unwrap(), "{country}");
 
     // Gauges.
-    let metrics = mlwatch_tests::scrape_until(&client, &format!("{api}/metrics"), 30, "the drift gauges", |m| {
-        m.contains(r#"ml_feature_drift_score{feature_name="amount""#)
-            && m.contains(r#"ml_feature_drift_score{feature_name="age""#)
-    })
-    .await;
-    let psi = |feature: &str| -> f64 {
+    // Gauges are refreshed after each evaluated window: wait until they show
+    // the shifted windows (the API above already does).
+    let gauge = |metrics: &str, feature: &str| -> Option<f64> {
         let prefix = format!(r#"ml_feature_drift_score{{feature_name="{feature}",model_name="credit"}} "#);
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no drift gauge for {feature} in\n{metrics}"))
-            .parse()
-            .unwrap()
+            .and_then(|v| v.parse().ok())
+    };
+    let metrics = mlwatch_tests::scrape_until(
+        &client,
+        &format!("{api}/metrics"),
+        30,
+        "amount's drift gauge over 0.2",
+        |m| gauge(m, "amount").is_some_and(|v| v > 0.2) && gauge(m, "age").is_some(),
+    )
+    .await;
+    let psi = |feature: &str| {
+        gauge(&metrics, feature).unwrap_or_else(|| panic!("no drift gauge for {feature} in\n{metrics}"))
     };
     assert!(psi("amount") > 0.2, "{metrics}");
     assert!(psi("age") < 0.05, "{metrics}");
