@@ -22,6 +22,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use mlwatch_common::auth::{Tokens, require_bearer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -243,7 +244,9 @@ async fn notifications(State(shared): State<Arc<Shared>>, Query(q): Query<Histor
 }
 
 /// The API routes.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The API routes, behind bearer-token authentication when `tokens` holds
+/// any.
+pub fn router(shared: Arc<Shared>, tokens: Tokens) -> Router {
     Router::new()
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/{fingerprint}/ack", post(ack_alert))
@@ -252,5 +255,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/silences", get(silences).post(create_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/api/v1/notifications", get(notifications))
+        .layer(axum::middleware::from_fn_with_state(tokens, require_bearer))
         .with_state(shared)
 }

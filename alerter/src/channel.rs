@@ -11,38 +11,14 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::deliver::{self, Attempt, RetryPolicy};
 use crate::engine::{Notification, ReceiverPolicy};
 use crate::error::AlerterError;
 use crate::{email, pagerduty, slack, template, webhook};
 
-/// A secret value: never printed, never serialised.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
+pub use mlwatch_common::auth::Secret;
 
 /// How the email channel secures its connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,7 +207,7 @@ fn optional_secret(
 }
 
 fn read_secret(p: &Path) -> std::io::Result<Secret> {
-    Ok(Secret(std::fs::read_to_string(p)?.trim().to_string()))
+    Ok(Secret::new(std::fs::read_to_string(p)?.trim()))
 }
 
 fn invalid(name: &str, reason: String) -> AlerterError {

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use mlwatch_common::admin::{self, Readiness};
+use mlwatch_common::auth::{AuthConfig, Tokens};
 use mlwatch_common::cli::HasLog;
 use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::{self, DeadLetter, HandleError, Handler, KafkaConfig};
@@ -62,7 +63,16 @@ pub use crate::error::AlerterError;
 pub use crate::route::RouteConfig;
 use crate::store::{Outcome, Store};
 
-pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "alerter", "route", "inhibit", "receivers"];
+pub const SECTIONS: &[&str] = &[
+    "kafka",
+    "admin",
+    "log",
+    "auth",
+    "alerter",
+    "route",
+    "inhibit",
+    "receivers",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +83,9 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Bearer tokens for the `/api/v1` routes (acks, silences); empty: open.
+    #[serde(default)]
+    pub auth: AuthConfig,
     #[serde(default)]
     pub alerter: AlerterConfig,
     /// The routing tree; unset means DESIGN.md's defaults
@@ -97,6 +110,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             admin: default_admin(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
             alerter: AlerterConfig::default(),
             route: None,
             inhibit: vec![],
@@ -503,7 +517,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     }
     tasks.push(tokio::spawn(ticker(shared.clone(), shutdown.clone())));
 
-    let app = admin::router(registry, ready.clone()).merge(api::router(shared.clone()));
+    let app = admin::router(registry, ready.clone()).merge(api::router(shared.clone(), Tokens::new(&config.auth)));
     let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
     let mut handler = AlertHandler {
         shared,

@@ -1,7 +1,8 @@
 //! Secrets never reach a log line or an API answer: the alerter binary
 //! runs at debug level with a Slack webhook URL, a PagerDuty routing key
 //! (from a file), SMTP passwords (one wrong, so authentication fails and is
-//! logged), a webhook URL with a token and a bearer token; it delivers,
+//! logged), a webhook URL with a token, a bearer token and the API token
+//! that guards its own API; it delivers,
 //! fails, retries and dead-letters; then every line it logged and every
 //! answer of its API is searched for each secret.
 
@@ -23,14 +24,16 @@ const SMTP_SECRET: &str = "SMTPSECRETpassw0rd";
 const WRONG_SMTP_SECRET: &str = "WRONGSMTPSECRETxyz";
 const URL_SECRET: &str = "URLSECRETtoken42";
 const BEARER_SECRET: &str = "BEARERSECRETtoken99";
+const API_SECRET: &str = "APISECRETopsTeam77";
 
-const SECRETS: [&str; 6] = [
+const SECRETS: [&str; 7] = [
     SLACK_SECRET,
     PD_SECRET,
     SMTP_SECRET,
     WRONG_SMTP_SECRET,
     URL_SECRET,
     BEARER_SECRET,
+    API_SECRET,
 ];
 
 fn leaks(text: &str) -> Vec<&'static str> {
@@ -71,6 +74,8 @@ listen = "127.0.0.1:0"
 [log]
 filter = "debug"
 json = true
+[auth]
+bearer_tokens = ["{API_SECRET}"]
 [alerter]
 group_id = "alerter-{suffix}"
 state_file = "{state}"
@@ -195,20 +200,47 @@ bearer_token = "{BEARER_SECRET}"
         "/readyz",
     ] {
         let r = if path.ends_with("/ack") {
-            client.post(format!("http://{admin}{path}")).body("{}").send().await
+            client.post(format!("http://{admin}{path}")).body("{}")
         } else {
-            client.get(format!("http://{admin}{path}")).send().await
+            client.get(format!("http://{admin}{path}"))
         };
+        let r = r.bearer_auth(API_SECRET).send().await;
         answers.push_str(&r.unwrap().text().await.unwrap());
         answers.push('\n');
     }
     let r = client
         .post(format!("http://{admin}/api/v1/silences"))
+        .bearer_auth(API_SECRET)
         .json(&serde_json::json!({"matchers": ["model=\"fraud\""], "ends_at_ms": t0 + 60_000, "created_by": "ana"}))
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 200, "a silence with the API token");
     answers.push_str(&r.text().await.unwrap());
+    // The API wants the token; metrics and probes do not.
+    for (path, token) in [("/api/v1/silences", None), ("/api/v1/alerts", Some("wrong"))] {
+        let mut request = client.get(format!("http://{admin}{path}"));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401, "{path} with {token:?}");
+    }
+    let r = client
+        .post(format!("http://{admin}/api/v1/silences"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "no silence without the token");
+    assert_eq!(
+        client
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert!(answers.contains("receiver refused with 404"), "{answers}");
     assert!(
         answers.contains("535"),

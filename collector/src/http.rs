@@ -50,24 +50,11 @@ pub fn router(ingestor: Ingestor, tokens: Tokens, cloudevents: CloudEventsConfig
         .route("/v1/cloudevents", post(cloudevents_handler))
         .route("/v1/resources", post(resources))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(tokens, authenticate))
+        .layer(middleware::from_fn_with_state(
+            tokens,
+            mlwatch_common::auth::require_bearer,
+        ))
         .with_state(state)
-}
-
-async fn authenticate(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
-    let auth = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
-    if tokens.allows(auth) {
-        return next.run(request).await;
-    }
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        axum::Json(json!({"error": "missing or invalid bearer token"})),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
 }
 
 /// The memory budget for request bodies being read, in KiB permits.

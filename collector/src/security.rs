@@ -1,103 +1,13 @@
-//! Bearer tokens and TLS for the ingest listeners.
-//!
-//! Tokens are kept only as SHA-256 digests and compared in constant time
-//! (`subtle`), every configured token being checked on every request, so
-//! neither the position nor the length of a match leaks through timing.
-//! A [`Secret`] never prints: its `Debug` and `Serialize` forms are
-//! `<redacted>`, so a logged or dumped configuration shows no token.
+//! Bearer tokens and TLS for the ingest listeners. The tokens and
+//! [`Secret`] are `mlwatch_common::auth`'s, shared with the admin APIs of
+//! the alerter and the remediator.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use serde::{Deserialize, Serialize};
 
-/// A secret string (a bearer token): never logged, never serialized.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
-    }
-}
-
-/// The `[auth]` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Accepted bearer tokens (e.g. one per team). Empty: no authentication.
-    /// Clients send `Authorization: Bearer <token>` (HTTP) or the
-    /// `authorization` metadata (gRPC).
-    pub bearer_tokens: Vec<Secret>,
-}
-
-/// The configured tokens as digests; cheap to clone.
-#[derive(Clone, Default)]
-pub struct Tokens(Arc<Vec<[u8; 32]>>);
-
-fn digest(token: &[u8]) -> [u8; 32] {
-    Sha256::digest(token).into()
-}
-
-impl Tokens {
-    pub fn new(config: &AuthConfig) -> Self {
-        Self(Arc::new(
-            config
-                .bearer_tokens
-                .iter()
-                .map(|t| digest(t.expose().as_bytes()))
-                .collect(),
-        ))
-    }
-
-    /// Whether authentication is on.
-    pub fn required(&self) -> bool {
-        !self.0.is_empty()
-    }
-
-    /// Checks an `Authorization` header value. Always true when no token is
-    /// configured.
-    pub fn allows(&self, authorization: Option<&[u8]>) -> bool {
-        if !self.required() {
-            return true;
-        }
-        let Some(token) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        let d = digest(token);
-        // Fold over every token: no early exit.
-        let mut ok = subtle::Choice::from(0u8);
-        for known in self.0.iter() {
-            ok |= known.ct_eq(&d);
-        }
-        ok.into()
-    }
-}
+pub use mlwatch_common::auth::{AuthConfig, Secret, Tokens};
 
 /// TLS for one listener: PEM certificate chain and private key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,28 +72,5 @@ impl TlsConfig {
     pub fn tonic_server(&self) -> Result<tonic::transport::ServerTlsConfig, TlsError> {
         let (cert, key) = self.read()?;
         Ok(tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_match_exactly_and_never_print() {
-        let config = AuthConfig {
-            bearer_tokens: vec![Secret::new("team-a-token"), Secret::new("team-b-token")],
-        };
-        let tokens = Tokens::new(&config);
-        assert!(tokens.allows(Some(b"Bearer team-a-token")));
-        assert!(tokens.allows(Some(b"Bearer team-b-token")));
-        assert!(!tokens.allows(Some(b"Bearer team-c-token")));
-        assert!(!tokens.allows(Some(b"Bearer team-a-toke")));
-        assert!(!tokens.allows(Some(b"team-a-token")));
-        assert!(!tokens.allows(Some(b"Basic team-a-token")));
-        assert!(!tokens.allows(None));
-        let shown = format!("{config:?} {}", serde_json::to_string(&config).unwrap());
-        assert!(!shown.contains("team-a"), "{shown}");
-        assert!(Tokens::default().allows(None));
     }
 }

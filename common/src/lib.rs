@@ -6,12 +6,14 @@
 //! - [`kafka`]: broker settings, librdkafka pass-through, topic names and
 //!   creation, an idempotent producer, and the at-least-once consume loop with
 //!   dead-lettering of poison messages.
+//! - [`auth`]: secrets that never print and bearer-token authentication.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`) that
 //!   each service extends with its own routes.
 //! - [`shutdown`]: one root cancellation token fired by SIGTERM/SIGINT.
 //! - [`telemetry`]: tracing setup (text or JSON lines).
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod kafka;

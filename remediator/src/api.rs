@@ -21,12 +21,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use mlwatch_common::auth::{Tokens, require_bearer};
 use mlwatch_proto::v1::{Alert, AlertStatus, Severity};
 use serde::Deserialize;
 
 use crate::engine::{Engine, Manual, RemediatorError};
 
-pub fn router(engine: Engine) -> Router {
+/// The API routes, behind bearer-token authentication when `tokens` holds
+/// any.
+pub fn router(engine: Engine, tokens: Tokens) -> Router {
     Router::new()
         .route("/v1/actions", get(list))
         .route("/v1/actions/{id}", get(one))
@@ -34,6 +37,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/v1/plan", post(plan))
         .route("/v1/guards", get(guards))
         .route("/v1/kill-switch", put(kill_switch).post(kill_switch))
+        .layer(axum::middleware::from_fn_with_state(tokens, require_bearer))
         .with_state(engine)
 }
 
@@ -132,7 +136,11 @@ struct KillSwitch {
     engaged: bool,
 }
 
-async fn kill_switch(State(engine): State<Engine>, Json(k): Json<KillSwitch>) -> impl IntoResponse {
-    engine.set_kill_switch(k.engaged).await;
-    Json(engine.guard_state(mlwatch_common::now_ms()).await)
+async fn kill_switch(
+    State(engine): State<Engine>,
+    Json(k): Json<KillSwitch>,
+) -> Result<Json<serde_json::Value>, RemediatorError> {
+    let now = mlwatch_common::now_ms();
+    engine.set_kill_switch(k.engaged, now).await?;
+    Ok(Json(engine.guard_state(now).await))
 }

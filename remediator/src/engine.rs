@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::guards::{self, GuardConfig, Proposal, Refusal};
-use crate::ledger::{APPROVAL_REQUIRED, Entry, Ledger, NextStep};
+use crate::ledger::{self, APPROVAL_REQUIRED, Entry, Ledger, NextStep};
 use crate::policy::{self, REMEDIATION_FAILED, Rule, Target, kind_name};
 use crate::serving::{self, Serving};
 
@@ -244,7 +244,10 @@ pub struct PlanPreview {
 
 impl Engine {
     pub fn new(settings: Settings, ledger: Ledger, serving: Serving, sink: Sink, metrics: Metrics) -> Self {
-        let kill_switch = settings.guards.kill_switch;
+        // `guards.kill_switch = true` in the configuration engages the switch
+        // at every start; otherwise the last setting recorded through the
+        // API (replayed from the actions topic) holds.
+        let kill_switch = settings.guards.kill_switch || ledger.kill_switch().unwrap_or(false);
         metrics.kill_switch.set(i64::from(kill_switch));
         Self(Arc::new(Mutex::new(Core {
             settings,
@@ -305,13 +308,32 @@ impl Engine {
             .collect()
     }
 
-    pub async fn set_kill_switch(&self, engaged: bool) {
+    /// Whether the kill switch is engaged now.
+    pub async fn kill_switch(&self) -> bool {
+        self.0.lock().await.kill_switch
+    }
+
+    /// Engages or releases the kill switch. The change is recorded on the
+    /// actions topic first, so it survives a restart; it takes effect only
+    /// once the broker acknowledged it.
+    pub async fn set_kill_switch(&self, engaged: bool, now_ms: i64) -> Result<(), RemediatorError> {
         let mut core = self.0.lock().await;
+        let record = ActionRecord {
+            action_id: format!("kill-switch-{now_ms}"),
+            kind: ActionKind::KillSwitch as i32,
+            decision: ActionDecision::Executed as i32,
+            reason: "set through the API".into(),
+            params: [(ledger::ENGAGED.to_string(), engaged.to_string())].into(),
+            at_ms: now_ms,
+            ..Default::default()
+        };
+        core.record(record).await?;
         if core.kill_switch != engaged {
             tracing::warn!(engaged, "kill switch changed through the API");
         }
         core.kill_switch = engaged;
         core.metrics.kill_switch.set(i64::from(engaged));
+        Ok(())
     }
 
     /// Guard state for the API.

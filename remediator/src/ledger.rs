@@ -92,15 +92,31 @@ pub enum NextStep {
     Verify,
 }
 
-/// Every known action by id, plus the order in which they appeared.
+/// Every known action by id, plus the order in which they appeared, and the
+/// kill switch as last set through the API.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     entries: HashMap<String, Entry>,
     order: Vec<String>,
+    /// `(at_ms, engaged)` of the latest kill-switch record.
+    kill_switch: Option<(i64, bool)>,
 }
+
+/// The `params` key of a kill-switch record.
+pub const ENGAGED: &str = "engaged";
 
 impl Ledger {
     pub fn apply(&mut self, record: ActionRecord) {
+        if ActionKind::try_from(record.kind) == Ok(ActionKind::KillSwitch) {
+            // A switch, not an action: it never counts toward cooldowns or
+            // budgets. The latest by time wins, whatever order a replay over
+            // several partitions delivers them in.
+            let engaged = record.params.get(ENGAGED).map(String::as_str) == Some("true");
+            if self.kill_switch.is_none_or(|(at, _)| record.at_ms >= at) {
+                self.kill_switch = Some((record.at_ms, engaged));
+            }
+            return;
+        }
         let id = record.action_id.clone();
         let decision = ActionDecision::try_from(record.decision).unwrap_or_default();
         let at = record.at_ms;
@@ -125,6 +141,11 @@ impl Ledger {
             entry.committed_at_ms = Some(at);
         }
         entry.records.push(record);
+    }
+
+    /// The kill switch as last recorded through the API, if ever.
+    pub fn kill_switch(&self) -> Option<bool> {
+        self.kill_switch.map(|(_, engaged)| engaged)
     }
 
     pub fn get(&self, action_id: &str) -> Option<&Entry> {
@@ -261,5 +282,26 @@ mod tests {
         assert!(l.get("pending").is_some());
         assert!(l.get("new").is_some());
         assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn kill_switch_records_are_no_actions_and_the_latest_wins() {
+        let switch = |at_ms: i64, engaged: bool| ActionRecord {
+            action_id: format!("kill-switch-{at_ms}"),
+            kind: ActionKind::KillSwitch as i32,
+            decision: ActionDecision::Executed as i32,
+            params: [(ENGAGED.to_string(), engaged.to_string())].into(),
+            at_ms,
+            ..Default::default()
+        };
+        let mut l = Ledger::default();
+        assert_eq!(l.kill_switch(), None);
+        l.apply(switch(200, false));
+        // Replayed out of order (another partition): the older one loses.
+        l.apply(switch(100, true));
+        assert_eq!(l.kill_switch(), Some(false));
+        l.apply(switch(300, true));
+        assert_eq!(l.kill_switch(), Some(true));
+        assert_eq!(l.len(), 0, "no action entries");
     }
 }

@@ -34,6 +34,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mlwatch_common::admin::{self, Readiness};
+use mlwatch_common::auth::{AuthConfig, Tokens};
 use mlwatch_common::cli::HasLog;
 use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::{self, DeadLetter, HandleError, Handler, KafkaConfig};
@@ -57,6 +58,7 @@ pub const SECTIONS: &[&str] = &[
     "kafka",
     "admin",
     "log",
+    "auth",
     "remediator",
     "serving",
     "policy",
@@ -76,6 +78,10 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Bearer tokens for the `/v1` API routes (kill switch, approvals,
+    /// plans, the ledger); empty: open.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// The remediator itself.
     #[serde(default)]
     pub remediator: RemediatorConfig,
@@ -103,6 +109,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             admin: default_admin(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
             remediator: RemediatorConfig::default(),
             serving: ServingConfig::default(),
             policy: PolicyConfig::default(),
@@ -313,7 +320,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let engine = Engine::new(settings, ledger, serving, sink, metrics);
 
-    let app = admin::router(registry, ready.clone()).merge(api::router(engine.clone()));
+    let app = admin::router(registry, ready.clone()).merge(api::router(engine.clone(), Tokens::new(&config.auth)));
     let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
 
     let ticker = {
@@ -337,13 +344,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let consumer = config.kafka.consumer(&config.remediator.group_id)?;
     consumer.subscribe(&[&topics.alerts])?;
+    let kill_switch = engine.kill_switch().await;
     let mut handler = AlertHandler { engine };
     let dead_letter = DeadLetter::new(producer, topics.deadletter.clone(), timeout);
     ready.set(true);
     tracing::info!(
         %admin_addr,
         dry_run = config.remediator.dry_run,
-        kill_switch = config.guards.kill_switch,
+        kill_switch,
         "remediator ready"
     );
     let task = tokio::spawn(async move {

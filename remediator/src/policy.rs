@@ -100,6 +100,7 @@ pub fn kind_name(kind: ActionKind) -> &'static str {
         ActionKind::SetTraffic => "shift_traffic",
         ActionKind::Retrain => "retrain",
         ActionKind::Notify => "notify",
+        ActionKind::KillSwitch => "kill_switch",
     }
 }
 
@@ -338,7 +339,7 @@ impl Target {
             }
             ActionKind::Retrain => Some(Self::Webhook),
             ActionKind::Notify => Some(Self::Notify),
-            ActionKind::Unspecified => None,
+            ActionKind::Unspecified | ActionKind::KillSwitch => None,
         }
     }
 
