@@ -648,8 +648,13 @@ impl AccuracyTracker {
                     .and_then(|(b, _)| assess(metric, &b, &stats_of(metric, &window), &self.config.decay));
                 assessments.push((metric, a));
             }
+            // A version with no prediction in the whole decay window no
+            // longer serves (rolled back, replaced): nothing is left to
+            // judge, so its decay alerts resolve (after `resolve_for_secs`)
+            // instead of firing forever on outcomes that age away.
+            let serving = window.predictions > 0;
             for (metric, a) in assessments {
-                if let Some(alert) = self.judge(&key, &mut series, metric, a, now_ms) {
+                if let Some(alert) = self.judge(&key, &mut series, metric, a, serving, now_ms) {
                     alerts.push(alert);
                 }
             }
@@ -681,6 +686,7 @@ impl AccuracyTracker {
         series: &mut Series,
         metric: MetricType,
         a: Option<Assessment>,
+        serving: bool,
         now_ms: i64,
     ) -> Option<Alert> {
         let interval_ms = self.config.trend_interval_secs as i64 * 1000;
@@ -688,7 +694,7 @@ impl AccuracyTracker {
         let state = series.metrics.entry(metric).or_default();
         let enough = a.as_ref().is_some_and(|a| a.samples >= self.config.decay.min_samples);
         let breach = a.as_ref().is_some_and(|a| a.decayed);
-        let clear = enough && !breach;
+        let clear = (enough && !breach) || !serving;
         if let Some(a) = &a
             && enough
             && state.points.back().is_none_or(|(t, _)| now_ms - t >= interval_ms)
@@ -716,7 +722,11 @@ impl AccuracyTracker {
         while series.high_decays.front().is_some_and(|t| now_ms - t > repeat_ms) {
             series.high_decays.pop_front();
         }
-        state.last = a.clone();
+        // A version that stopped serving keeps its last judgement, which
+        // also tells its resolve.
+        if serving {
+            state.last = a.clone();
+        }
         let a = a.or_else(|| state.last.clone())?;
         let mut labels = Self::labels(key);
         labels.insert("metric".to_string(), metric.name().to_string());
@@ -1172,6 +1182,44 @@ mod tests {
         }
         eprintln!("decay alert delay (labelled events after the change): {delays:?}");
         eprintln!("early warning delay (labelled events after the change): {warning_delays:?}");
+    }
+
+    #[test]
+    fn decay_of_a_version_that_stopped_serving_resolves() {
+        let (n, change) = (8_000, 4_000);
+        let mut drop = run(3, n, "v1", |i| if i < change { 1.6 } else { 0.6 }, None);
+        let fired: Vec<String> = firing(&drop.alerts, DECAY_ALERT)
+            .iter()
+            .map(|(a, _)| a.fingerprint.clone())
+            .collect();
+        assert!(!fired.is_empty(), "no decay alert");
+        let resolved = |alerts: &[Alert]| {
+            alerts
+                .iter()
+                .filter(|a| a.r#type == DECAY_ALERT && a.status == AlertStatus::Resolved as i32)
+                .map(|a| a.fingerprint.clone())
+                .collect::<Vec<_>>()
+        };
+        let already: Vec<Alert> = drop.alerts.iter().map(|(a, _)| a.clone()).collect();
+        let already = resolved(&already);
+        let still_firing: Vec<String> = fired.into_iter().filter(|f| !already.contains(f)).collect();
+        assert!(
+            !still_firing.is_empty(),
+            "the decay should still fire when traffic stops"
+        );
+        // The last prediction was at T0 + n s, its label 600 s later. While
+        // a prediction is inside the decay window nothing changes.
+        let last = T0 + n as i64 * SEC;
+        let window = config().decay_window_secs as i64 * SEC;
+        assert!(resolved(&drop.tracker.evaluate(last + window - 120 * SEC)).is_empty());
+        // Past the window (and `resolve_for_secs`): every alert resolves.
+        let mut out = drop.tracker.evaluate(last + window + 120 * SEC);
+        out.extend(drop.tracker.evaluate(last + window + 120 * SEC + 301 * SEC));
+        let mut got = resolved(&out);
+        got.sort();
+        let mut want = still_firing;
+        want.sort();
+        assert_eq!(got, want);
     }
 
     #[test]
