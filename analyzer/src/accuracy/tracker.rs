@@ -967,6 +967,16 @@ impl AccuracyTracker {
                 push("mape", Some(m.mape));
                 push("r2", Some(m.r2));
             }
+            // The baseline each decay is judged against, once known
+            // (`<metric>_baseline`), so dashboards plot current vs baseline.
+            for metric in MetricType::ALL {
+                let reference = stats_of(metric, &s.reference);
+                let base = self.baseline_for(k, s, metric, &reference).and_then(|(b, _)| match b {
+                    Baseline::Configured(v) => Some(v),
+                    Baseline::Measured(r) => metric.value(r),
+                });
+                push(&format!("{}_baseline", metric.name()), base);
+            }
         }
         out
     }
@@ -1367,6 +1377,38 @@ mod tests {
         assert!(
             t.slope_per_hour < 0.0 && t.predicted < acc.current.unwrap() + 0.01,
             "{t:?}"
+        );
+    }
+
+    #[test]
+    fn baselines_are_exported_beside_the_current_values() {
+        let r = run(5, 3000, "v1", |_| 1.6, None);
+        let now = T0 + 3600 * SEC;
+        let gauges = r.tracker.gauges(now);
+        let report = &r.tracker.reports("fraud", now)[0];
+        let measured = report
+            .metrics
+            .iter()
+            .find(|m| m.metric == MetricType::Accuracy)
+            .and_then(|m| m.baseline)
+            .expect("measured baseline");
+        let exported: Vec<&Gauge> = gauges
+            .iter()
+            .filter(|g| g.metric_type == "accuracy_baseline" && g.model_version == "v1")
+            .collect();
+        assert_eq!(exported.len(), 1, "{gauges:?}");
+        assert_eq!(exported[0].value, measured);
+        // A configured baseline is exported as configured.
+        let mut config = config();
+        config
+            .baselines
+            .insert("fraud".into(), [("auc_roc".to_string(), 0.91)].into());
+        let r = run(5, 3000, "v1", |_| 1.6, Some(AccuracyTracker::new(config)));
+        assert!(
+            r.tracker
+                .gauges(now)
+                .iter()
+                .any(|g| g.metric_type == "auc_roc_baseline" && g.value == 0.91)
         );
     }
 
