@@ -12,9 +12,12 @@ cd "$(dirname "$0")/.."
 
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   echo "prometheus-check: installing Debian's prometheus package" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  # Root on the development machines; sudo on CI runners (GitHub's Ubuntu).
+  sudo=()
+  if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then sudo=(sudo); fi
+  apt() { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
+  apt install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt update -qq >/dev/null && apt install -y -qq --no-install-recommends prometheus >/dev/null; }
 fi
 promtool check rules deploy/prometheus/rules/*.yml
 python3 - <<'PY'

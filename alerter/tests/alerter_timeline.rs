@@ -487,16 +487,21 @@ fn acknowledging_a_group_acknowledges_its_firing_alerts_and_stops_repeats() {
     assert_eq!(sent[0].firing.len(), 3);
 }
 
-#[test]
-fn silences_are_validated_listed_and_expired() {
-    let mut engine = Engine::new(
+/// An engine on the simple route, no inhibition, default policies.
+fn simple_engine() -> Engine {
+    Engine::new(
         EngineConfig {
             route: Route::compile(&simple()).unwrap(),
             inhibit: vec![],
             policies: BTreeMap::new(),
         },
         State::default(),
-    );
+    )
+}
+
+#[test]
+fn silences_are_validated_listed_and_expired() {
+    let mut engine = simple_engine();
     let req = |matchers: Vec<&str>, ends: i64, by: &str| SilenceRequest {
         matchers: matchers.into_iter().map(String::from).collect(),
         starts_at_ms: None,
@@ -560,14 +565,7 @@ fn resolved_alerts_are_forgotten_once_every_group_reported_them() {
 
 #[test]
 fn firing_alerts_are_counted_by_type_severity_and_state() {
-    let mut engine = Engine::new(
-        EngineConfig {
-            route: Route::compile(&simple()).unwrap(),
-            inhibit: vec![],
-            policies: BTreeMap::new(),
-        },
-        State::default(),
-    );
+    let mut engine = simple_engine();
     engine.ingest(firing("a", "HighP99Latency", "high", "fraud", 0), 0);
     engine.ingest(firing("b", "HighP99Latency", "high", "recsys", 0), 0);
     engine.ingest(firing("c", "FeatureDrift", "medium", "fraud", 0), 0);

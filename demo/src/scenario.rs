@@ -51,6 +51,18 @@ pub fn models() -> Vec<String> {
     vec!["fraud".into(), "recsys".into()]
 }
 
+/// Starts the scenario's traffic (every 100 ms) into `stack`'s collector
+/// until the stack shuts down.
+pub fn start_traffic(stack: &Stack) -> (std::sync::Arc<crate::traffic::Sent>, tokio::task::JoinHandle<()>) {
+    crate::traffic::start(
+        format!("http://{}", stack.collector_http),
+        stack.sim.clone(),
+        models(),
+        Duration::from_millis(100),
+        stack.shutdown.clone(),
+    )
+}
+
 /// What an incident does to the platform.
 #[derive(Debug, Clone)]
 pub enum Fault {

@@ -33,13 +33,7 @@ async fn three_incidents_are_detected_paged_remediated_and_resolved() {
     let mut opts = StackOptions::new(kafka.clone(), &suffix);
     opts.quality = Some(QualityWindows::default());
     let stack = Stack::start(opts.clone(), sim.clone()).await.expect("stack starts");
-    let (sent, _traffic) = mlwatch_demo::traffic::start(
-        format!("http://{}", stack.collector_http),
-        sim.clone(),
-        scenario::models(),
-        Duration::from_millis(100),
-        stack.shutdown.clone(),
-    );
+    let (sent, traffic) = scenario::start_traffic(&stack);
     let scenario_opts = ScenarioOptions {
         p99_window_secs: opts.p99_window_secs,
         ..ScenarioOptions::default()
@@ -179,5 +173,6 @@ async fn three_incidents_are_detected_paged_remediated_and_resolved() {
         "{records:?}"
     );
     assert_eq!(sent.failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+    traffic.abort();
     stack.stop().await;
 }

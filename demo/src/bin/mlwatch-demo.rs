@@ -7,7 +7,6 @@
 #![allow(clippy::print_stdout)]
 
 use std::io::Write as _;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -96,13 +95,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::rename(&tmp, path).context("writing the targets file")?;
     }
 
-    let (sent, _traffic) = mlwatch_demo::traffic::start(
-        format!("http://{}", stack.collector_http),
-        sim.clone(),
-        scenario::models(),
-        Duration::from_millis(100),
-        stack.shutdown.clone(),
-    );
+    let (sent, traffic) = scenario::start_traffic(&stack);
     println!("traffic: fraud v4 50 req/s on 2 replicas (labels 20-50 s late); recsys v12 80 req/s on 3 replicas");
 
     let stop = CancellationToken::new();
@@ -141,6 +134,8 @@ async fn main() -> anyhow::Result<()> {
         sent.labels.load(std::sync::atomic::Ordering::Relaxed),
         sent.failed.load(std::sync::atomic::Ordering::Relaxed)
     );
+    // The traffic stops first, so nothing is posted to a stopping collector.
+    traffic.abort();
     stack.stop().await;
     let done = outcomes.iter().filter(|o| o.complete()).count();
     if done == outcomes.len() {
