@@ -13,7 +13,6 @@ use clap::Parser;
 use mlwatch_common::kafka::{KafkaConfig, Topics};
 use mlwatch_demo::scenario::{self, ScenarioOptions};
 use mlwatch_demo::stack::{QualityWindows, Stack, StackOptions};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
 #[command(about = "Run mlwatch locally and watch three incidents travel end to end")]
@@ -98,12 +97,9 @@ async fn main() -> anyhow::Result<()> {
     let (sent, traffic) = scenario::start_traffic(&stack);
     println!("traffic: fraud v4 50 req/s on 2 replicas (labels 20-50 s late); recsys v12 80 req/s on 3 replicas");
 
-    let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        on_signal.cancel();
-    });
+    // Ctrl-C or SIGTERM ends the run (with --keep-running, the only end):
+    // the table is printed and the stack drains.
+    let stop = mlwatch_common::shutdown::on_signals();
     let scenario_opts = ScenarioOptions {
         first_after_secs: args.incident_after_secs,
         timeout_secs: args.timeout_secs,
