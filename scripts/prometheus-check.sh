@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # The real Prometheus check: installs Debian's prometheus (with promtool)
 # when missing, validates the rules and the docker-compose scrape config,
-# runs the demo stack with traffic and an incident, scrapes it with a real
+# runs the demo stack (two models, late labels, reference profiles captured
+# from the first events, the three incidents), scrapes it with a real
 # Prometheus on loopback using the repo's rules, and asserts that every
-# PromQL expression of the dashboards and rules returns data.
+# PromQL expression of the dashboards and rules returns data (latency,
+# accuracy against baseline, label coverage and lag, drift per feature,
+# data quality, firing alerts, notifications, remediation actions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   echo "prometheus-check: installing Debian's prometheus package" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
-    || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  # Root on the development machines; sudo on CI runners (GitHub's Ubuntu).
+  sudo=()
+  if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then sudo=(sudo); fi
+  apt() { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
+  apt install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+    || { apt update -qq >/dev/null && apt install -y -qq --no-install-recommends prometheus >/dev/null; }
 fi
 promtool check rules deploy/prometheus/rules/*.yml
 python3 - <<'PY'
@@ -53,10 +59,12 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data"
   --web.listen-address="127.0.0.1:$port" --log.level=warn >"$work/prometheus.log" 2>&1 &
 pids+=($!)
 
-# Wait for the incident to travel end to end, so that alert, notification
-# and remediation series exist, then check every expression.
+# Wait for the first incident to travel end to end, so that alert,
+# notification and remediation series exist, then check every expression
+# (retrying while the accuracy baselines and drift profiles fill: about a
+# minute of traffic).
 for _ in $(seq 240); do grep -q "VERIFIED" "$work/demo.log" && break; sleep 0.5; done
-if ! python3 scripts/promql_check.py "http://127.0.0.1:$port" 90; then
+if ! python3 scripts/promql_check.py "http://127.0.0.1:$port" 240; then
   echo "--- demo log" >&2; tail -30 "$work/demo.log" >&2
   echo "--- prometheus log" >&2; tail -20 "$work/prometheus.log" >&2
   exit 1

@@ -410,6 +410,17 @@ impl Engine {
         }
     }
 
+    /// Firing alerts counted by (type, severity, state), state being
+    /// `active`, `silenced` or `inhibited`.
+    pub fn firing_counts(&self, now_ms: i64) -> BTreeMap<(String, String, &'static str), i64> {
+        let mut out = BTreeMap::new();
+        for a in self.state.alerts.values().filter(|a| a.is_firing()) {
+            *out.entry((a.kind.clone(), a.severity.clone(), self.alert_state(a, now_ms)))
+                .or_insert(0) += 1;
+        }
+        out
+    }
+
     /// The earliest time at which [`Engine::tick`] has work.
     pub fn next_wakeup(&self) -> Option<i64> {
         self.state

@@ -49,7 +49,7 @@ use mlwatch_common::kafka::{self, DeadLetter, HandleError, Handler, KafkaConfig}
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_common::telemetry::LogConfig;
 use mlwatch_proto::v1::Alert;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::BorrowedMessage;
 use serde::{Deserialize, Serialize};
@@ -276,11 +276,36 @@ impl Handler for AlertHandler {
     }
 }
 
-/// Flushes groups whenever the engine says something is due.
-async fn ticker(shared: Arc<Shared>, shutdown: CancellationToken) {
+/// Sets `mlwatch_alerter_firing_alerts` from the engine; label sets seen
+/// before and no longer firing read 0 (the series stays, so dashboards
+/// show the alert ending).
+fn export_firing(
+    engine: &Engine,
+    now_ms: i64,
+    gauge: &IntGaugeVec,
+    seen: &mut BTreeSet<(String, String, &'static str)>,
+) {
+    let counts = engine.firing_counts(now_ms);
+    seen.extend(counts.keys().cloned());
+    for key in seen.iter() {
+        let (kind, severity, state) = key;
+        gauge
+            .with_label_values(&[kind.as_str(), severity.as_str(), state])
+            .set(counts.get(key).copied().unwrap_or(0));
+    }
+}
+
+/// Flushes groups whenever the engine says something is due; keeps the
+/// firing-alerts gauge current.
+async fn ticker(shared: Arc<Shared>, firing: IntGaugeVec, shutdown: CancellationToken) {
+    let mut seen = BTreeSet::new();
     loop {
-        let next = shared.lock().engine.next_wakeup();
         let now = mlwatch_common::now_ms();
+        let next = {
+            let core = shared.lock();
+            export_firing(&core.engine, now, &firing, &mut seen);
+            core.engine.next_wakeup()
+        };
         let wait_ms = next.map(|t| (t - now).clamp(0, 1000)).unwrap_or(1000);
         if wait_ms > 0 {
             tokio::select! {
@@ -428,6 +453,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &["outcome"],
     )?;
     registry.register(Box::new(alerts_total.clone()))?;
+    let firing = IntGaugeVec::new(
+        Opts::new(
+            "mlwatch_alerter_firing_alerts",
+            "Firing alerts by type, severity and state (active, silenced, inhibited)",
+        ),
+        &["type", "severity", "state"],
+    )?;
+    registry.register(Box::new(firing.clone()))?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
     config
@@ -515,7 +548,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         };
         tasks.push(tokio::spawn(worker.run(rx, shutdown.clone())));
     }
-    tasks.push(tokio::spawn(ticker(shared.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(ticker(shared.clone(), firing, shutdown.clone())));
 
     let app = admin::router(registry, ready.clone()).merge(api::router(shared.clone(), Tokens::new(&config.auth)));
     let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;

@@ -487,16 +487,21 @@ fn acknowledging_a_group_acknowledges_its_firing_alerts_and_stops_repeats() {
     assert_eq!(sent[0].firing.len(), 3);
 }
 
-#[test]
-fn silences_are_validated_listed_and_expired() {
-    let mut engine = Engine::new(
+/// An engine on the simple route, no inhibition, default policies.
+fn simple_engine() -> Engine {
+    Engine::new(
         EngineConfig {
             route: Route::compile(&simple()).unwrap(),
             inhibit: vec![],
             policies: BTreeMap::new(),
         },
         State::default(),
-    );
+    )
+}
+
+#[test]
+fn silences_are_validated_listed_and_expired() {
+    let mut engine = simple_engine();
     let req = |matchers: Vec<&str>, ends: i64, by: &str| SilenceRequest {
         matchers: matchers.into_iter().map(String::from).collect(),
         starts_at_ms: None,
@@ -556,4 +561,38 @@ fn resolved_alerts_are_forgotten_once_every_group_reported_them() {
     assert!(engine.state.alerts.is_empty());
     assert!(engine.state.groups.is_empty());
     assert!(engine.state.acks.is_empty());
+}
+
+#[test]
+fn firing_alerts_are_counted_by_type_severity_and_state() {
+    let mut engine = simple_engine();
+    engine.ingest(firing("a", "HighP99Latency", "high", "fraud", 0), 0);
+    engine.ingest(firing("b", "HighP99Latency", "high", "recsys", 0), 0);
+    engine.ingest(firing("c", "FeatureDrift", "medium", "fraud", 0), 0);
+    engine
+        .add_silence(
+            &SilenceRequest {
+                matchers: vec![r#"type="FeatureDrift""#.into()],
+                starts_at_ms: Some(0),
+                ends_at_ms: 10 * M,
+                created_by: "ana".into(),
+                comment: "known upstream change".into(),
+            },
+            0,
+        )
+        .unwrap();
+    let counts = engine.firing_counts(S);
+    let want: BTreeMap<(String, String, &str), i64> = [
+        (("FeatureDrift".to_string(), "medium".to_string(), "silenced"), 1),
+        (("HighP99Latency".to_string(), "high".to_string(), "active"), 2),
+    ]
+    .into();
+    assert_eq!(counts, want);
+    engine.ingest(resolved("a", "HighP99Latency", "high", "fraud", 2 * S), 2 * S);
+    engine.ingest(resolved("b", "HighP99Latency", "high", "recsys", 2 * S), 2 * S);
+    let counts = engine.firing_counts(11 * M);
+    assert_eq!(
+        counts,
+        [(("FeatureDrift".to_string(), "medium".to_string(), "active"), 1)].into()
+    );
 }

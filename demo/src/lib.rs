@@ -6,6 +6,7 @@
 //! use them as real peers (a real tonic server, a real HTTP server).
 
 pub mod receiver;
+pub mod scenario;
 pub mod sim;
 pub mod smtp;
 pub mod stack;

@@ -33,6 +33,13 @@ pub struct ModelSim {
     /// Share of correct predictions per version (versions not listed:
     /// no labels are generated for them).
     pub version_accuracy: HashMap<String, f64>,
+    /// Seconds between a prediction and its ground-truth label, drawn
+    /// uniformly from this range (`(0, 0)`: at once).
+    pub label_delay_secs: (f64, f64),
+    /// Shape of the `amount` feature: `1 + 499 u^amount_exponent` for a
+    /// uniform `u`; 1.0 is the reference (uniform on [1, 500]), below 1
+    /// shifts the mass to large amounts (covariate drift).
+    pub amount_exponent: f64,
 }
 
 impl ModelSim {
@@ -53,7 +60,30 @@ impl ModelSim {
             capacity_per_replica: 60.0,
             base_latency_ms: 20.0,
             version_accuracy: HashMap::new(),
+            label_delay_secs: (0.0, 0.0),
+            amount_exponent: 1.0,
         }
+    }
+
+    /// Labels arrive this many seconds (uniform in the range) after their
+    /// prediction.
+    pub fn with_label_delay_secs(mut self, min: f64, max: f64) -> Self {
+        self.label_delay_secs = (min.max(0.0), max.max(min).max(0.0));
+        self
+    }
+
+    /// Draws one label delay, in milliseconds.
+    pub fn sample_label_delay_ms(&self, rng: &mut impl Rng) -> i64 {
+        let (lo, hi) = self.label_delay_secs;
+        let secs = if hi > lo { rng.random_range(lo..hi) } else { lo };
+        (secs * 1000.0).round() as i64
+    }
+
+    /// Draws one `amount` feature value.
+    pub fn sample_amount(&self, rng: &mut impl Rng) -> f64 {
+        let u: f64 = rng.random_range(0.0..1.0);
+        let amount = 1.0 + 499.0 * u.powf(self.amount_exponent);
+        (amount * 100.0).round() / 100.0
     }
 
     /// Versions that were active before, oldest first (rollback targets).
@@ -134,6 +164,22 @@ impl SimPlatform {
     pub fn set_load(&self, name: &str, load_rps: f64) {
         if let Some(m) = self.lock().models.get_mut(name) {
             m.load_rps = load_rps;
+        }
+    }
+
+    /// Sets the share of correct predictions of `version` (a model
+    /// version that starts predicting worse).
+    pub fn set_accuracy(&self, name: &str, version: &str, accuracy: f64) {
+        if let Some(m) = self.lock().models.get_mut(name) {
+            m.version_accuracy.insert(version.to_string(), accuracy.clamp(0.0, 1.0));
+        }
+    }
+
+    /// Sets the shape of the `amount` feature (see
+    /// [`ModelSim::amount_exponent`]).
+    pub fn set_amount_exponent(&self, name: &str, exponent: f64) {
+        if let Some(m) = self.lock().models.get_mut(name) {
+            m.amount_exponent = exponent;
         }
     }
 

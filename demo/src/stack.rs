@@ -1,8 +1,10 @@
 //! The whole mlwatch stack in one process, for the local demo and the
 //! integration tests: the four services (each started through its own
-//! `start`, exactly as its binary does), the simulated serving platform and
-//! a local HTTP receiver standing in for Slack, all on loopback ports
-//! chosen by the OS, against a real Kafka-API broker.
+//! `start`, exactly as its binary does), the simulated serving platform,
+//! local HTTP receivers standing in for Slack and PagerDuty and an SMTP
+//! mail catcher, all on loopback ports chosen by the OS, against a real
+//! Kafka-API broker. Pages are routed as DESIGN.md says: critical and high
+//! to PagerDuty, email and Slack; the rest to Slack.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::receiver::HttpReceiver;
 use crate::sim::SimPlatform;
+use crate::smtp::SmtpServer;
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -34,6 +37,75 @@ pub struct StackOptions {
     pub eval_interval_ms: u64,
     /// Channel named in Slack messages.
     pub slack_channel: Option<String>,
+    /// Short accuracy and drift windows (and rollbacks without approval),
+    /// so that decay and drift show within a minute; `None` keeps the
+    /// services' defaults.
+    pub quality: Option<QualityWindows>,
+}
+
+/// Accuracy and drift settings for a demo: the services' defaults judge
+/// over hours and days; these judge over seconds. Applied on top of the
+/// defaults in [`Stack::start`].
+#[derive(Debug, Clone)]
+pub struct QualityWindows {
+    /// Window judged for accuracy decay, seconds of prediction time.
+    pub decay_window_secs: u64,
+    /// Accuracy bucket width, seconds.
+    pub bucket_secs: u64,
+    /// Labelled outcomes forming a version's measured baseline.
+    pub reference_labelled: u64,
+    /// Labelled outcomes a window needs before it is judged.
+    pub min_samples: u64,
+    /// How long a decay must last before it fires (its severity is taken
+    /// then, once the late labels show the whole drop).
+    pub decay_for_secs: u64,
+    /// How long a decay must be gone before it resolves.
+    pub decay_resolve_for_secs: u64,
+    /// Drift evaluation window, seconds.
+    pub drift_window_secs: u64,
+    /// Fewest events a drift window needs (smaller ones carry over).
+    pub drift_min_window_events: u64,
+    /// Each model's first this many events become its reference profile.
+    pub capture_events: u64,
+}
+
+impl Default for QualityWindows {
+    fn default() -> Self {
+        Self {
+            decay_window_secs: 60,
+            bucket_secs: 5,
+            reference_labelled: 500,
+            min_samples: 200,
+            decay_for_secs: 15,
+            decay_resolve_for_secs: 5,
+            drift_window_secs: 5,
+            drift_min_window_events: 200,
+            capture_events: 4000,
+        }
+    }
+}
+
+impl QualityWindows {
+    /// Applies these windows to an analyzer configuration. Accuracy alone
+    /// is judged (precision, recall, F1 and AUC follow it in this traffic,
+    /// and one metric tells one incident once); the early warning is off
+    /// for the same reason.
+    pub fn apply(&self, analyzer: &mut mlwatch_analyzer::Config) {
+        let a = &mut analyzer.accuracy;
+        a.decay_window_secs = self.decay_window_secs;
+        a.bucket_secs = self.bucket_secs;
+        a.reference_labelled = self.reference_labelled;
+        a.decay.min_samples = self.min_samples;
+        a.for_secs = self.decay_for_secs;
+        a.resolve_for_secs = self.decay_resolve_for_secs;
+        a.early_warning.enabled = false;
+        let t = &mut a.decay.thresholds;
+        (t.precision, t.recall, t.f1, t.auc_roc) = (1.0, 1.0, 1.0, 1.0);
+        let d = &mut analyzer.drift;
+        d.window_secs = self.drift_window_secs;
+        d.capture_events = self.capture_events;
+        d.rules.defaults.min_window_events = self.drift_min_window_events;
+    }
 }
 
 impl StackOptions {
@@ -45,6 +117,7 @@ impl StackOptions {
             resolve_for_secs: 5,
             eval_interval_ms: 500,
             slack_channel: None,
+            quality: None,
         }
     }
 }
@@ -53,8 +126,14 @@ impl StackOptions {
 pub struct Stack {
     pub sim: SimPlatform,
     pub slack: HttpReceiver,
+    /// PagerDuty Events API v2 stand-in (critical and high alerts).
+    pub pagerduty: HttpReceiver,
+    /// Mail catcher (critical and high alerts).
+    pub smtp: SmtpServer,
     pub serving_addr: SocketAddr,
     pub slack_addr: SocketAddr,
+    pub pagerduty_addr: SocketAddr,
+    pub smtp_addr: SocketAddr,
     pub collector_http: SocketAddr,
     pub collector_grpc: SocketAddr,
     pub collector_admin: SocketAddr,
@@ -76,6 +155,15 @@ impl Stack {
             .serve(loopback(), shutdown.clone())
             .await
             .context("slack receiver")?;
+        tasks.push(t);
+        let pagerduty = HttpReceiver::default();
+        let (pagerduty_addr, t) = pagerduty
+            .serve(loopback(), shutdown.clone())
+            .await
+            .context("pagerduty receiver")?;
+        tasks.push(t);
+        let smtp = SmtpServer::default();
+        let (smtp_addr, t) = smtp.serve(loopback(), shutdown.clone()).await.context("mail catcher")?;
         tasks.push(t);
         let (serving_addr, t) = sim
             .serve(loopback(), shutdown.clone())
@@ -104,6 +192,10 @@ impl Stack {
         // detectors would page the same surge again under other names.
         analyzer.rules.latency_spike.enabled = false;
         analyzer.rules.sla_prediction.enabled = false;
+        analyzer.drift.profile_dir = std::env::temp_dir().join(format!("mlwatch-profiles-{}", opts.group_suffix));
+        if let Some(q) = &opts.quality {
+            q.apply(&mut analyzer);
+        }
         let analyzer = mlwatch_analyzer::start(analyzer, shutdown.clone())
             .await
             .context("analyzer")?;
@@ -112,14 +204,26 @@ impl Stack {
         alerter.kafka = opts.kafka.clone();
         alerter.admin = AdminConfig::on(loopback());
         alerter.alerter.group_id = format!("mlwatch-alerter-{}", opts.group_suffix);
-        // Only the Slack stand-in is wired in this stack: route every
-        // severity to it, one group per alert, flushed at once (the demo
-        // should not wait Alertmanager's 30 s / 5 min).
+        // DESIGN.md's routing (critical/high also to PagerDuty and email),
+        // one group per alert, flushed at once (the demo should not wait
+        // Alertmanager's 30 s / 5 min).
+        let child = |receiver: &str, matcher: Option<&str>, cont: bool| mlwatch_alerter::RouteConfig {
+            receiver: Some(receiver.into()),
+            matchers: matcher.map(|m| vec![m.to_string()]).unwrap_or_default(),
+            continue_matching: cont,
+            ..Default::default()
+        };
+        let high = r#"severity=~"critical|high""#;
         alerter.route = Some(mlwatch_alerter::RouteConfig {
             receiver: Some("slack".into()),
             group_by: Some(vec!["...".into()]),
             group_wait_ms: Some(0),
             group_interval_ms: Some(1000),
+            routes: vec![
+                child("pagerduty", Some(high), true),
+                child("email", Some(high), true),
+                child("slack", None, false),
+            ],
             ..Default::default()
         });
         alerter.alerter.state_file = None;
@@ -130,6 +234,34 @@ impl Stack {
                 opts.slack_channel.clone(),
             ),
         );
+        alerter.receivers.insert(
+            "pagerduty".into(),
+            mlwatch_alerter::Receiver::Pagerduty {
+                routing_key: Some(mlwatch_alerter::Secret::new("demo0routing0key0000000000000000")),
+                routing_key_file: None,
+                url: Some(format!("http://{pagerduty_addr}/v2/enqueue")),
+                send_resolved: None,
+                send_acknowledged: None,
+                rate_limit_ms: None,
+            },
+        );
+        alerter.receivers.insert(
+            "email".into(),
+            mlwatch_alerter::Receiver::Email {
+                host: "127.0.0.1".into(),
+                port: Some(smtp_addr.port()),
+                tls: mlwatch_alerter::SmtpTls::None,
+                ca_file: None,
+                username: None,
+                password: None,
+                password_file: None,
+                from: "mlwatch <alerts@mlwatch.local>".into(),
+                to: vec!["ml-oncall@mlwatch.local".into()],
+                subject_template: None,
+                send_resolved: None,
+                rate_limit_ms: None,
+            },
+        );
         let alerter = mlwatch_alerter::start(alerter, shutdown.clone())
             .await
             .context("alerter")?;
@@ -139,6 +271,10 @@ impl Stack {
         remediator.admin = AdminConfig::on(loopback());
         remediator.remediator.group_id = format!("mlwatch-remediator-{}", opts.group_suffix);
         remediator.serving.endpoint = format!("http://{serving_addr}");
+        if opts.quality.is_some() {
+            // The demo shows the closed loop: a rollback needs no approval.
+            remediator.guards.require_approval.clear();
+        }
         let remediator = mlwatch_remediator::start(remediator, shutdown.clone())
             .await
             .context("remediator")?;
@@ -146,8 +282,12 @@ impl Stack {
         let stack = Self {
             sim,
             slack,
+            pagerduty,
+            smtp,
             serving_addr,
             slack_addr,
+            pagerduty_addr,
+            smtp_addr,
             collector_http: collector.http_addr,
             collector_grpc: collector.grpc_addr,
             collector_admin: collector.admin_addr,

@@ -33,3 +33,41 @@ fn a_typo_is_refused_with_the_key_named() {
         .to_string();
     assert!(err.contains("threshold"), "{err}");
 }
+
+/// The TOML a Kubernetes ConfigMap in `deploy/k8s/<service>.yaml` carries
+/// under `<service>.toml: |` (a literal block indented by four spaces).
+fn configmap_toml(service: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/k8s")
+        .join(format!("{service}.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = format!("{service}.toml: |");
+    let mut lines = text.lines().skip_while(|l| l.trim() != header);
+    assert!(lines.next().is_some(), "deploy/k8s/{service}.yaml: no {header}");
+    lines
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| l.get(4..).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn kubernetes_configmaps_load() {
+    use mlwatch_common::config::from_toml;
+    let c: mlwatch_collector::Config = from_toml(&configmap_toml("collector")).expect("collector configmap");
+    assert!(c.log.json);
+    let a: mlwatch_analyzer::Config = from_toml(&configmap_toml("analyzer")).expect("analyzer configmap");
+    // The pod's working directory is not writable: state lives on the volume.
+    assert!(
+        a.accuracy.join.dir.starts_with("/var/lib/mlwatch"),
+        "{:?}",
+        a.accuracy.join.dir
+    );
+    assert!(
+        a.drift.profile_dir.starts_with("/var/lib/mlwatch"),
+        "{:?}",
+        a.drift.profile_dir
+    );
+    let _: mlwatch_alerter::Config = from_toml(&configmap_toml("alerter")).expect("alerter configmap");
+    let _: mlwatch_remediator::Config = from_toml(&configmap_toml("remediator")).expect("remediator configmap");
+}

@@ -648,8 +648,13 @@ impl AccuracyTracker {
                     .and_then(|(b, _)| assess(metric, &b, &stats_of(metric, &window), &self.config.decay));
                 assessments.push((metric, a));
             }
+            // A version with no prediction in the whole decay window no
+            // longer serves (rolled back, replaced): nothing is left to
+            // judge, so its decay alerts resolve (after `resolve_for_secs`)
+            // instead of firing forever on outcomes that age away.
+            let serving = window.predictions > 0;
             for (metric, a) in assessments {
-                if let Some(alert) = self.judge(&key, &mut series, metric, a, now_ms) {
+                if let Some(alert) = self.judge(&key, &mut series, metric, a, serving, now_ms) {
                     alerts.push(alert);
                 }
             }
@@ -681,6 +686,7 @@ impl AccuracyTracker {
         series: &mut Series,
         metric: MetricType,
         a: Option<Assessment>,
+        serving: bool,
         now_ms: i64,
     ) -> Option<Alert> {
         let interval_ms = self.config.trend_interval_secs as i64 * 1000;
@@ -688,7 +694,7 @@ impl AccuracyTracker {
         let state = series.metrics.entry(metric).or_default();
         let enough = a.as_ref().is_some_and(|a| a.samples >= self.config.decay.min_samples);
         let breach = a.as_ref().is_some_and(|a| a.decayed);
-        let clear = enough && !breach;
+        let clear = (enough && !breach) || !serving;
         if let Some(a) = &a
             && enough
             && state.points.back().is_none_or(|(t, _)| now_ms - t >= interval_ms)
@@ -716,7 +722,11 @@ impl AccuracyTracker {
         while series.high_decays.front().is_some_and(|t| now_ms - t > repeat_ms) {
             series.high_decays.pop_front();
         }
-        state.last = a.clone();
+        // A version that stopped serving keeps its last judgement, which
+        // also tells its resolve.
+        if serving {
+            state.last = a.clone();
+        }
         let a = a.or_else(|| state.last.clone())?;
         let mut labels = Self::labels(key);
         labels.insert("metric".to_string(), metric.name().to_string());
@@ -957,6 +967,16 @@ impl AccuracyTracker {
                 push("mape", Some(m.mape));
                 push("r2", Some(m.r2));
             }
+            // The baseline each decay is judged against, once known
+            // (`<metric>_baseline`), so dashboards plot current vs baseline.
+            for metric in MetricType::ALL {
+                let reference = stats_of(metric, &s.reference);
+                let base = self.baseline_for(k, s, metric, &reference).and_then(|(b, _)| match b {
+                    Baseline::Configured(v) => Some(v),
+                    Baseline::Measured(r) => metric.value(r),
+                });
+                push(&format!("{}_baseline", metric.name()), base);
+            }
         }
         out
     }
@@ -1175,6 +1195,44 @@ mod tests {
     }
 
     #[test]
+    fn decay_of_a_version_that_stopped_serving_resolves() {
+        let (n, change) = (8_000, 4_000);
+        let mut drop = run(3, n, "v1", |i| if i < change { 1.6 } else { 0.6 }, None);
+        let fired: Vec<String> = firing(&drop.alerts, DECAY_ALERT)
+            .iter()
+            .map(|(a, _)| a.fingerprint.clone())
+            .collect();
+        assert!(!fired.is_empty(), "no decay alert");
+        let resolved = |alerts: &[Alert]| {
+            alerts
+                .iter()
+                .filter(|a| a.r#type == DECAY_ALERT && a.status == AlertStatus::Resolved as i32)
+                .map(|a| a.fingerprint.clone())
+                .collect::<Vec<_>>()
+        };
+        let already: Vec<Alert> = drop.alerts.iter().map(|(a, _)| a.clone()).collect();
+        let already = resolved(&already);
+        let still_firing: Vec<String> = fired.into_iter().filter(|f| !already.contains(f)).collect();
+        assert!(
+            !still_firing.is_empty(),
+            "the decay should still fire when traffic stops"
+        );
+        // The last prediction was at T0 + n s, its label 600 s later. While
+        // a prediction is inside the decay window nothing changes.
+        let last = T0 + n as i64 * SEC;
+        let window = config().decay_window_secs as i64 * SEC;
+        assert!(resolved(&drop.tracker.evaluate(last + window - 120 * SEC)).is_empty());
+        // Past the window (and `resolve_for_secs`): every alert resolves.
+        let mut out = drop.tracker.evaluate(last + window + 120 * SEC);
+        out.extend(drop.tracker.evaluate(last + window + 120 * SEC + 301 * SEC));
+        let mut got = resolved(&out);
+        got.sort();
+        let mut want = still_firing;
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn report_shows_baseline_current_trend_and_recommends() {
         // Good, drop, recover, drop again: two high-severity episodes.
         let q = |i: usize| {
@@ -1319,6 +1377,38 @@ mod tests {
         assert!(
             t.slope_per_hour < 0.0 && t.predicted < acc.current.unwrap() + 0.01,
             "{t:?}"
+        );
+    }
+
+    #[test]
+    fn baselines_are_exported_beside_the_current_values() {
+        let r = run(5, 3000, "v1", |_| 1.6, None);
+        let now = T0 + 3600 * SEC;
+        let gauges = r.tracker.gauges(now);
+        let report = &r.tracker.reports("fraud", now)[0];
+        let measured = report
+            .metrics
+            .iter()
+            .find(|m| m.metric == MetricType::Accuracy)
+            .and_then(|m| m.baseline)
+            .expect("measured baseline");
+        let exported: Vec<&Gauge> = gauges
+            .iter()
+            .filter(|g| g.metric_type == "accuracy_baseline" && g.model_version == "v1")
+            .collect();
+        assert_eq!(exported.len(), 1, "{gauges:?}");
+        assert_eq!(exported[0].value, measured);
+        // A configured baseline is exported as configured.
+        let mut config = config();
+        config
+            .baselines
+            .insert("fraud".into(), [("auc_roc".to_string(), 0.91)].into());
+        let r = run(5, 3000, "v1", |_| 1.6, Some(AccuracyTracker::new(config)));
+        assert!(
+            r.tracker
+                .gauges(now)
+                .iter()
+                .any(|g| g.metric_type == "auc_roc_baseline" && g.value == 0.91)
         );
     }
 
