@@ -11,14 +11,14 @@
 //! as done only once the broker acknowledged.
 //!
 //! - [`ProfileRegistry`]: what an instance knows (pure, no I/O): the active
-//!   profile per model, the version-specific ones, every profile version seen.
+//!   profile per model, the version-specific ones, the version numbers used.
 //! - [`ProfileCache`]: local files (`<dir>/<model>/v<N>.json`, `active`), so
 //!   a checkpointed monitor can restore on a profile version the topic has
 //!   since compacted away.
 //! - [`ProfileTopic`]: the I/O: publish (produce, wait for the ack) and
 //!   follow (read in full, then tail).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -63,8 +63,9 @@ struct ModelProfiles {
     active: Option<Arc<Profile>>,
     /// Profiles of single model versions.
     by_model_version: BTreeMap<String, Arc<Profile>>,
-    /// Every profile version seen, by version number.
-    history: BTreeMap<u32, Arc<Profile>>,
+    /// Every profile version number seen (the profiles themselves only
+    /// while in use: older ones are in the [`ProfileCache`]).
+    versions: BTreeSet<u32>,
 }
 
 /// The profiles an instance knows. Pure: fed by [`ProfileRegistry::apply`].
@@ -115,7 +116,7 @@ impl ProfileRegistry {
         let entry = self.models.entry(model.to_string()).or_default();
         let profile = profile.map(Arc::new);
         if let Some(p) = &profile {
-            entry.history.insert(p.version, p.clone());
+            entry.versions.insert(p.version);
         }
         match model_version {
             None => entry.active = profile,
@@ -148,16 +149,20 @@ impl ProfileRegistry {
         self.models.get(model)?.by_model_version.get(model_version)
     }
 
-    /// A profile version of `model` seen by this instance.
+    /// A profile version of `model` in use (active or version-specific).
     pub fn get(&self, model: &str, version: u32) -> Option<&Arc<Profile>> {
-        self.models.get(model)?.history.get(&version)
+        let m = self.models.get(model)?;
+        m.active
+            .iter()
+            .chain(m.by_model_version.values())
+            .find(|p| p.version == version)
     }
 
     /// The version numbers of `model` seen, ascending.
     pub fn versions(&self, model: &str) -> Vec<u32> {
         self.models
             .get(model)
-            .map(|m| m.history.keys().copied().collect())
+            .map(|m| m.versions.iter().copied().collect())
             .unwrap_or_default()
     }
 
@@ -469,10 +474,12 @@ mod tests {
         r.assign_version(&mut p);
         assert_eq!(p.version, 7);
 
-        // A tombstone removes the version's own profile; history stays.
+        // A tombstone removes the version's own profile; its number stays used.
+        assert_eq!(r.get("fraud", 2).unwrap().version, 2);
         assert!(r.apply(&key, None, Some((0, 7))).unwrap());
         assert_eq!(r.for_version("fraud", "v4").unwrap().version, 1);
-        assert_eq!(r.get("fraud", 2).unwrap().version, 2);
+        assert!(r.get("fraud", 2).is_none());
+        assert_eq!(r.versions("fraud"), vec![1, 2]);
 
         // Key and profile must agree.
         let err = r.apply("other", Some(profile("fraud", 4)), None).unwrap_err();

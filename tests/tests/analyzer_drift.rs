@@ -7,7 +7,8 @@
 //!
 //! Profiles are shared through the profiles topic: one uploaded to an
 //! instance is used by another with its own state directory, per model
-//! version.
+//! version; records on the profiles topic that are not valid profiles are
+//! skipped.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use prost::Message as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
+use rdkafka::producer::FutureRecord;
 use serde_json::{Value as Json, json};
 
 const COUNTRIES: [&str; 3] = ["DE", "FR", "US"];
@@ -295,6 +297,22 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let v: Json = r.json().await.unwrap();
     assert_eq!(v["version"], 1);
+
+    // Records the analyzer did not write are skipped (logged), never fatal:
+    // not a profile, and a profile under another model's key.
+    let producer = kafka_a.producer().unwrap();
+    for (key, payload) in [
+        ("credit", "not a profile".to_string()),
+        ("other", reference_profile(&mut rng)),
+    ] {
+        producer
+            .send(
+                FutureRecord::to(&kafka_a.topics.profiles).key(key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
 
     // Instance B: its own event topics and state, the same profiles topic.
     let (mut kafka_b, suffix_b) = kafka_for_test("profiles-b");
