@@ -488,6 +488,46 @@ mod tests {
         assert!(err.contains("v4"), "{err}");
     }
 
+    proptest::proptest! {
+        /// Whatever order records arrive in (the publisher applying its own
+        /// record before the follower reads the older ones back), the
+        /// profile of each key is that of its newest record.
+        #[test]
+        fn newest_record_per_key_wins_in_any_order(
+            records in proptest::collection::vec((0usize..3, proptest::option::of(1u32..50)), 1..20),
+            order in proptest::collection::vec(proptest::num::usize::ANY, 0..40),
+        ) {
+            let keys = ["fraud", "fraud\u{1f}v2", "credit"];
+            let profile_of = |key: &str, version: u32| {
+                let (model, model_version) = split_key(key);
+                let mut p = profile(model, version);
+                p.model_version = model_version.map(str::to_string);
+                p
+            };
+            let mut sorted = ProfileRegistry::default();
+            let mut shuffled = ProfileRegistry::default();
+            let mut idx: Vec<usize> = (0..records.len()).collect();
+            for (i, o) in order.iter().enumerate() {
+                let n = idx.len();
+                idx.swap(i % n, o % n);
+            }
+            for (offset, (k, v)) in records.iter().enumerate() {
+                let key = keys[*k];
+                sorted.apply(key, v.map(|v| profile_of(key, v)), Some((0, offset as i64))).unwrap();
+            }
+            for i in idx {
+                let (k, v) = records[i];
+                let key = keys[k];
+                shuffled.apply(key, v.map(|v| profile_of(key, v)), Some((0, i as i64))).unwrap();
+            }
+            for (model, version) in [("fraud", "v1"), ("fraud", "v2"), ("credit", "v1")] {
+                let a = sorted.for_version(model, version).map(|p| p.version);
+                let b = shuffled.for_version(model, version).map(|p| p.version);
+                proptest::prop_assert_eq!(a, b);
+            }
+        }
+    }
+
     #[test]
     fn cache_keeps_versions_and_the_active_pointer() {
         let dir = tempfile::tempdir().unwrap();
