@@ -157,6 +157,26 @@ pub fn read_parquet<R: ChunkReader + 'static>(
     columns: &Columns,
     builder: &mut ProfileBuilder,
 ) -> Result<(), DriftError> {
+    // The parquet crate panics on some damaged files (e.g. negative column
+    // chunk offsets in the footer); such a file is bad input, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_parquet_rows(reader, columns, builder)
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unreadable");
+        Err(DriftError::InvalidInput(format!("parquet: damaged file: {why}")))
+    })
+}
+
+fn read_parquet_rows<R: ChunkReader + 'static>(
+    reader: R,
+    columns: &Columns,
+    builder: &mut ProfileBuilder,
+) -> Result<(), DriftError> {
     let file = SerializedFileReader::new(reader).map_err(|e| DriftError::InvalidInput(format!("parquet: {e}")))?;
     let rows = file
         .get_row_iter(None)
@@ -322,6 +342,31 @@ mod tests {
                 let back = Profile::from_json(&p.to_json());
                 proptest::prop_assert!(back.is_ok(), "{:?}", back.err());
             }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(1000))]
+        /// A damaged Parquet file (bytes of the pyarrow fixture overwritten,
+        /// half of them in the footer, or cut short) gives an error or a
+        /// profile, never a panic.
+        #[test]
+        fn damaged_parquet_never_panics(
+            edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..8),
+            cut in proptest::option::of(proptest::num::usize::ANY),
+        ) {
+            let mut data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parquet/train.snappy.parquet")).unwrap();
+            for (i, (at, byte)) in edits.into_iter().enumerate() {
+                let n = data.len();
+                // Every other edit lands in the footer (schema, row groups).
+                let at = if i % 2 == 0 { at % n } else { n - 1 - at % 2000 };
+                data[at] = byte;
+            }
+            if let Some(c) = cut {
+                let n = data.len();
+                data.truncate(c % n);
+            }
+            let _ = build(data.as_slice(), Format::Parquet, &Columns::default(), builder());
         }
     }
 
