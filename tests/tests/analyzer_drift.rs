@@ -246,6 +246,31 @@ async fn start_collector(
         .expect("collector")
 }
 
+/// Starts an analyzer with [`analyzer_config`]; returns it and its API base URL.
+async fn start_analyzer(
+    kafka: &mlwatch_common::kafka::KafkaConfig,
+    name: &str,
+    dir: &std::path::Path,
+    shutdown: &CancellationToken,
+) -> (mlwatch_analyzer::Running, String) {
+    let running = mlwatch_analyzer::start(analyzer_config(kafka, name, dir), shutdown.clone())
+        .await
+        .unwrap_or_else(|e| panic!("analyzer {name}: {e}"));
+    let api = format!("http://{}", running.admin_addr);
+    (running, api)
+}
+
+/// A second instance's Kafka configuration: its own event topics, the
+/// profiles topic of `kafka`.
+fn sharing_profiles(
+    kafka: &mlwatch_common::kafka::KafkaConfig,
+    name: &str,
+) -> (mlwatch_common::kafka::KafkaConfig, String) {
+    let (mut other, suffix) = kafka_for_test(name);
+    other.topics.profiles = kafka.topics.profiles.clone();
+    (other, suffix)
+}
+
 /// An analyzer configuration with its own group, state topic and state
 /// directory.
 fn analyzer_config(
@@ -281,13 +306,7 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     let mut rng = StdRng::seed_from_u64(12);
     let client = reqwest::Client::new();
 
-    let a = mlwatch_analyzer::start(
-        analyzer_config(&kafka_a, &format!("a-{suffix}"), &dir.join("a")),
-        shutdown.clone(),
-    )
-    .await
-    .expect("analyzer a");
-    let api_a = format!("http://{}", a.admin_addr);
+    let (a, api_a) = start_analyzer(&kafka_a, &format!("a-{suffix}"), &dir.join("a"), &shutdown).await;
     let r = client
         .put(format!("{api_a}/v1/models/credit/profile"))
         .body(reference_profile(&mut rng))
@@ -315,15 +334,8 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     }
 
     // Instance B: its own event topics and state, the same profiles topic.
-    let (mut kafka_b, suffix_b) = kafka_for_test("profiles-b");
-    kafka_b.topics.profiles = kafka_a.topics.profiles.clone();
-    let b = mlwatch_analyzer::start(
-        analyzer_config(&kafka_b, &format!("b-{suffix_b}"), &dir.join("b")),
-        shutdown.clone(),
-    )
-    .await
-    .expect("analyzer b");
-    let api_b = format!("http://{}", b.admin_addr);
+    let (kafka_b, suffix_b) = sharing_profiles(&kafka_a, "profiles-b");
+    let (b, api_b) = start_analyzer(&kafka_b, &format!("b-{suffix_b}"), &dir.join("b"), &shutdown).await;
     // Read in full at start: no waiting.
     let r = client
         .get(format!("{api_b}/v1/models/credit/profile"))
@@ -408,6 +420,77 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     )
     .await;
     assert_eq!(p["version"], 1);
+
+    shutdown.cancel();
+    a.task.await.unwrap().unwrap();
+    b.task.await.unwrap().unwrap();
+    let _ = collector.task.await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A profile captured from a model version's events on instance A is
+/// published on the profiles topic and becomes the active profile of
+/// instance B too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_captured_profile_reaches_every_instance() {
+    init_logs();
+    let (kafka_a, suffix) = kafka_for_test("capture");
+    let shutdown = CancellationToken::new();
+    let dir = std::env::temp_dir().join(format!("mlwatch-capture-{suffix}"));
+    let mut rng = StdRng::seed_from_u64(13);
+    let client = reqwest::Client::new();
+    let (a, api_a) = start_analyzer(&kafka_a, &format!("a-{suffix}"), &dir.join("a"), &shutdown).await;
+    let (kafka_b, suffix_b) = sharing_profiles(&kafka_a, "capture-b");
+    let (b, api_b) = start_analyzer(&kafka_b, &format!("b-{suffix_b}"), &dir.join("b"), &shutdown).await;
+
+    let r = client
+        .post(format!(
+            "{api_a}/v1/models/credit/profile/capture?events=300&from_version=v1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = client
+        .get(format!("{api_b}/v1/models/credit/profile"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // 400 events of each version; only v1's count, the first 300.
+    let collector = start_collector(&kafka_a, &shutdown).await;
+    let t0 = (mlwatch_common::now_ms() - 3_600_000) / 60_000 * 60_000;
+    let mut events = Vec::new();
+    for i in 0..400i64 {
+        events.push(event(&mut rng, "v1", i, t0, 0.0));
+        events.push(event(&mut rng, "v2", i, t0, 50.0));
+    }
+    post_events(&client, &collector, &events).await;
+
+    let p = poll_json(
+        &client,
+        &format!("{api_b}/v1/models/credit/profile"),
+        "the captured profile on instance b",
+        |p| p["version"] == 1,
+    )
+    .await;
+    assert_eq!(p["rows"], 300, "{p}");
+    assert!(p["source"].as_str().unwrap().contains("v1"), "{p}");
+    let profile = Profile::from_json(&p.to_string()).unwrap();
+    let mlwatch_analyzer::drift::FeatureProfile::Numeric(amount) = &profile.features["amount"] else {
+        panic!("amount is not numeric: {p}")
+    };
+    // v2's amounts (shifted by 50) were not captured.
+    assert!(amount.max < 150.0, "{p}");
+    let on_a = poll_json(
+        &client,
+        &format!("{api_a}/v1/models/credit/profile"),
+        "a's profile",
+        |_| true,
+    )
+    .await;
+    assert_eq!(on_a, p);
 
     shutdown.cancel();
     a.task.await.unwrap().unwrap();
