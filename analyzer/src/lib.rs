@@ -348,7 +348,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     );
     // Every instance reads the profiles topic in full before consuming.
     let profiles = if config.drift.enabled {
-        let topic = ProfileTopic::open(&config.kafka, config.drift.profile_dir.clone(), shutdown.clone()).await?;
+        let records = IntCounterVec::new(
+            Opts::new(
+                "mlwatch_analyzer_profile_records_total",
+                "Records read from the profiles topic, by result (applied, unchanged, skipped: not a usable profile)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(records.clone()))?;
+        let topic = ProfileTopic::open(
+            &config.kafka,
+            config.drift.profile_dir.clone(),
+            records,
+            shutdown.clone(),
+        )
+        .await?;
         let (captured, to_publish) = tokio::sync::mpsc::unbounded_channel();
         trackers.share_profiles(topic.registry(), captured);
         tokio::spawn(topic.clone().publish_captures(to_publish, shutdown.clone()));

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use mlwatch_common::kafka::KafkaConfig;
 use mlwatch_common::shutdown::CancellationToken;
+use prometheus::IntCounterVec;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -251,6 +252,8 @@ pub struct ProfileTopic {
     timeout: Duration,
     registry: SharedProfiles,
     cache: ProfileCache,
+    /// Records read, by result: `applied`, `unchanged`, `skipped`.
+    records: IntCounterVec,
 }
 
 /// How long an instance waits at start to read the profiles topic in full.
@@ -258,10 +261,12 @@ const CATCH_UP: Duration = Duration::from_secs(60);
 
 impl ProfileTopic {
     /// Creates the topic (compacted) when missing, reads it in full into a
-    /// new registry, and keeps following it until `shutdown`.
+    /// new registry, and keeps following it until `shutdown`; counts the
+    /// records read in `records` (label `result`).
     pub async fn open(
         kafka: &KafkaConfig,
         cache_dir: PathBuf,
+        records: IntCounterVec,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, Error> {
         let topic = kafka.topics.profiles.clone();
@@ -275,6 +280,7 @@ impl ProfileTopic {
             timeout: Duration::from_millis(kafka.produce_timeout_ms),
             registry: SharedProfiles::default(),
             cache: ProfileCache::new(cache_dir),
+            records,
             topic,
         });
         let consumer: StreamConsumer = kafka
@@ -316,8 +322,9 @@ impl ProfileTopic {
         self.registry.clone()
     }
 
-    /// Applies one record and keeps a local copy of its profile.
-    fn apply(&self, key: &str, profile: Option<Profile>, at: Position) -> Result<(), String> {
+    /// Applies one record and keeps a local copy of its profile; returns
+    /// whether it changed anything.
+    fn apply(&self, key: &str, profile: Option<Profile>, at: Position) -> Result<bool, String> {
         let changed = write(&self.registry).apply(key, profile.clone(), Some(at))?;
         if changed && let Some(p) = &profile {
             if let Err(error) = self.cache.put(p) {
@@ -328,7 +335,7 @@ impl ProfileTopic {
                 "reference profile active"
             );
         }
-        Ok(())
+        Ok(changed)
     }
 
     async fn follow(
@@ -356,10 +363,16 @@ impl ProfileTopic {
                             .and_then(|t| Profile::from_json(t).map_err(|e| e.to_string()))
                             .map(Some),
                     };
-                    if let Err(reason) = profile.and_then(|p| self.apply(&key, p, at)) {
-                        // Skipped, never fatal: the next upload of the key replaces it.
-                        tracing::warn!(topic = %self.topic, partition = at.0, offset = at.1, key = %key, %reason, "profile record unusable; skipped");
-                    }
+                    let result = match profile.and_then(|p| self.apply(&key, p, at)) {
+                        Ok(true) => "applied",
+                        Ok(false) => "unchanged",
+                        Err(reason) => {
+                            // Skipped, never fatal: the next upload of the key replaces it.
+                            tracing::warn!(topic = %self.topic, partition = at.0, offset = at.1, key = %key, %reason, "profile record unusable; skipped");
+                            "skipped"
+                        }
+                    };
+                    self.records.with_label_values(&[result]).inc();
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
                     behind.remove(&p);

@@ -8,7 +8,7 @@
 //! Profiles are shared through the profiles topic: one uploaded to an
 //! instance is used by another with its own state directory, per model
 //! version; records on the profiles topic that are not valid profiles are
-//! skipped.
+//! skipped and counted.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -346,6 +346,20 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     let p: Json = r.json().await.unwrap();
     assert_eq!((p["model"].as_str(), p["version"].as_u64()), (Some("credit"), Some(1)));
     assert!(dir.join("b").join("profiles").join("credit").join("v1.json").exists());
+    // The two foreign records are counted as skipped (and logged).
+    let metrics = client
+        .get(format!("{api_b}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"mlwatch_analyzer_profile_records_total{result="skipped"} 2"#)
+            && metrics.contains(r#"mlwatch_analyzer_profile_records_total{result="applied"} 1"#),
+        "{metrics}"
+    );
 
     let collector = start_collector(&kafka_b, &shutdown).await;
 
