@@ -254,6 +254,9 @@ pub struct ProfileTopic {
     cache: ProfileCache,
     /// Records read, by result: `applied`, `unchanged`, `skipped`.
     records: IntCounterVec,
+    /// One publish at a time per instance, so two uploads to the same
+    /// instance never pick the same version number.
+    publishing: tokio::sync::Mutex<()>,
 }
 
 /// How long an instance waits at start to read the profiles topic in full.
@@ -281,6 +284,7 @@ impl ProfileTopic {
             registry: SharedProfiles::default(),
             cache: ProfileCache::new(cache_dir),
             records,
+            publishing: tokio::sync::Mutex::new(()),
             topic,
         });
         let consumer: StreamConsumer = kafka
@@ -398,6 +402,7 @@ impl ProfileTopic {
     /// broker acknowledged it; it is then active on this instance, and on
     /// the others as soon as they read it.
     pub async fn publish(&self, mut profile: Profile) -> Result<u32, Error> {
+        let _one_at_a_time = self.publishing.lock().await;
         read(&self.registry).assign_version(&mut profile);
         let key = record_key(&profile.model, profile.model_version.as_deref());
         let payload = serde_json::to_vec(&profile).map_err(|e| Error::Task("profile encoding", e.to_string()))?;

@@ -432,6 +432,10 @@ impl Trackers {
         let fresh = {
             let registry = profiles::read(&self.profiles);
             let Some(profile) = registry.for_version(model, version) else {
+                // No profile (or it was removed by a tombstone): no monitor.
+                if let Some(versions) = self.drift.get_mut(&p).and_then(|m| m.get_mut(model)) {
+                    versions.remove(version);
+                }
                 return Ok(Vec::new());
             };
             let stale = self
@@ -853,6 +857,14 @@ mod tests {
         let v2 = t.drift_report("fraud", Some("v2"));
         assert_eq!((v2[0].profile_version, v2[0].version_specific), (2, true));
         assert_eq!(t.drift_report("fraud", Some("v1"))[0].profile_version, 1);
+
+        // A tombstone of the model's profile ends the monitors that used it.
+        t.profiles.write().unwrap().apply("fraud", None, None).unwrap();
+        let mut e = prediction(3001);
+        e.model_version = "v1".into();
+        t.observe_drift(0, &e).unwrap();
+        assert!(t.drift_report("fraud", Some("v1")).is_empty());
+        assert_eq!(t.drift_report("fraud", Some("v2")).len(), 1);
 
         // Versions per model are bounded: the least recent is dropped.
         let mut small = trackers(dir.path());
