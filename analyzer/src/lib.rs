@@ -14,6 +14,9 @@
 //! - [`consumer`]: the consume loop that owns partitions, restores and
 //!   checkpoints their state, dead-letters poison and publishes alerts to
 //!   `mlwatch.alerts.v1` before the checkpoint that reflects them.
+//! - [`profiles`]: drift reference profiles on a compacted topic, read in
+//!   full and followed by every instance; `drift_api`: their HTTP API and
+//!   the drift reports per model version.
 //! - this file: configuration, Prometheus gauges and the JSON read API
 //!   (`GET /v1/models`, `GET /v1/models/{model}/latency?window=5m`).
 
