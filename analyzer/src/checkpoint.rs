@@ -242,7 +242,7 @@ impl CheckpointStore {
 
 /// Creates `topic` with `cleanup.policy=compact`; retries without the
 /// setting when the broker refuses it.
-async fn create_compacted(kafka: &KafkaConfig, topic: &str) -> Result<(), CheckpointError> {
+pub(crate) async fn create_compacted(kafka: &KafkaConfig, topic: &str) -> Result<(), CheckpointError> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let replication = TopicReplication::Fixed(kafka.replication_factor);

@@ -14,6 +14,9 @@
 //! - [`consumer`]: the consume loop that owns partitions, restores and
 //!   checkpoints their state, dead-letters poison and publishes alerts to
 //!   `mlwatch.alerts.v1` before the checkpoint that reflects them.
+//! - [`profiles`]: drift reference profiles on a compacted topic, read in
+//!   full and followed by every instance; `drift_api`: their HTTP API and
+//!   the drift reports per model version.
 //! - this file: configuration, Prometheus gauges and the JSON read API
 //!   (`GET /v1/models`, `GET /v1/models/{model}/latency?window=5m`).
 
@@ -22,6 +25,7 @@ pub mod checkpoint;
 pub mod consumer;
 pub mod detectors;
 pub mod drift;
+mod drift_api;
 pub mod engine;
 pub mod profiles;
 pub mod rules;
@@ -55,6 +59,7 @@ use crate::accuracy::tracker::AccuracyConfig;
 use crate::checkpoint::CheckpointStore;
 use crate::consumer::{LoopConfig, Shared};
 use crate::engine::{Engine, EngineConfig, RulesConfig};
+use crate::profiles::ProfileTopic;
 use crate::trackers::{DriftSection, Trackers};
 
 pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "analyzer", "rules", "accuracy", "drift"];
@@ -231,14 +236,14 @@ impl Metrics {
                     "ml_feature_drift_score",
                     "PSI of each feature (and prediction output) in the last evaluated drift window against the reference profile",
                 ),
-                &["model_name", "feature_name"],
+                &["model_name", "model_version", "feature_name"],
             )?,
             quality_score: GaugeVec::new(
                 Opts::new(
                     "ml_data_quality_score",
                     "Data-quality score per check in the last evaluated window (1 = clean)",
                 ),
-                &["model_name", "quality_check"],
+                &["model_name", "model_version", "quality_check"],
             )?,
         };
         r.register(Box::new(m.drift_score.clone()))?;
@@ -336,7 +341,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let store = CheckpointStore::open(&config.kafka, &a.state_topic)
         .await
         .map_err(|e| Error::Task("state topic", e.to_string()))?;
-    let trackers = Trackers::new(
+    let mut trackers = Trackers::new(
         config.accuracy.clone(),
         &a.group_id,
         &topics.inference,
@@ -344,6 +349,30 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         a.eval_interval_ms,
         config.drift.clone(),
     );
+    // Every instance reads the profiles topic in full before consuming.
+    let profiles = if config.drift.enabled {
+        let records = IntCounterVec::new(
+            Opts::new(
+                "mlwatch_analyzer_profile_records_total",
+                "Records read from the profiles topic, by result (applied, unchanged, skipped: not a usable profile)",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(records.clone()))?;
+        let topic = ProfileTopic::open(
+            &config.kafka,
+            config.drift.profile_dir.clone(),
+            records,
+            shutdown.clone(),
+        )
+        .await?;
+        let (captured, to_publish) = tokio::sync::mpsc::unbounded_channel();
+        trackers.share_profiles(topic.registry(), captured);
+        tokio::spawn(topic.clone().publish_captures(to_publish, shutdown.clone()));
+        Some(topic)
+    } else {
+        None
+    };
     let core = consumer::shared(
         Engine::new(a.engine.clone(), config.rules.clone(), a.eval_interval_ms),
         trackers,
@@ -359,7 +388,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let kafka_consumer = consumer::consumer(&config.kafka, &a.group_id, owner.clone())?;
     kafka_consumer.subscribe(&[&topics.inference, &topics.labels])?;
 
-    let app = admin::router(registry.clone(), ready.clone()).merge(api(core));
+    let app = admin::router(registry.clone(), ready.clone()).merge(api(core, profiles));
     let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
 
     let timeout = Duration::from_millis(config.kafka.produce_timeout_ms);
@@ -391,7 +420,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     Ok(Running { admin_addr, task })
 }
 
-fn api(core: Shared) -> Router {
+fn api(core: Shared, profiles: Option<Arc<ProfileTopic>>) -> Router {
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{model}/latency", get(model_latency))
@@ -399,13 +428,8 @@ fn api(core: Shared) -> Router {
         .route("/v1/models/{model}/decay", get(model_decay))
         .route("/v1/models/{model}/accuracy/report", get(model_decay))
         .route("/v1/models/{model}/accuracy/join", get(model_join))
-        .route("/v1/models/{model}/drift", get(model_drift))
-        .route("/v1/models/{model}/profile", get(get_profile).put(put_profile))
-        .route(
-            "/v1/models/{model}/profile/capture",
-            axum::routing::post(capture_profile),
-        )
-        .with_state(core)
+        .with_state(core.clone())
+        .merge(drift_api::router(core, profiles))
 }
 
 fn not_found(message: String) -> Response {
@@ -455,99 +479,6 @@ async fn model_accuracy(
     }
     axum::Json(serde_json::json!({"model": model, "window": engine::window_name(secs), "series": series}))
         .into_response()
-}
-
-/// `GET /v1/models/{model}/drift`: per feature and prediction output the
-/// scores, decision state and quality, with the reference and current
-/// distributions on the same bins.
-async fn model_drift(State(core): State<Shared>, Path(model): Path<String>) -> Response {
-    let core = consumer::lock(&core);
-    match core.trackers.drift_report(&model) {
-        None => not_found(format!(
-            "model: no drift monitor for {model:?} on this instance (no active profile or no events)"
-        )),
-        Some((version, None)) => axum::Json(serde_json::json!({
-            "model": model, "profile_version": version, "report": null,
-            "status": "no window evaluated yet"
-        }))
-        .into_response(),
-        Some((version, Some(report))) => {
-            axum::Json(serde_json::json!({"model": model, "profile_version": version, "report": report}))
-                .into_response()
-        }
-    }
-}
-
-/// `PUT /v1/models/{model}/profile`: stores a profile (JSON from
-/// `mlwatch-profile build`) and makes it the model's active one.
-async fn put_profile(State(core): State<Shared>, Path(model): Path<String>, body: String) -> Response {
-    let profile = match crate::drift::Profile::from_json(&body) {
-        Ok(p) => p,
-        Err(e) => return bad_request(format!("profile: {e}")),
-    };
-    if profile.model != model {
-        return bad_request(format!(
-            "profile: model is {:?}, the path names {model:?}",
-            profile.model
-        ));
-    }
-    let mut core = consumer::lock(&core);
-    match core.trackers.put_profile(profile) {
-        Ok(version) => (
-            StatusCode::CREATED,
-            axum::Json(serde_json::json!({"model": model, "version": version, "active": true})),
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, model = %model, "cannot store profile");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                axum::Json(serde_json::json!({"error": e.to_string()})),
-            )
-                .into_response()
-        }
-    }
-}
-
-/// `GET /v1/models/{model}/profile`: the active profile.
-async fn get_profile(State(core): State<Shared>, Path(model): Path<String>) -> Response {
-    let mut core = consumer::lock(&core);
-    match core.trackers.active_profile(&model) {
-        Ok(Some(p)) => axum::Json(p.clone()).into_response(),
-        Ok(None) => not_found(format!("model: no profile for {model:?}")),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(serde_json::json!({"error": e.to_string()})),
-        )
-            .into_response(),
-    }
-}
-
-/// `POST /v1/models/{model}/profile/capture?events=N`: the model's next N
-/// events become its new active profile.
-async fn capture_profile(
-    State(core): State<Shared>,
-    Path(model): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let events = match q.get("events").map(|e| e.parse::<u64>()) {
-        Some(Ok(n)) if n > 0 => n,
-        Some(_) => return bad_request(format!("events: {:?} is not a positive integer", q["events"])),
-        None => return bad_request("events: required, e.g. ?events=10000".into()),
-    };
-    let mut core = consumer::lock(&core);
-    match core.trackers.request_capture(&model, events) {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({"model": model, "capturing_events": events})),
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            axum::Json(serde_json::json!({"error": e.to_string()})),
-        )
-            .into_response(),
-    }
 }
 
 /// `GET /v1/models/{model}/decay`: the decay report per version/segment.

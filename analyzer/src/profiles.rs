@@ -1,23 +1,192 @@
-//! Durable reference profiles: one JSON file per (model, version) under
-//! `[drift] profile_dir`, and one `active` file per model naming the active
-//! version. Writes go to a temporary file renamed into place, so a crash
-//! never leaves a half-written profile or pointer.
+//! Reference profiles shared by every analyzer instance
+//! (docs/decisions/0004-profile-store.md).
+//!
+//! The truth is a compacted Kafka topic (`[kafka.topics] profiles`, default
+//! `mlwatch.profiles.v1`): one record per model (key = model) holding its
+//! active profile as compact JSON, plus one per model version that has a
+//! profile of its own (key = model, U+001F, model version); a tombstone
+//! removes one. Every instance reads the topic in full before it consumes
+//! inferences, then follows it (no consumer group, so every instance sees
+//! every record). The upload API and profile capture publish to it and count
+//! as done only once the broker acknowledged.
+//!
+//! - [`ProfileRegistry`]: what an instance knows (pure, no I/O): the active
+//!   profile per model, the version-specific ones, the version numbers used.
+//! - [`ProfileCache`]: local files (`<dir>/<model>/v<N>.json`, `active`), so
+//!   a checkpointed monitor can restore on a profile version the topic has
+//!   since compacted away.
+//! - [`ProfileTopic`]: the I/O: publish (produce, wait for the ack) and
+//!   follow (read in full, then tail).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use mlwatch_common::kafka::KafkaConfig;
+use mlwatch_common::shutdown::CancellationToken;
+use prometheus::IntCounterVec;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::Error;
 use crate::drift::Profile;
 
-/// The profiles on disk, with the active ones cached.
-pub struct ProfileStore {
+/// Separates model and model version in a record key (a control character
+/// no model name uses).
+pub const KEY_SEPARATOR: char = '\u{1f}';
+
+/// The record key of `model`'s profile (`model_version`: a version-specific one).
+pub fn record_key(model: &str, model_version: Option<&str>) -> String {
+    match model_version {
+        None => model.to_string(),
+        Some(v) => format!("{model}{KEY_SEPARATOR}{v}"),
+    }
+}
+
+fn split_key(key: &str) -> (&str, Option<&str>) {
+    match key.split_once(KEY_SEPARATOR) {
+        Some((m, v)) => (m, Some(v)),
+        None => (key, None),
+    }
+}
+
+/// Where a record sits in the topic; a record older than the one applied
+/// for its key is ignored (the publisher applies its own record on the ack,
+/// before the follower reads it back).
+pub type Position = (i32, i64);
+
+#[derive(Default)]
+struct ModelProfiles {
+    /// The model-wide active profile.
+    active: Option<Arc<Profile>>,
+    /// Profiles of single model versions.
+    by_model_version: BTreeMap<String, Arc<Profile>>,
+    /// Every profile version number seen (the profiles themselves only
+    /// while in use: older ones are in the [`ProfileCache`]).
+    versions: BTreeSet<u32>,
+}
+
+/// The profiles an instance knows. Pure: fed by [`ProfileRegistry::apply`].
+#[derive(Default)]
+pub struct ProfileRegistry {
+    models: HashMap<String, ModelProfiles>,
+    /// Position of the newest record applied per key.
+    applied: HashMap<String, Position>,
+}
+
+/// The registry shared by the follower, the publisher, the API and the
+/// trackers.
+pub type SharedProfiles = Arc<RwLock<ProfileRegistry>>;
+
+/// Reads a shared registry (a poisoned lock still holds usable data).
+pub fn read(shared: &SharedProfiles) -> std::sync::RwLockReadGuard<'_, ProfileRegistry> {
+    shared.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(shared: &SharedProfiles) -> std::sync::RwLockWriteGuard<'_, ProfileRegistry> {
+    shared.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ProfileRegistry {
+    /// Applies one record of the topic: a profile, or `None` (a tombstone).
+    /// `at` orders records of the same key (`None`: apply unconditionally).
+    /// Returns whether the record changed anything; a profile whose model
+    /// or model version disagrees with its key is refused.
+    pub fn apply(&mut self, key: &str, profile: Option<Profile>, at: Option<Position>) -> Result<bool, String> {
+        if let (Some(at), Some(seen)) = (at, self.applied.get(key))
+            && at.0 == seen.0
+            && at.1 <= seen.1
+        {
+            return Ok(false);
+        }
+        let (model, model_version) = split_key(key);
+        if let Some(p) = &profile
+            && (p.model != model || p.model_version.as_deref() != model_version)
+        {
+            return Err(format!(
+                "key {key:?} names model {model:?} version {model_version:?}, the profile model {:?} version {:?}",
+                p.model, p.model_version
+            ));
+        }
+        if let Some(at) = at {
+            self.applied.insert(key.to_string(), at);
+        }
+        let entry = self.models.entry(model.to_string()).or_default();
+        let profile = profile.map(Arc::new);
+        if let Some(p) = &profile {
+            entry.versions.insert(p.version);
+        }
+        match model_version {
+            None => entry.active = profile,
+            Some(v) => match profile {
+                Some(p) => {
+                    entry.by_model_version.insert(v.to_string(), p);
+                }
+                None => {
+                    entry.by_model_version.remove(v);
+                }
+            },
+        }
+        Ok(true)
+    }
+
+    /// The model-wide active profile of `model`.
+    pub fn active(&self, model: &str) -> Option<&Arc<Profile>> {
+        self.models.get(model)?.active.as_ref()
+    }
+
+    /// The profile `model_version` of `model` is judged against: its own if
+    /// it has one, else the model's active one.
+    pub fn for_version(&self, model: &str, model_version: &str) -> Option<&Arc<Profile>> {
+        let m = self.models.get(model)?;
+        m.by_model_version.get(model_version).or(m.active.as_ref())
+    }
+
+    /// The profile of `model_version` only (not the model-wide fallback).
+    pub fn version_specific(&self, model: &str, model_version: &str) -> Option<&Arc<Profile>> {
+        self.models.get(model)?.by_model_version.get(model_version)
+    }
+
+    /// A profile version of `model` in use (active or version-specific).
+    pub fn get(&self, model: &str, version: u32) -> Option<&Arc<Profile>> {
+        let m = self.models.get(model)?;
+        m.active
+            .iter()
+            .chain(m.by_model_version.values())
+            .find(|p| p.version == version)
+    }
+
+    /// The version numbers of `model` seen, ascending.
+    pub fn versions(&self, model: &str) -> Vec<u32> {
+        self.models
+            .get(model)
+            .map(|m| m.versions.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Gives `profile` a version no profile of its model has: its own when
+    /// free and > 0, else the newest + 1.
+    pub fn assign_version(&self, profile: &mut Profile) {
+        let versions = self.versions(&profile.model);
+        if profile.version == 0 || versions.contains(&profile.version) {
+            profile.version = versions.last().copied().unwrap_or(0) + 1;
+        }
+    }
+}
+
+/// Local copies of the profiles an instance applied: `<dir>/<model>/v<N>.json`
+/// and `<dir>/<model>/active` (the model-wide active version). Writes go to a
+/// temporary file renamed into place.
+#[derive(Debug, Clone)]
+pub struct ProfileCache {
     dir: PathBuf,
-    /// Active profile by model (`None`: known to have none).
-    active: HashMap<String, Option<Profile>>,
 }
 
 fn io(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Task("profile store", format!("{what} {}: {e}", path.display()))
+    Error::Task("profile cache", format!("{what} {}: {e}", path.display()))
 }
 
 /// A model name as a directory name (anything outside `[A-Za-z0-9._-]`
@@ -34,63 +203,36 @@ fn safe(name: &str) -> String {
         .collect()
 }
 
-impl ProfileStore {
+impl ProfileCache {
     pub fn new(dir: PathBuf) -> Self {
-        Self {
-            dir,
-            active: HashMap::new(),
-        }
+        Self { dir }
     }
 
     fn model_dir(&self, model: &str) -> PathBuf {
         self.dir.join(safe(model))
     }
 
-    fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, "cannot write", e))?;
         std::fs::rename(&tmp, path).map_err(|e| io(path, "cannot rename into", e))
     }
 
-    /// The versions stored for `model`, ascending.
-    pub fn versions(&self, model: &str) -> Result<Vec<u32>, Error> {
-        let dir = self.model_dir(model);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&dir, "cannot list", e)),
-        };
-        let mut out: Vec<u32> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_prefix('v')?.strip_suffix(".json")?.parse().ok()
-            })
-            .collect();
-        out.sort_unstable();
-        Ok(out)
-    }
-
-    /// Stores `profile` and makes it the active one. A profile whose version
-    /// is already stored gets the next free version. Returns the version.
-    pub fn put(&mut self, mut profile: Profile) -> Result<u32, Error> {
+    /// Keeps a copy of `profile` (and, for a model-wide one, marks it active).
+    pub fn put(&self, profile: &Profile) -> Result<(), Error> {
         let dir = self.model_dir(&profile.model);
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, "cannot create", e))?;
-        let versions = self.versions(&profile.model)?;
-        if versions.contains(&profile.version) {
-            profile.version = versions.last().copied().unwrap_or(0) + 1;
+        let file = dir.join(format!("v{}.json", profile.version));
+        if !file.exists() {
+            Self::write_file(&file, profile.to_json().as_bytes())?;
         }
-        Self::write(
-            &dir.join(format!("v{}.json", profile.version)),
-            profile.to_json().as_bytes(),
-        )?;
-        Self::write(&dir.join("active"), profile.version.to_string().as_bytes())?;
-        let version = profile.version;
-        self.active.insert(profile.model.clone(), Some(profile));
-        Ok(version)
+        if profile.model_version.is_none() {
+            Self::write_file(&dir.join("active"), profile.version.to_string().as_bytes())?;
+        }
+        Ok(())
     }
 
-    /// A stored version of `model`'s profile.
+    /// A cached profile version of `model`.
     pub fn get(&self, model: &str, version: u32) -> Result<Option<Profile>, Error> {
         let path = self.model_dir(model).join(format!("v{version}.json"));
         match std::fs::read_to_string(&path) {
@@ -101,23 +243,211 @@ impl ProfileStore {
             Err(e) => Err(io(&path, "cannot read", e)),
         }
     }
+}
 
-    /// The active profile of `model` (read from disk once, then cached).
-    pub fn active(&mut self, model: &str) -> Result<Option<&Profile>, Error> {
-        if !self.active.contains_key(model) {
-            let pointer = self.model_dir(model).join("active");
-            let version = match std::fs::read_to_string(&pointer) {
-                Ok(v) => v.trim().parse::<u32>().map_err(|e| io(&pointer, "cannot parse", e))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    self.active.insert(model.to_string(), None);
-                    return Ok(None);
-                }
-                Err(e) => return Err(io(&pointer, "cannot read", e)),
-            };
-            let profile = self.get(model, version)?;
-            self.active.insert(model.to_string(), profile);
+/// The profiles topic: publish and follow.
+pub struct ProfileTopic {
+    producer: FutureProducer,
+    topic: String,
+    timeout: Duration,
+    registry: SharedProfiles,
+    cache: ProfileCache,
+    /// Records read, by result: `applied`, `unchanged`, `skipped`.
+    records: IntCounterVec,
+    /// One publish at a time per instance, so two uploads to the same
+    /// instance never pick the same version number.
+    publishing: tokio::sync::Mutex<()>,
+}
+
+/// How long an instance waits at start to read the profiles topic in full.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+impl ProfileTopic {
+    /// Creates the topic (compacted) when missing, reads it in full into a
+    /// new registry, and keeps following it until `shutdown`; counts the
+    /// records read in `records` (label `result`).
+    pub async fn open(
+        kafka: &KafkaConfig,
+        cache_dir: PathBuf,
+        records: IntCounterVec,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, Error> {
+        let topic = kafka.topics.profiles.clone();
+        if kafka.create_topics {
+            crate::checkpoint::create_compacted(kafka, &topic)
+                .await
+                .map_err(|e| Error::Task("profiles topic", e.to_string()))?;
         }
-        Ok(self.active.get(model).and_then(Option::as_ref))
+        let this = Arc::new(Self {
+            producer: kafka.producer()?,
+            timeout: Duration::from_millis(kafka.produce_timeout_ms),
+            registry: SharedProfiles::default(),
+            cache: ProfileCache::new(cache_dir),
+            records,
+            publishing: tokio::sync::Mutex::new(()),
+            topic,
+        });
+        let consumer: StreamConsumer = kafka
+            .client_config()
+            // Assigned, never subscribed: the group id only names the client.
+            .set("group.id", "mlwatch-analyzer-profiles")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("fetch.message.max.bytes", "104857600")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&this.topic), Duration::from_secs(10))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == this.topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(Error::Task("profiles topic", format!("{}: no partitions", this.topic)));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(&this.topic, *p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let (caught_up, ready) = tokio::sync::oneshot::channel();
+        tokio::spawn(this.clone().follow(consumer, partitions, caught_up, shutdown));
+        match tokio::time::timeout(CATCH_UP, ready).await {
+            Ok(Ok(())) => Ok(this),
+            _ => Err(Error::Task(
+                "profiles topic",
+                format!("{}: not read to its end within {CATCH_UP:?}", this.topic),
+            )),
+        }
+    }
+
+    /// The registry this topic feeds.
+    pub fn registry(&self) -> SharedProfiles {
+        self.registry.clone()
+    }
+
+    /// Applies one record and keeps a local copy of its profile; returns
+    /// whether it changed anything.
+    fn apply(&self, key: &str, profile: Option<Profile>, at: Position) -> Result<bool, String> {
+        let changed = write(&self.registry).apply(key, profile.clone(), Some(at))?;
+        if changed && let Some(p) = &profile {
+            if let Err(error) = self.cache.put(p) {
+                tracing::warn!(%error, model = %p.model, version = p.version, "cannot cache profile");
+            }
+            tracing::info!(
+                model = %p.model, version = p.version, model_version = p.model_version.as_deref().unwrap_or("*"),
+                "reference profile active"
+            );
+        }
+        Ok(changed)
+    }
+
+    async fn follow(
+        self: Arc<Self>,
+        consumer: StreamConsumer,
+        partitions: Vec<i32>,
+        caught_up: tokio::sync::oneshot::Sender<()>,
+        shutdown: CancellationToken,
+    ) {
+        let mut behind: std::collections::BTreeSet<i32> = partitions.into_iter().collect();
+        let mut caught_up = Some(caught_up);
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                m = consumer.recv() => m,
+            };
+            match message {
+                Ok(m) => {
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                    let at = (m.partition(), m.offset());
+                    let profile = match m.payload() {
+                        None => Ok(None),
+                        Some(bytes) => std::str::from_utf8(bytes)
+                            .map_err(|e| e.to_string())
+                            .and_then(|t| Profile::from_json(t).map_err(|e| e.to_string()))
+                            .map(Some),
+                    };
+                    let result = match profile.and_then(|p| self.apply(&key, p, at)) {
+                        Ok(true) => "applied",
+                        Ok(false) => "unchanged",
+                        Err(reason) => {
+                            // Skipped, never fatal: the next upload of the key replaces it.
+                            tracing::warn!(topic = %self.topic, partition = at.0, offset = at.1, key = %key, %reason, "profile record unusable; skipped");
+                            "skipped"
+                        }
+                    };
+                    self.records.with_label_values(&[result]).inc();
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    behind.remove(&p);
+                    if behind.is_empty()
+                        && let Some(tx) = caught_up.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic = %self.topic, "profiles topic read failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes `profile` (a free version is assigned, see
+    /// [`ProfileRegistry::assign_version`]) and returns its version once the
+    /// broker acknowledged it; it is then active on this instance, and on
+    /// the others as soon as they read it.
+    pub async fn publish(&self, mut profile: Profile) -> Result<u32, Error> {
+        let _one_at_a_time = self.publishing.lock().await;
+        read(&self.registry).assign_version(&mut profile);
+        let key = record_key(&profile.model, profile.model_version.as_deref());
+        let payload = serde_json::to_vec(&profile).map_err(|e| Error::Task("profile encoding", e.to_string()))?;
+        let (partition, offset) = self
+            .producer
+            .send(FutureRecord::to(&self.topic).key(&key).payload(&payload), self.timeout)
+            .await
+            .map(|d| (d.partition, d.offset))
+            .map_err(|(e, _)| Error::KafkaClient(e))?;
+        let version = profile.version;
+        self.apply(&key, Some(profile), (partition, offset))
+            .map_err(|e| Error::Task("profile publish", e))?;
+        Ok(version)
+    }
+
+    /// Publishes captured profiles from `rx` until it closes or `shutdown`,
+    /// retrying each (with backoff) until the broker takes it.
+    pub async fn publish_captures(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Profile>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let profile = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = rx.recv() => match p { Some(p) => p, None => return },
+            };
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match self.publish(profile.clone()).await {
+                    Ok(version) => {
+                        tracing::info!(model = %profile.model, version, "captured reference profile published");
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, model = %profile.model, "cannot publish captured profile; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -136,17 +466,95 @@ mod tests {
     }
 
     #[test]
-    fn put_versions_and_reload_the_active_profile() {
+    fn registry_applies_records_in_order_and_falls_back_to_the_model_profile() {
+        let mut r = ProfileRegistry::default();
+        assert!(r.active("fraud").is_none());
+        assert!(r.apply("fraud", Some(profile("fraud", 1)), Some((0, 5))).unwrap());
+        // A record the publisher already applied comes back from the topic: ignored.
+        assert!(!r.apply("fraud", Some(profile("fraud", 1)), Some((0, 5))).unwrap());
+        // An older record of the key does not undo a newer one.
+        assert!(!r.apply("fraud", Some(profile("fraud", 9)), Some((0, 3))).unwrap());
+        assert_eq!(r.active("fraud").unwrap().version, 1);
+
+        let mut canary = profile("fraud", 2);
+        canary.model_version = Some("v4".into());
+        let key = record_key("fraud", Some("v4"));
+        assert!(r.apply(&key, Some(canary.clone()), Some((0, 6))).unwrap());
+        assert_eq!(r.for_version("fraud", "v4").unwrap().version, 2);
+        assert_eq!(r.for_version("fraud", "v3").unwrap().version, 1);
+        assert_eq!(r.versions("fraud"), vec![1, 2]);
+
+        // Next free version; a free one is kept.
+        let mut p = profile("fraud", 1);
+        r.assign_version(&mut p);
+        assert_eq!(p.version, 3);
+        let mut p = profile("fraud", 7);
+        r.assign_version(&mut p);
+        assert_eq!(p.version, 7);
+
+        // A tombstone removes the version's own profile; its number stays used.
+        assert_eq!(r.get("fraud", 2).unwrap().version, 2);
+        assert!(r.apply(&key, None, Some((0, 7))).unwrap());
+        assert_eq!(r.for_version("fraud", "v4").unwrap().version, 1);
+        assert!(r.get("fraud", 2).is_none());
+        assert_eq!(r.versions("fraud"), vec![1, 2]);
+
+        // Key and profile must agree.
+        let err = r.apply("other", Some(profile("fraud", 4)), None).unwrap_err();
+        assert!(err.contains("other") && err.contains("fraud"), "{err}");
+        let err = r.apply("fraud", Some(canary), None).unwrap_err();
+        assert!(err.contains("v4"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Whatever order records arrive in (the publisher applying its own
+        /// record before the follower reads the older ones back), the
+        /// profile of each key is that of its newest record.
+        #[test]
+        fn newest_record_per_key_wins_in_any_order(
+            records in proptest::collection::vec((0usize..3, proptest::option::of(1u32..50)), 1..20),
+            order in proptest::collection::vec(proptest::num::usize::ANY, 0..40),
+        ) {
+            let keys = ["fraud", "fraud\u{1f}v2", "credit"];
+            let profile_of = |key: &str, version: u32| {
+                let (model, model_version) = split_key(key);
+                let mut p = profile(model, version);
+                p.model_version = model_version.map(str::to_string);
+                p
+            };
+            let mut sorted = ProfileRegistry::default();
+            let mut shuffled = ProfileRegistry::default();
+            let mut idx: Vec<usize> = (0..records.len()).collect();
+            for (i, o) in order.iter().enumerate() {
+                let n = idx.len();
+                idx.swap(i % n, o % n);
+            }
+            for (offset, (k, v)) in records.iter().enumerate() {
+                let key = keys[*k];
+                sorted.apply(key, v.map(|v| profile_of(key, v)), Some((0, offset as i64))).unwrap();
+            }
+            for i in idx {
+                let (k, v) = records[i];
+                let key = keys[k];
+                shuffled.apply(key, v.map(|v| profile_of(key, v)), Some((0, i as i64))).unwrap();
+            }
+            for (model, version) in [("fraud", "v1"), ("fraud", "v2"), ("credit", "v1")] {
+                let a = sorted.for_version(model, version).map(|p| p.version);
+                let b = shuffled.for_version(model, version).map(|p| p.version);
+                proptest::prop_assert_eq!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn cache_keeps_versions_and_the_active_pointer() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = ProfileStore::new(dir.path().to_path_buf());
-        assert!(store.active("fraud").unwrap().is_none());
-        assert_eq!(store.put(profile("fraud", 1)).unwrap(), 1);
-        // The same version again becomes the next one, and active.
-        assert_eq!(store.put(profile("fraud", 1)).unwrap(), 2);
-        assert_eq!(store.versions("fraud").unwrap(), vec![1, 2]);
-        let mut reopened = ProfileStore::new(dir.path().to_path_buf());
-        let active = reopened.active("fraud").unwrap().unwrap();
-        assert_eq!(active.version, 2);
-        assert_eq!(reopened.get("fraud", 1).unwrap().unwrap().version, 1);
+        let cache = ProfileCache::new(dir.path().to_path_buf());
+        assert!(cache.get("fraud/x", 1).unwrap().is_none());
+        cache.put(&profile("fraud/x", 1)).unwrap();
+        cache.put(&profile("fraud/x", 2)).unwrap();
+        assert_eq!(cache.get("fraud/x", 1).unwrap().unwrap().version, 1);
+        let active = std::fs::read_to_string(dir.path().join("fraud_x").join("active")).unwrap();
+        assert_eq!(active, "2");
     }
 }

@@ -11,15 +11,16 @@
 //! store's journal since the checkpoint's journal sequence
 //! (docs/accuracy.md, "Engine integration").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use mlwatch_proto::v1::{Alert, InferenceEvent, InferenceStatus, LabelEvent};
 use prometheus::GaugeVec;
 use serde::{Deserialize, Serialize};
 
 use crate::drift::{BuildOptions, DriftMonitor, DriftReport, DriftRulesConfig, MonitorState, Profile, ProfileBuilder};
-use crate::profiles::ProfileStore;
+use crate::profiles::{self, ProfileCache, ProfileRegistry, SharedProfiles};
 
 use crate::Error;
 use crate::accuracy::export::AccuracyMetrics;
@@ -32,8 +33,9 @@ use crate::accuracy::tracker::{AccuracyConfig, AccuracyState, AccuracyTracker};
 pub struct DriftSection {
     /// Monitor drift and data quality at all.
     pub enabled: bool,
-    /// Directory of the stored reference profiles (`<model>/v<N>.json` and
-    /// `<model>/active`).
+    /// Local cache of the reference profiles read from the profiles topic
+    /// (`<model>/v<N>.json` and `<model>/active`): lets a checkpointed
+    /// monitor restore on a version the topic has compacted away.
     pub profile_dir: PathBuf,
     /// Length of a drift evaluation window, in seconds of event time (a
     /// window with fewer than `min_window_events` carries over).
@@ -41,6 +43,10 @@ pub struct DriftSection {
     /// When > 0, a model without a profile gets one captured from its first
     /// this many events (0 = only uploaded or requested profiles).
     pub capture_events: u64,
+    /// Drift monitors kept per model: one per model version seen (about
+    /// 170 KiB each with 25 features); beyond this many, the version seen
+    /// least recently is dropped.
+    pub max_versions_per_model: usize,
     /// Statistical settings: `[drift.rules.defaults]` and
     /// `[drift.rules.models.<model>]`.
     pub rules: DriftRulesConfig,
@@ -53,6 +59,7 @@ impl Default for DriftSection {
             profile_dir: PathBuf::from("data/profiles"),
             window_secs: 60,
             capture_events: 0,
+            max_versions_per_model: 16,
             rules: DriftRulesConfig::default(),
         }
     }
@@ -63,6 +70,9 @@ impl DriftSection {
     pub fn validate(&self) -> Result<(), Error> {
         if self.window_secs == 0 {
             return Err(Error::config("drift.window_secs", "must be > 0"));
+        }
+        if self.max_versions_per_model == 0 {
+            return Err(Error::config("drift.max_versions_per_model", "must be > 0"));
         }
         self.rules
             .defaults
@@ -76,18 +86,18 @@ impl DriftSection {
     }
 }
 
-/// What a checkpoint holds of one model's drift monitor.
+/// What a checkpoint holds of one model version's drift monitor.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DriftCheckpoint {
     pub model: String,
-    /// Newest model version seen (alerts carry it).
+    /// The model version monitored (alerts carry it).
     pub model_version: String,
     /// End of the open window, event time.
     pub next_window_ms: i64,
     pub state: MonitorState,
 }
 
-/// One model's drift monitor in a partition.
+/// One model version's drift monitor in a partition.
 struct ModelDrift {
     monitor: DriftMonitor,
     model_version: String,
@@ -98,6 +108,20 @@ struct ModelDrift {
 struct Capture {
     builder: ProfileBuilder,
     events: u64,
+    /// Only events of this model version count (all when absent).
+    from_version: Option<String>,
+}
+
+/// One model version's drift state, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct VersionDrift<'a> {
+    pub model_version: &'a str,
+    /// Version of the profile it is judged against.
+    pub profile_version: u32,
+    /// Whether that profile is the version's own (else the model's).
+    pub version_specific: bool,
+    /// The newest evaluated window (`None` before the first).
+    pub report: Option<&'a DriftReport>,
 }
 
 /// What a checkpoint holds of a partition's accuracy.
@@ -130,12 +154,19 @@ pub struct Trackers {
     eval_interval_ms: i64,
     accuracy: BTreeMap<i32, AccuracyPart>,
     drift_config: DriftSection,
-    profiles: ProfileStore,
-    /// Drift monitors by partition and model.
-    drift: BTreeMap<i32, BTreeMap<String, ModelDrift>>,
+    /// The profiles known (fed by the profiles topic in the service).
+    profiles: SharedProfiles,
+    profile_cache: ProfileCache,
+    /// Where finished captures go to be published; `None`: they are applied
+    /// to `profiles` directly (no topic: unit tests, tools).
+    captured: Option<tokio::sync::mpsc::UnboundedSender<Profile>>,
+    /// Drift monitors by partition, model and model version.
+    drift: BTreeMap<i32, BTreeMap<String, BTreeMap<String, ModelDrift>>>,
     /// Profile captures under way, by model (not checkpointed: a restart
     /// starts a capture over).
     captures: BTreeMap<String, Capture>,
+    /// Models whose captured profile is being published.
+    publishing: BTreeSet<String>,
 }
 
 impl Trackers {
@@ -164,11 +195,25 @@ impl Trackers {
             labels_topic: labels_topic.to_string(),
             eval_interval_ms: i64::try_from(eval_interval_ms.max(1)).unwrap_or(1000),
             accuracy: BTreeMap::new(),
-            profiles: ProfileStore::new(drift_config.profile_dir.clone()),
+            profiles: SharedProfiles::default(),
+            profile_cache: ProfileCache::new(drift_config.profile_dir.clone()),
+            captured: None,
             drift_config,
             drift: BTreeMap::new(),
             captures: BTreeMap::new(),
+            publishing: BTreeSet::new(),
         }
+    }
+
+    /// Uses the profiles of a shared registry (the profiles topic's) and
+    /// sends finished captures to `captured` for publishing.
+    pub fn share_profiles(&mut self, registry: SharedProfiles, captured: tokio::sync::mpsc::UnboundedSender<Profile>) {
+        self.profiles = registry;
+        self.captured = Some(captured);
+    }
+
+    fn registry(&self) -> std::sync::RwLockReadGuard<'_, ProfileRegistry> {
+        profiles::read(&self.profiles)
     }
 
     pub fn accuracy_enabled(&self) -> bool {
@@ -242,24 +287,29 @@ impl Trackers {
     /// monitor whose profile version is gone starts afresh on the active
     /// profile).
     pub fn restore_drift(&mut self, p: i32, checkpoints: Vec<DriftCheckpoint>) {
-        let mut monitors = BTreeMap::new();
+        let mut monitors: BTreeMap<String, BTreeMap<String, ModelDrift>> = BTreeMap::new();
         for c in checkpoints {
-            let profile = match self.profiles.get(&c.model, c.state.profile_version) {
-                Ok(Some(profile)) => profile,
-                Ok(None) => {
-                    tracing::warn!(model = %c.model, version = c.state.profile_version, "profile of a checkpointed drift monitor is gone; starting afresh");
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, model = %c.model, "cannot read the profile of a checkpointed drift monitor; starting afresh");
-                    continue;
-                }
+            let version = c.state.profile_version;
+            let known = self.registry().get(&c.model, version).cloned();
+            let profile: Arc<Profile> = match known {
+                Some(p) => p,
+                None => match self.profile_cache.get(&c.model, version) {
+                    Ok(Some(p)) => Arc::new(p),
+                    Ok(None) => {
+                        tracing::warn!(model = %c.model, version, "profile of a checkpointed drift monitor is gone; starting afresh");
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, model = %c.model, "cannot read the profile of a checkpointed drift monitor; starting afresh");
+                        continue;
+                    }
+                },
             };
             let config = self.drift_config.rules.for_model(&c.model).clone();
             match DriftMonitor::restore(&profile, config, c.state) {
                 Ok(monitor) => {
-                    monitors.insert(
-                        c.model.clone(),
+                    monitors.entry(c.model.clone()).or_default().insert(
+                        c.model_version.clone(),
                         ModelDrift {
                             monitor,
                             model_version: c.model_version,
@@ -279,90 +329,150 @@ impl Trackers {
             .get(&p)
             .map(|m| {
                 m.iter()
-                    .map(|(model, d)| DriftCheckpoint {
-                        model: model.clone(),
-                        model_version: d.model_version.clone(),
-                        next_window_ms: d.next_window_ms,
-                        state: d.monitor.snapshot(),
+                    .flat_map(|(model, versions)| {
+                        versions.values().map(move |d| DriftCheckpoint {
+                            model: model.clone(),
+                            model_version: d.model_version.clone(),
+                            next_window_ms: d.next_window_ms,
+                            state: d.monitor.snapshot(),
+                        })
                     })
                     .collect()
             })
             .unwrap_or_default()
     }
 
-    /// Stores an uploaded profile and makes it active; returns its version.
-    pub fn put_profile(&mut self, profile: Profile) -> Result<u32, Error> {
-        self.profiles.put(profile)
+    /// Makes `profile` active without a topic (unit tests, tools): it gets
+    /// a free version, which is returned. The service publishes through
+    /// [`crate::profiles::ProfileTopic::publish`] instead.
+    pub fn put_profile(&mut self, mut profile: Profile) -> Result<u32, Error> {
+        let mut registry = self.profiles.write().unwrap_or_else(|p| p.into_inner());
+        registry.assign_version(&mut profile);
+        self.profile_cache.put(&profile)?;
+        let key = profiles::record_key(&profile.model, profile.model_version.as_deref());
+        let version = profile.version;
+        registry
+            .apply(&key, Some(profile), None)
+            .map_err(|e| Error::Task("profile", e))?;
+        Ok(version)
     }
 
-    /// The active profile of `model`.
-    pub fn active_profile(&mut self, model: &str) -> Result<Option<&Profile>, Error> {
-        self.profiles.active(model)
+    /// The active (model-wide) profile of `model`.
+    pub fn active_profile(&self, model: &str) -> Option<Arc<Profile>> {
+        self.registry().active(model).cloned()
     }
 
-    /// Starts capturing `model`'s next `events` events as its reference.
-    pub fn request_capture(&mut self, model: &str, events: u64) -> Result<(), Error> {
-        let version = self.profiles.versions(model)?.last().copied().unwrap_or(0) + 1;
+    /// Starts capturing `model`'s next `events` events (only those of
+    /// `from_version` when given) as its new model-wide reference.
+    pub fn request_capture(&mut self, model: &str, events: u64, from_version: Option<&str>) -> Result<(), Error> {
+        let version = self.registry().versions(model).last().copied().unwrap_or(0) + 1;
         let builder = ProfileBuilder::new(BuildOptions::new(model, version))
             .map_err(|e| Error::Task("profile capture", e.to_string()))?;
-        self.captures.insert(model.to_string(), Capture { builder, events });
+        self.captures.insert(
+            model.to_string(),
+            Capture {
+                builder,
+                events,
+                from_version: from_version.map(str::to_string),
+            },
+        );
         Ok(())
     }
 
-    /// The drift report of `model` (its newest evaluated window), with the
-    /// version of the profile it is judged against.
-    pub fn drift_report(&self, model: &str) -> Option<(u32, Option<&DriftReport>)> {
+    /// The drift state of `model`'s versions (only `model_version` when
+    /// given), each with the version of the profile it is judged against.
+    pub fn drift_report(&self, model: &str, model_version: Option<&str>) -> Vec<VersionDrift<'_>> {
+        let registry = self.registry();
         self.drift
             .values()
-            .find_map(|m| m.get(model))
-            .map(|d| (d.monitor.profile_version(), d.monitor.report()))
+            .filter_map(|m| m.get(model))
+            .flat_map(|versions| versions.values())
+            .filter(|d| model_version.is_none_or(|v| v == d.model_version))
+            .map(|d| VersionDrift {
+                model_version: &d.model_version,
+                profile_version: d.monitor.profile_version(),
+                version_specific: registry
+                    .version_specific(model, &d.model_version)
+                    .is_some_and(|p| p.version == d.monitor.profile_version()),
+                report: d.monitor.report(),
+            })
+            .collect()
     }
 
-    /// Sets `ml_feature_drift_score` and `ml_data_quality_score`.
+    /// Sets `ml_feature_drift_score` and `ml_data_quality_score` (labels
+    /// `model_name`, `model_version`, and `feature_name` / `quality_check`).
     pub fn export_drift(&self, drift: &GaugeVec, quality: &GaugeVec) {
         drift.reset();
         quality.reset();
-        for (model, d) in self.drift.values().flat_map(|m| m.iter()) {
-            let v = d.monitor.metric_values();
-            for (feature, score) in &v.drift {
-                drift.with_label_values(&[model, feature]).set(*score);
-            }
-            for (check, score) in &v.quality {
-                quality.with_label_values(&[model.as_str(), check]).set(*score);
+        for (model, versions) in self.drift.values().flat_map(|m| m.iter()) {
+            for (version, d) in versions {
+                let v = d.monitor.metric_values();
+                for (feature, score) in &v.drift {
+                    drift.with_label_values(&[model, version, feature]).set(*score);
+                }
+                for (check, score) in &v.quality {
+                    quality
+                        .with_label_values(&[model.as_str(), version.as_str(), check])
+                        .set(*score);
+                }
             }
         }
     }
 
-    /// Feeds one inference event to its model's drift monitor (and to a
-    /// profile capture), evaluating the windows its event time closes.
+    /// Feeds one inference event to its model version's drift monitor (and
+    /// to a profile capture), evaluating the windows its event time closes.
+    /// A version is judged against its own profile when it has one, else
+    /// against the model's active profile.
     pub fn observe_drift(&mut self, p: i32, event: &InferenceEvent) -> Result<Vec<Alert>, Error> {
         if !self.drift_config.enabled {
             return Ok(Vec::new());
         }
         self.capture(event)?;
-        let Some(profile) = self.profiles.active(&event.model)? else {
-            return Ok(Vec::new());
+        let (model, version) = (&event.model, &event.model_version);
+        let fresh = {
+            let registry = profiles::read(&self.profiles);
+            let Some(profile) = registry.for_version(model, version) else {
+                // No profile (or it was removed by a tombstone): no monitor.
+                if let Some(versions) = self.drift.get_mut(&p).and_then(|m| m.get_mut(model)) {
+                    versions.remove(version);
+                }
+                return Ok(Vec::new());
+            };
+            let stale = self
+                .drift
+                .get(&p)
+                .and_then(|m| m.get(model))
+                .and_then(|v| v.get(version))
+                .is_none_or(|d| d.monitor.profile_version() != profile.version);
+            stale.then(|| profile.clone())
         };
         let window_ms = self.drift_config.window_secs as i64 * 1000;
-        let monitors = self.drift.entry(p).or_default();
-        let stale = monitors
-            .get(&event.model)
-            .is_none_or(|d| d.monitor.profile_version() != profile.version);
-        if stale {
-            let config = self.drift_config.rules.for_model(&event.model).clone();
-            let monitor = DriftMonitor::new(profile, config).map_err(|e| Error::Task("drift", e.to_string()))?;
-            monitors.insert(
-                event.model.clone(),
+        let versions = self.drift.entry(p).or_default().entry(model.clone()).or_default();
+        if let Some(profile) = fresh {
+            let config = self.drift_config.rules.for_model(model).clone();
+            let monitor = DriftMonitor::new(&profile, config).map_err(|e| Error::Task("drift", e.to_string()))?;
+            if !versions.contains_key(version) && versions.len() >= self.drift_config.max_versions_per_model {
+                // Bounded memory: drop the version seen least recently.
+                if let Some(oldest) = versions
+                    .iter()
+                    .min_by_key(|(_, d)| d.next_window_ms)
+                    .map(|(v, _)| v.clone())
+                {
+                    tracing::info!(model = %model, model_version = %oldest, "drift monitor of the least recent version dropped");
+                    versions.remove(&oldest);
+                }
+            }
+            versions.insert(
+                version.clone(),
                 ModelDrift {
                     monitor,
-                    model_version: event.model_version.clone(),
+                    model_version: version.clone(),
                     next_window_ms: (event.timestamp_ms.div_euclid(window_ms) + 1) * window_ms,
                 },
             );
         }
-        let d = monitors.get_mut(&event.model).expect("inserted above");
+        let d = versions.get_mut(version).expect("inserted above");
         let alerts = d.close_windows(event.timestamp_ms, window_ms);
-        d.model_version.clone_from(&event.model_version);
         d.monitor.observe_event(event);
         Ok(alerts)
     }
@@ -373,20 +483,30 @@ impl Trackers {
         let window_ms = self.drift_config.window_secs as i64 * 1000;
         self.drift
             .get_mut(&p)
-            .map(|m| m.values_mut().flat_map(|d| d.close_windows(t_ms, window_ms)).collect())
+            .map(|m| {
+                m.values_mut()
+                    .flat_map(|v| v.values_mut())
+                    .flat_map(|d| d.close_windows(t_ms, window_ms))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     fn capture(&mut self, event: &InferenceEvent) -> Result<(), Error> {
-        if self.drift_config.capture_events > 0
-            && !self.captures.contains_key(&event.model)
-            && self.profiles.active(&event.model)?.is_none()
-        {
-            self.request_capture(&event.model, self.drift_config.capture_events)?;
+        if self.drift_config.capture_events > 0 && !self.captures.contains_key(&event.model) {
+            let has_profile = self.registry().active(&event.model).is_some();
+            if has_profile {
+                self.publishing.remove(&event.model);
+            } else if !self.publishing.contains(&event.model) {
+                self.request_capture(&event.model, self.drift_config.capture_events, None)?;
+            }
         }
         let Some(c) = self.captures.get_mut(&event.model) else {
             return Ok(());
         };
+        if c.from_version.as_ref().is_some_and(|v| *v != event.model_version) {
+            return Ok(());
+        }
         c.builder.add_event(event);
         if c.builder.rows() < c.events {
             return Ok(());
@@ -395,8 +515,18 @@ impl Trackers {
         match c.builder.finish() {
             Ok(mut profile) => {
                 profile.source = format!("captured from {} events of {}", c.events, event.model_version);
-                let version = self.profiles.put(profile)?;
-                tracing::info!(model = %event.model, version, "reference profile captured");
+                match &self.captured {
+                    Some(tx) => {
+                        self.publishing.insert(event.model.clone());
+                        if tx.send(profile).is_err() {
+                            tracing::warn!(model = %event.model, "profile publisher stopped; captured profile dropped");
+                        }
+                    }
+                    None => {
+                        let version = self.put_profile(profile)?;
+                        tracing::info!(model = %event.model, version, "reference profile captured");
+                    }
+                }
             }
             Err(error) => tracing::warn!(%error, model = %event.model, "profile capture failed"),
         }
@@ -664,26 +794,132 @@ mod tests {
         let cp = t.drift_checkpoint(0);
         assert_eq!(cp.len(), 1);
         let mut restored = trackers(dir.path());
+        // The profile comes from the local cache (no topic here).
         restored.restore_drift(0, cp.clone());
         assert_eq!(restored.drift_checkpoint(0)[0].state, cp[0].state);
-        assert_eq!(restored.drift_report("fraud").map(|(v, _)| v), Some(1));
+        let report = restored.drift_report("fraud", None);
+        assert_eq!(report.len(), 1);
+        assert_eq!((report[0].model_version, report[0].profile_version), ("v1", 1));
+    }
+
+    #[test]
+    fn each_model_version_has_its_own_monitor_and_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = trackers(dir.path());
+        let mut b = ProfileBuilder::new(BuildOptions::new("fraud", 1)).unwrap();
+        for i in 0..5000 {
+            b.start_row();
+            b.add_feature("amount", Value::Number((i % 50) as f64));
+        }
+        let profile = b.finish().unwrap();
+        assert_eq!(t.put_profile(profile.clone()).unwrap(), 1);
+        // v2 (the canary) sees amount shifted by 20; v1 does not. Interleaved
+        // in one partition: 30 windows of 10 s.
+        let mut alerts = Vec::new();
+        for i in 0..3000 {
+            for (version, shift) in [("v1", 0.0), ("v2", 20.0)] {
+                let mut e = prediction(i);
+                e.model_version = version.into();
+                e.features.get_mut("amount").unwrap().kind = Some(feature_value::Kind::Number(
+                    (i % 50) as f64 + if i >= 1500 { shift } else { 0.0 },
+                ));
+                alerts.extend(t.observe_drift(0, &e).unwrap());
+            }
+        }
+        let fired: BTreeSet<(String, String)> = alerts
+            .iter()
+            .filter(|a| a.r#type == "FeatureDrift")
+            .map(|a| (a.labels["model_version"].clone(), a.labels["feature"].clone()))
+            .collect();
+        assert_eq!(
+            fired,
+            BTreeSet::from([("v2".to_string(), "amount".to_string())]),
+            "{alerts:?}"
+        );
+        let reports = t.drift_report("fraud", None);
+        assert_eq!(reports.len(), 2);
+        assert_eq!(t.drift_report("fraud", Some("v2")).len(), 1);
+        assert_eq!(t.drift_checkpoint(0).len(), 2);
+
+        // A version-specific profile: v2 is judged against its own reference
+        // (the shifted data), so its monitor restarts on profile 2.
+        let mut own = ProfileBuilder::new(BuildOptions::new("fraud", 1)).unwrap();
+        for i in 0..5000 {
+            own.start_row();
+            own.add_feature("amount", Value::Number((i % 50) as f64 + 20.0));
+        }
+        let mut own = own.finish().unwrap();
+        own.model_version = Some("v2".into());
+        assert_eq!(t.put_profile(own).unwrap(), 2);
+        let mut e = prediction(3000);
+        e.model_version = "v2".into();
+        t.observe_drift(0, &e).unwrap();
+        let v2 = t.drift_report("fraud", Some("v2"));
+        assert_eq!((v2[0].profile_version, v2[0].version_specific), (2, true));
+        assert_eq!(t.drift_report("fraud", Some("v1"))[0].profile_version, 1);
+
+        // A tombstone of the model's profile ends the monitors that used it.
+        t.profiles.write().unwrap().apply("fraud", None, None).unwrap();
+        let mut e = prediction(3001);
+        e.model_version = "v1".into();
+        t.observe_drift(0, &e).unwrap();
+        assert!(t.drift_report("fraud", Some("v1")).is_empty());
+        assert_eq!(t.drift_report("fraud", Some("v2")).len(), 1);
+
+        // Versions per model are bounded: the least recent is dropped.
+        let mut small = trackers(dir.path());
+        small.drift_config.max_versions_per_model = 2;
+        small.put_profile(profile).unwrap();
+        for (i, version) in ["a", "b", "c"].iter().enumerate() {
+            let mut e = prediction(i as i64 * 200);
+            e.model_version = (*version).into();
+            small.observe_drift(0, &e).unwrap();
+        }
+        let kept: Vec<&str> = small
+            .drift_report("fraud", None)
+            .iter()
+            .map(|r| r.model_version)
+            .collect();
+        assert_eq!(kept, ["b", "c"]);
     }
 
     #[test]
     fn a_requested_capture_becomes_the_active_profile() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = trackers(dir.path());
-        t.request_capture("fraud", 200).unwrap();
+        t.request_capture("fraud", 200, Some("v1")).unwrap();
         for i in 0..199 {
             t.observe_drift(0, &prediction(i)).unwrap();
+            // Events of other versions do not count.
+            let mut other = prediction(i);
+            other.model_version = "v9".into();
+            t.observe_drift(0, &other).unwrap();
         }
-        assert!(t.active_profile("fraud").unwrap().is_none());
+        assert!(t.active_profile("fraud").is_none());
         t.observe_drift(0, &prediction(199)).unwrap();
-        let p = t.active_profile("fraud").unwrap().unwrap();
+        let p = t.active_profile("fraud").unwrap();
         assert_eq!((p.version, p.rows), (1, 200));
         assert!(p.features.contains_key("amount") && p.predictions.contains_key("score"));
-        // Durable: another store reads it back.
-        let mut again = trackers(dir.path());
-        assert_eq!(again.active_profile("fraud").unwrap().unwrap().rows, 200);
+        // Cached locally for checkpoint restores.
+        let cache = ProfileCache::new(dir.path().join("profiles"));
+        assert_eq!(cache.get("fraud", 1).unwrap().unwrap().rows, 200);
+    }
+
+    #[test]
+    fn a_published_capture_is_sent_once_and_not_restarted_while_publishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = trackers(dir.path());
+        t.drift_config.capture_events = 100;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        t.share_profiles(SharedProfiles::default(), tx);
+        for i in 0..250 {
+            t.observe_drift(0, &prediction(i)).unwrap();
+        }
+        let sent = rx.try_recv().unwrap();
+        assert_eq!((sent.version, sent.rows), (1, 100));
+        assert!(
+            rx.try_recv().is_err(),
+            "a second capture started while the first was publishing"
+        );
     }
 }

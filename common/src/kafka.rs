@@ -91,6 +91,9 @@ pub struct Topics {
     pub alerts: String,
     pub actions: String,
     pub deadletter: String,
+    /// Drift reference profiles (compacted; key = model), read in full by
+    /// every analyzer instance.
+    pub profiles: String,
 }
 
 impl Default for Topics {
@@ -101,6 +104,7 @@ impl Default for Topics {
             alerts: "mlwatch.alerts.v1".into(),
             actions: "mlwatch.actions.v1".into(),
             deadletter: "mlwatch.deadletter.v1".into(),
+            profiles: "mlwatch.profiles.v1".into(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl Topics {
             alerts: format!("{}.{suffix}", d.alerts),
             actions: format!("{}.{suffix}", d.actions),
             deadletter: format!("{}.{suffix}", d.deadletter),
+            profiles: format!("{}.{suffix}", d.profiles),
         }
     }
 }

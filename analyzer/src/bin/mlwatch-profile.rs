@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Summarise a training data set (CSV or JSON Lines) into a profile.
+    /// Summarise a training data set (CSV, JSON Lines or Parquet) into a profile.
     Build(Build),
     /// Print a profile's features and sizes.
     Inspect {
@@ -40,11 +40,13 @@ enum Command {
 enum FormatArg {
     Csv,
     Jsonl,
+    Parquet,
 }
 
 #[derive(Parser)]
 struct Build {
-    /// Training data: .csv (header row) or .jsonl (flat rows or the event shape).
+    /// Training data: .csv (header row), .jsonl (flat rows or the event
+    /// shape) or .parquet (flat columns; snappy, zstd, lz4 or uncompressed).
     #[arg(long)]
     input: String,
     /// Input format; by default taken from the extension.
@@ -144,6 +146,7 @@ fn build(b: Build) -> anyhow::Result<()> {
     let format = match b.format {
         Some(FormatArg::Csv) => Format::Csv,
         Some(FormatArg::Jsonl) => Format::JsonLines,
+        Some(FormatArg::Parquet) => Format::Parquet,
         None => Format::from_path(&b.input)?,
     };
     let mut columns = Columns {
@@ -167,9 +170,15 @@ fn build(b: Build) -> anyhow::Result<()> {
     options.coarse_bins = b.coarse_bins;
     options.max_categories = b.max_categories;
     options.categorical = b.categorical.into_iter().collect();
-    let builder = ProfileBuilder::new(options)?;
+    let mut builder = ProfileBuilder::new(options)?;
     let file = File::open(&b.input).with_context(|| format!("cannot open {}", b.input))?;
-    let profile = ingest::build(BufReader::new(file), format, &columns, builder).context(b.input.clone())?;
+    let profile = if format == Format::Parquet {
+        // Random access to the file (footer first), no copy into memory.
+        ingest::read_parquet(file, &columns, &mut builder).context(b.input.clone())?;
+        builder.finish().context(b.input.clone())?
+    } else {
+        ingest::build(BufReader::new(file), format, &columns, builder).context(b.input.clone())?
+    };
     let json = profile.to_json();
     match &b.out {
         Some(path) => std::fs::write(path, &json).with_context(|| format!("cannot write {path}"))?,

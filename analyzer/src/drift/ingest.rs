@@ -1,11 +1,15 @@
-//! Reading training data into a [`ProfileBuilder`]: CSV (header row) and
-//! JSON Lines, either flat rows (`{"amount": 1.5, "country": "DE"}`) or the
-//! public event shape (`{"features": {...}, "prediction": {...}}`).
-//! Readers take `Read` so they are tested without files; the
-//! `mlwatch-profile` binary opens the files.
+//! Reading training data into a [`ProfileBuilder`]: CSV (header row), JSON
+//! Lines, either flat rows (`{"amount": 1.5, "country": "DE"}`) or the
+//! public event shape (`{"features": {...}, "prediction": {...}}`), and
+//! Parquet (flat columns, as pandas and pyarrow write them).
+//! Readers take `Read` (Parquet: a [`ChunkReader`]) so they are tested
+//! without files; the `mlwatch-profile` binary opens the files.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
+
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
+use parquet::record::Field;
 
 use super::DriftError;
 use super::profile::{Profile, ProfileBuilder, Value};
@@ -15,25 +19,23 @@ use super::profile::{Profile, ProfileBuilder, Value};
 pub enum Format {
     Csv,
     JsonLines,
+    Parquet,
 }
 
 impl Format {
     /// The format named by a file extension (`.csv`, `.jsonl`, `.ndjson`,
-    /// `.json`); Parquet is named and refused with a way out.
+    /// `.json`, `.parquet`, `.pq`).
     pub fn from_path(path: &str) -> Result<Self, DriftError> {
         let lower = path.to_ascii_lowercase();
         if lower.ends_with(".csv") {
             Ok(Self::Csv)
         } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") || lower.ends_with(".json") {
             Ok(Self::JsonLines)
-        } else if lower.ends_with(".parquet") {
-            Err(DriftError::InvalidInput(format!(
-                "{path}: parquet is not supported yet; convert it to JSON Lines, e.g. \
-                 pandas.read_parquet(path).to_json(out, orient=\"records\", lines=True)"
-            )))
+        } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+            Ok(Self::Parquet)
         } else {
             Err(DriftError::InvalidInput(format!(
-                "{path}: cannot tell the format from the extension; use .csv or .jsonl, or pass --format"
+                "{path}: cannot tell the format from the extension; use .csv, .jsonl or .parquet, or pass --format"
             )))
         }
     }
@@ -144,9 +146,103 @@ fn json_value<'a>(line: usize, field: &str, v: &'a serde_json::Value) -> Result<
     })
 }
 
-/// Reads `reader` in `format` and builds the profile.
+/// Reads a Parquet file (any codec the build has: uncompressed, snappy,
+/// zstd, lz4) into `builder`, row by row with the record API. Flat columns
+/// only: numbers (integers, floats, decimals are refused), strings,
+/// booleans; nulls and float NaN are missing values. pandas' index columns
+/// (`__index_level_N__`) are skipped; nested, binary, date and time columns
+/// are refused naming the row and column (`--exclude` them).
+pub fn read_parquet<R: ChunkReader + 'static>(
+    reader: R,
+    columns: &Columns,
+    builder: &mut ProfileBuilder,
+) -> Result<(), DriftError> {
+    // The parquet crate panics on some damaged files (e.g. negative column
+    // chunk offsets in the footer); such a file is bad input, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_parquet_rows(reader, columns, builder)
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unreadable");
+        Err(DriftError::InvalidInput(format!("parquet: damaged file: {why}")))
+    })
+}
+
+fn read_parquet_rows<R: ChunkReader + 'static>(
+    reader: R,
+    columns: &Columns,
+    builder: &mut ProfileBuilder,
+) -> Result<(), DriftError> {
+    let file = SerializedFileReader::new(reader).map_err(|e| DriftError::InvalidInput(format!("parquet: {e}")))?;
+    let rows = file
+        .get_row_iter(None)
+        .map_err(|e| DriftError::InvalidInput(format!("parquet: {e}")))?;
+    for (i, row) in rows.enumerate() {
+        let n = i + 1;
+        let row = row.map_err(|e| DriftError::InvalidInput(format!("parquet row {n}: {e}")))?;
+        builder.start_row();
+        for (name, field) in row.get_column_iter() {
+            if columns.exclude.contains(name) || name.starts_with("__index_level_") {
+                continue;
+            }
+            let value = parquet_value(field).ok_or_else(|| {
+                DriftError::InvalidInput(format!(
+                    "parquet row {n}: column {name:?}: {} values are not feature values (exclude the column)",
+                    kind(field)
+                ))
+            })?;
+            columns.add(builder, name, value);
+        }
+    }
+    Ok(())
+}
+
+/// What a refused Parquet field is, for the error message.
+fn kind(field: &Field) -> &'static str {
+    match field {
+        Field::Decimal(_) => "decimal",
+        Field::Bytes(_) => "binary",
+        Field::Date(_) => "date",
+        Field::TimeMillis(_) | Field::TimeMicros(_) => "time",
+        Field::TimestampMillis(_) | Field::TimestampMicros(_) => "timestamp",
+        Field::Group(_) => "nested (group)",
+        Field::ListInternal(_) => "list",
+        Field::MapInternal(_) => "map",
+        _ => "these",
+    }
+}
+
+/// A Parquet field as a feature value; `None` for what is not one.
+fn parquet_value(field: &Field) -> Option<Value<'_>> {
+    let number = |x: f64| if x.is_nan() { Value::Missing } else { Value::Number(x) };
+    Some(match field {
+        Field::Null => Value::Missing,
+        Field::Bool(b) => Value::Bool(*b),
+        Field::Byte(x) => Value::Number(f64::from(*x)),
+        Field::Short(x) => Value::Number(f64::from(*x)),
+        Field::Int(x) => Value::Number(f64::from(*x)),
+        Field::Long(x) => Value::Number(*x as f64),
+        Field::UByte(x) => Value::Number(f64::from(*x)),
+        Field::UShort(x) => Value::Number(f64::from(*x)),
+        Field::UInt(x) => Value::Number(f64::from(*x)),
+        Field::ULong(x) => Value::Number(*x as f64),
+        Field::Float16(x) => number(f64::from(*x)),
+        Field::Float(x) => number(f64::from(*x)),
+        Field::Double(x) => number(*x),
+        Field::Str(s) => Value::Text(s),
+        _ => return None,
+    })
+}
+
+/// Reads `reader` in `format` and builds the profile. Parquet needs random
+/// access: use [`read_parquet`] with the file (the `mlwatch-profile`
+/// binary does); here its bytes are read into memory first.
 pub fn build(
-    reader: impl BufRead,
+    mut reader: impl BufRead,
     format: Format,
     columns: &Columns,
     mut builder: ProfileBuilder,
@@ -154,6 +250,13 @@ pub fn build(
     match format {
         Format::Csv => read_csv(reader, columns, &mut builder)?,
         Format::JsonLines => read_json_lines(reader, columns, &mut builder)?,
+        Format::Parquet => {
+            let mut data = Vec::new();
+            reader
+                .read_to_end(&mut data)
+                .map_err(|e| DriftError::InvalidInput(format!("parquet: {e}")))?;
+            read_parquet(bytes::Bytes::from(data), columns, &mut builder)?;
+        }
     }
     builder.finish()
 }
@@ -242,6 +345,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(1000))]
+        /// A damaged Parquet file (bytes of the pyarrow fixture overwritten,
+        /// half of them in the footer, or cut short) gives an error or a
+        /// profile, never a panic.
+        #[test]
+        fn damaged_parquet_never_panics(
+            edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..8),
+            cut in proptest::option::of(proptest::num::usize::ANY),
+        ) {
+            let mut data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parquet/train.snappy.parquet")).unwrap();
+            for (i, (at, byte)) in edits.into_iter().enumerate() {
+                let n = data.len();
+                // Every other edit lands in the footer (schema, row groups).
+                let at = if i % 2 == 0 { at % n } else { n - 1 - at % 2000 };
+                data[at] = byte;
+            }
+            if let Some(c) = cut {
+                let n = data.len();
+                data.truncate(c % n);
+            }
+            let _ = build(data.as_slice(), Format::Parquet, &Columns::default(), builder());
+        }
+    }
+
     #[test]
     fn bad_input_names_the_line_and_field() {
         let err = build(
@@ -261,12 +389,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("csv"), "{err}");
-        assert!(
-            Format::from_path("train.parquet")
-                .unwrap_err()
-                .to_string()
-                .contains("not supported yet")
-        );
+        assert_eq!(Format::from_path("train.parquet").unwrap(), Format::Parquet);
+        let err = build(
+            "PAR1 not really".as_bytes(),
+            Format::Parquet,
+            &Columns::default(),
+            builder(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("parquet"), "{err}");
         assert_eq!(Format::from_path("x.JSONL").unwrap(), Format::JsonLines);
         let err = build("".as_bytes(), Format::Csv, &Columns::default(), builder()).unwrap_err();
         assert!(err.to_string().contains("no rows"), "{err}");

@@ -28,6 +28,11 @@ pub struct Profile {
     pub model: String,
     /// Profile version; a model has one active version at a time.
     pub version: u32,
+    /// The model version this profile is the reference of, when it is
+    /// specific to one (a canary judged against its own reference); absent:
+    /// the reference of every version of the model without its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
     /// When the profile was built, epoch milliseconds.
     pub created_at_ms: i64,
     /// Where the data came from (file name, window, model version).
@@ -352,6 +357,7 @@ impl ProfileBuilder {
             format: FORMAT.into(),
             model: o.model.clone(),
             version: o.version,
+            model_version: None,
             created_at_ms: o.created_at_ms,
             source: o.source.clone(),
             rows: self.rows,
