@@ -33,6 +33,16 @@ struct Setup {
     dir: PathBuf,
 }
 
+/// The state directory (join stores, configs, logs) goes when the test
+/// passes and stays for reading when it fails.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl Setup {
     fn new(name: &str) -> Self {
         let suffix = format!("{name}-{}-{}", std::process::id(), mlwatch_common::now_ms());

@@ -142,6 +142,9 @@ pub struct Stack {
     pub remediator_admin: SocketAddr,
     pub shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The analyzer's join store and profile cache for this run (private
+    /// topics each run, so nothing to keep): removed by [`Stack::stop`].
+    state_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Stack {
@@ -184,7 +187,11 @@ impl Stack {
         analyzer.kafka = opts.kafka.clone();
         analyzer.admin = AdminConfig::on(loopback());
         analyzer.analyzer.group_id = format!("mlwatch-analyzer-{}", opts.group_suffix);
-        analyzer.accuracy.join.dir = std::env::temp_dir().join(format!("mlwatch-join-{}", opts.group_suffix));
+        let state_dirs = vec![
+            std::env::temp_dir().join(format!("mlwatch-join-{}", opts.group_suffix)),
+            std::env::temp_dir().join(format!("mlwatch-profiles-{}", opts.group_suffix)),
+        ];
+        analyzer.accuracy.join.dir = state_dirs[0].clone();
         analyzer.analyzer.eval_interval_ms = opts.eval_interval_ms;
         analyzer.rules.p99_latency.window_secs = opts.p99_window_secs;
         analyzer.rules.p99_latency.resolve_for_secs = opts.resolve_for_secs;
@@ -192,7 +199,7 @@ impl Stack {
         // detectors would page the same surge again under other names.
         analyzer.rules.latency_spike.enabled = false;
         analyzer.rules.sla_prediction.enabled = false;
-        analyzer.drift.profile_dir = std::env::temp_dir().join(format!("mlwatch-profiles-{}", opts.group_suffix));
+        analyzer.drift.profile_dir = state_dirs[1].clone();
         if let Some(q) = &opts.quality {
             q.apply(&mut analyzer);
         }
@@ -296,6 +303,7 @@ impl Stack {
             remediator_admin: remediator.admin_addr,
             shutdown,
             tasks,
+            state_dirs,
         };
         let mut tasks = stack.tasks;
         for (name, t) in [
@@ -327,6 +335,9 @@ impl Stack {
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        }
+        for dir in &self.state_dirs {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -51,6 +51,10 @@ fn stream() -> Vec<(String, InferenceEvent)> {
     out
 }
 
+fn join_dir(group: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mlwatch-join-{group}"))
+}
+
 fn config(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> mlwatch_analyzer::Config {
     let mut c = mlwatch_analyzer::Config::default();
     c.kafka = kafka.clone();
@@ -61,7 +65,7 @@ fn config(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> mlwatch_analy
     // Wall time must not move event time here: the run is pure replay.
     c.analyzer.idle_advance_after_secs = 0;
     c.analyzer.checkpoint_interval_secs = 1;
-    c.accuracy.join.dir = std::env::temp_dir().join(format!("mlwatch-join-{group}"));
+    c.accuracy.join.dir = join_dir(group);
     c.rules.p99_latency.window_secs = 30;
     c.rules.p99_latency.resolve_for_secs = 5;
     c.rules.error_rate.window_secs = 30;
@@ -124,6 +128,7 @@ async fn analyse(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> (Seen,
     .await;
     shutdown.cancel();
     analyzer.task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(join_dir(group));
     // The analyzer counts what it published; read that many back.
     let published: usize = metrics
         .lines()

@@ -26,7 +26,8 @@ async fn analyzer_dead_letters_poison_and_keeps_counting() {
     config.kafka = kafka.clone();
     config.admin = AdminConfig::on(loopback());
     config.analyzer.group_id = format!("analyzer-{suffix}");
-    config.accuracy.join.dir = std::env::temp_dir().join(format!("mlwatch-join-{suffix}"));
+    let join_dir = std::env::temp_dir().join(format!("mlwatch-join-{suffix}"));
+    config.accuracy.join.dir = join_dir.clone();
     let analyzer = mlwatch_analyzer::start(config, shutdown.clone())
         .await
         .expect("analyzer starts");
@@ -128,6 +129,7 @@ async fn analyzer_dead_letters_poison_and_keeps_counting() {
     assert_eq!(health.status(), 200);
     shutdown.cancel();
     analyzer.task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&join_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
