@@ -455,25 +455,39 @@ impl JoinStore {
         now_ms: i64,
         offsets: &[(&str, i64)],
     ) -> Result<Vec<JournalEntry>, Error> {
+        self.apply_each(inputs.iter().map(|i| (i, now_ms)), offsets)
+    }
+
+    /// [`JoinStore::apply`] with each input's own `now_ms` (a poll's worth
+    /// of messages in one transaction, each at the clock it would have had
+    /// alone: the same result as one transaction per input).
+    pub fn apply_each<'i>(
+        &mut self,
+        inputs: impl IntoIterator<Item = (&'i JoinInput, i64)>,
+        offsets: &[(&str, i64)],
+    ) -> Result<Vec<JournalEntry>, Error> {
         let mut tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
         if self.deferred {
             tx.set_durability(redb::Durability::None);
         }
         let mut counts = self.counts;
         let mut events = Vec::new();
+        let mut times = Vec::new();
         let result = Tx::new(&tx, self).and_then(|mut t| {
-            for input in inputs {
+            for (input, now_ms) in inputs {
                 match input {
                     JoinInput::Prediction(p) => t.prediction(p, now_ms, &mut counts, &mut events)?,
                     JoinInput::Label(l) => t.label(l, now_ms, &mut counts, &mut events)?,
                 }
+                times.resize(events.len(), now_ms);
             }
             Ok(())
         });
         result?;
         let entries: Vec<JournalEntry> = events
             .into_iter()
-            .map(|event| {
+            .zip(times)
+            .map(|(event, now_ms)| {
                 counts.journal_seq += 1;
                 JournalEntry {
                     seq: counts.journal_seq as u64,
@@ -567,16 +581,9 @@ impl JoinStore {
             let mut table = tx
                 .open_table(JOURNAL)
                 .map_err(|e| self.err("cannot open table in", e))?;
-            loop {
-                let first = table
-                    .first()
-                    .map_err(|e| self.err("cannot read", e))?
-                    .map(|(k, _)| k.value());
-                if first.is_none_or(|k| k > seq) {
-                    break;
-                }
-                table.pop_first().map_err(|e| self.err("cannot write", e))?;
-            }
+            table
+                .retain_in(..=seq, |_, _| false)
+                .map_err(|e| self.err("cannot write", e))?;
         }
         tx.commit().map_err(|e| self.err("cannot commit", e))
     }
