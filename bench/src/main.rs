@@ -611,13 +611,25 @@ async fn main() -> anyhow::Result<()> {
          ## Method\n\n- **Broker ceiling**: a raw rdkafka producer with the collector's settings \
          (idempotent, acks=all, lz4, linger 5 ms) sends the pre-encoded events; a raw consumer group reads them \
          back; then both run at once on fresh topics (the ceiling a pipeline can reach).\n\
-         - **End to end**: the collector and the analyzer run in this process; four gRPC clients send \
-         batches of 1,000 events; the clock stops when the analyzer's `mlwatch_analyzer_events_total` \
-         reaches the number sent.\n- **Analyzer alone**: protobuf decoding plus the engine's per-event \
-         update on one thread (JSON parsing excluded).\n- **Memory per model version**: resident-set growth \
-         after tracking 1,000 model versions.\n- **Detection**: 1,000 events/s over gRPC, 15 s healthy, then \
-         every request at 450 ms; the figure is from the first slow event sent to the Slack page received \
-         by a real HTTP receiver, with the default p99 rule (200 ms over 5 min, evaluated every second).\n\n\
+         - **End to end**: the collector and the analyzer run in this process (drift profiles uploaded \
+         for the ten models, so drift and the accuracy join are on); four gRPC clients send batches of \
+         1,000 inferences, each followed by the labels of half of them; the clock stops when the analyzer's \
+         `mlwatch_analyzer_events_total` reaches the inferences and labels sent. The figure counts both, \
+         like the ceiling.\n- **Analyzer alone**: a child process writes the standard events (and labels) \
+         as JSON Lines, reads them back through the collector's validation and encodes them as the \
+         collector publishes them (not timed); then, on one thread, in batches of 1,000 as the service \
+         takes a poll, it runs the service's own apply path: protobuf decoding, the latency engine, the \
+         drift monitors (a reference profile per model) and the accuracy join (redb store, labels 2,000 \
+         events after their prediction), with a join checkpoint every 5 s of event time (events are 1 ms \
+         apart). The rate is inference events per second of the thread's CPU time; the decoding share is \
+         from a decode-only pass over the same messages. Peak memory is the child's high-water mark from \
+         after loading the input.\n- **Memory per model version**: resident-set growth after tracking \
+         1,000 model versions.\n- **Detection**: one stack (collector, analyzer with default settings, \
+         alerter routing everything to a real HTTP receiver at once: group_wait 0), 1,000 events/s over \
+         gRPC with labels for half of them 100 ms later; 15 s healthy, then the fault; the figure is from \
+         the first bad event sent to the Slack page received. Latency: every request at 450 ms. Drift: \
+         feature num_00 (uniform on [-3, 3]) moves by 2, starting right after a drift-window boundary. \
+         Accuracy: labels agree with the prediction 70 % of the time instead of 95 %.\n\n\
          ## Reproduce\n\n```sh\nscripts/broker.sh start\ncargo run --release -p mlwatch-bench\n```\n",
         machine(),
         mlwatch_common::now_ms(),

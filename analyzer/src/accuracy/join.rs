@@ -581,9 +581,16 @@ impl JoinStore {
             let mut table = tx
                 .open_table(JOURNAL)
                 .map_err(|e| self.err("cannot open table in", e))?;
-            table
-                .retain_in(..=seq, |_, _| false)
-                .map_err(|e| self.err("cannot write", e))?;
+            loop {
+                let first = table
+                    .first()
+                    .map_err(|e| self.err("cannot read", e))?
+                    .map(|(k, _)| k.value());
+                if first.is_none_or(|k| k > seq) {
+                    break;
+                }
+                table.pop_first().map_err(|e| self.err("cannot write", e))?;
+            }
         }
         tx.commit().map_err(|e| self.err("cannot commit", e))
     }
