@@ -739,10 +739,24 @@ mod tests {
             }
             messages.push((false, inf_offset, e, LabelEvent::default()));
             inf_offset += 1;
+            let mut labels = Vec::new();
             if i >= 20 && i % 2 == 0 {
-                let mut l = label(i - 20);
+                labels.push((i - 20, if i % 5 == 0 { "0" } else { "1" }));
+            }
+            // Labels ahead of their prediction (they wait about as long as
+            // the store lets them), and labels again after their id was
+            // settled (within or past its retention): where the deadlines
+            // fall depends on each input's own clock.
+            if i % 10 == 3 {
+                labels.push((i + 10, "1"));
+            }
+            if i >= 40 && i % 10 == 5 {
+                labels.push((i - 35, "1"));
+            }
+            for (j, class) in labels {
+                let mut l = label(j);
                 l.timestamp_ms = T0 + i * 100;
-                l.label = Some(if i % 5 == 0 { "0" } else { "1" }.into());
+                l.label = Some(class.into());
                 messages.push((true, label_offset, InferenceEvent::default(), l));
                 label_offset += 1;
             }
@@ -757,14 +771,21 @@ mod tests {
             }
         }
 
+        // Short waits and retention, so that deadlines decide outcomes.
+        let short = |dir: &std::path::Path| {
+            let mut t = trackers(dir);
+            t.config.join.label_wait_secs = 1;
+            t.config.join.settled_retention_secs = 2;
+            t
+        };
         let one_dir = tempfile::tempdir().unwrap();
-        let mut one = trackers(one_dir.path());
+        let mut one = short(one_dir.path());
         let mut one_alerts = Vec::new();
         for m in &messages {
             one_alerts.extend(one.on_batch(0, &[feed(m)]).unwrap());
         }
         let batch_dir = tempfile::tempdir().unwrap();
-        let mut batched = trackers(batch_dir.path());
+        let mut batched = short(batch_dir.path());
         let mut batch_alerts = Vec::new();
         for chunk in messages.chunks(333) {
             let f: Vec<Feed<'_>> = chunk.iter().map(feed).collect();
@@ -782,7 +803,11 @@ mod tests {
         );
         let counts = |t: &Trackers| t.accuracy_parts().next().unwrap().1;
         assert_eq!(counts(&one), counts(&batched));
-        assert!(counts(&one).joined > 1000, "{:?}", counts(&one));
+        let c = counts(&one);
+        assert!(
+            c.joined > 1000 && c.expired_labels > 0 && c.duplicate_labels > 0,
+            "{c:?}"
+        );
         let ids = |v: &[Alert]| v.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&one_alerts), ids(&batch_alerts));
         assert_eq!(labelled(&one), labelled(&batched));
