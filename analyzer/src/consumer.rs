@@ -5,8 +5,11 @@
 //! 1. On assignment, a partition's newest checkpoint is loaded before any of
 //!    its messages is applied; messages below the checkpoint's next offset
 //!    are skipped as already counted (the committed offset may lag it).
-//! 2. Each message is applied, then the alerts it caused are published and
-//!    acknowledged before the next message is read.
+//! 2. Messages are handled a poll at a time (everything the client has
+//!    fetched, up to [`MAX_BATCH`]): applied under one lock, with one
+//!    join-store transaction per partition; the alerts they caused are
+//!    published and acknowledged, and a poison message is dead-lettered
+//!    (messages after it wait until it is), before the next poll.
 //! 3. Every `checkpoint_interval_secs`, on revoke (inside the rebalance
 //!    callback, synchronously) and at shutdown, the state of each owned
 //!    partition is written to the state topic; only after the broker
@@ -17,10 +20,11 @@
 //! from its offset: each event is applied exactly once to the state, and
 //! the replayed evaluations publish alerts with the same ids as before.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use mlwatch_common::kafka::{DeadLetter, KafkaConfig};
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_proto::v1::{Alert, AlertStatus, InferenceEvent, LabelEvent};
@@ -34,7 +38,8 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use crate::Metrics;
 use crate::checkpoint::{self, Checkpoint, CheckpointStore};
 use crate::engine::{Engine, Observed};
-use crate::trackers::Trackers;
+use crate::trackers::{Feed, Trackers};
+use crate::wire;
 
 /// The engine and the alerts it produced that are not yet acknowledged.
 pub struct Core {
@@ -45,6 +50,137 @@ pub struct Core {
 }
 
 pub type Shared = Arc<Mutex<Core>>;
+
+/// A message decoded outside the lock (`Err`: why it is poison).
+// Not boxed: a box per event is the allocation the decoding avoids.
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded {
+    Inference(Result<InferenceEvent, String>),
+    Label(Result<LabelEvent, String>),
+}
+
+/// Decodes messages into memory reused from earlier batches (one per
+/// consume loop): inference events come from [`wire::Decoder`], into events
+/// handed back with [`Decoding::recycle`].
+#[derive(Debug, Default)]
+pub struct Decoding {
+    decoder: wire::Decoder,
+    spare: Vec<InferenceEvent>,
+}
+
+impl Decoding {
+    /// Decodes a message of the labels topic (`is_label`) or the inference
+    /// topic.
+    pub fn decode(&mut self, is_label: bool, payload: Option<&[u8]>) -> Decoded {
+        if is_label {
+            return Decoded::Label(decode_label(payload));
+        }
+        let Some(payload) = payload else {
+            return Decoded::Inference(Err("empty payload".into()));
+        };
+        let mut event = self.spare.pop().unwrap_or_default();
+        Decoded::Inference(match self.decoder.inference_into(&mut event, payload) {
+            Ok(()) => checked(event),
+            Err(e) => {
+                self.spare.push(event);
+                Err(format!("undecodable protobuf: {e}"))
+            }
+        })
+    }
+
+    /// Takes back the events of handled messages, for the next batch.
+    pub fn recycle(&mut self, decoded: impl IntoIterator<Item = Decoded>) {
+        for d in decoded {
+            if let Decoded::Inference(Ok(event)) = d {
+                self.spare.push(event);
+            }
+        }
+    }
+}
+
+/// What [`Core::apply`] did with a run of messages.
+#[derive(Debug, Default)]
+pub struct Applied<'d> {
+    /// The poison message that ended the run (its index and why).
+    pub poison: Option<(usize, &'d str)>,
+    /// Inference events newly applied.
+    pub inferences: u64,
+    /// Label events newly applied.
+    pub labels: u64,
+    /// Messages already applied before (redelivered).
+    pub duplicates: u64,
+    /// The join store failed: the latency engine and the drift monitors
+    /// have the inferences, the join does not; applying the same messages
+    /// again completes it (each side skips what it already has).
+    pub error: Option<crate::Error>,
+}
+
+impl Core {
+    /// Takes the alerts not yet published (tools that apply messages
+    /// without publishing, like the bench).
+    pub fn take_outbox(&mut self) -> Vec<(i32, Alert)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Applies `(partition, offset, message)` in order until the first
+    /// poison message: inferences to the latency engine and the drift
+    /// monitors, then each partition's predictions and labels to its join
+    /// in one go; labels count as applied once the join has them. Alerts go
+    /// to the outbox.
+    pub fn apply<'d>(&mut self, messages: impl IntoIterator<Item = (i32, i64, &'d Decoded)>) -> Applied<'d> {
+        let mut feeds: BTreeMap<i32, Vec<Feed<'d>>> = BTreeMap::new();
+        let mut out = Applied::default();
+        for (i, (p, offset, d)) in messages.into_iter().enumerate() {
+            match d {
+                Decoded::Inference(Ok(event)) => {
+                    match self.engine.observe(p, offset, event) {
+                        Observed::Applied(alerts) => {
+                            self.outbox.extend(alerts.into_iter().map(|a| (p, a)));
+                            // Drift state is checkpointed with the engine's
+                            // offset, so it sees exactly the events the
+                            // engine applies.
+                            match self.trackers.observe_drift(p, event) {
+                                Ok(alerts) => self.outbox.extend(alerts.into_iter().map(|a| (p, a))),
+                                Err(error) => {
+                                    tracing::warn!(%error, partition = p, "drift monitor skipped an event")
+                                }
+                            }
+                            out.inferences += 1;
+                        }
+                        Observed::Duplicate => out.duplicates += 1,
+                    }
+                    // The join store skips what it already has.
+                    feeds.entry(p).or_default().push(Feed::Inference(offset, event));
+                }
+                Decoded::Label(_) if self.engine.is_label_applied(p, offset) => out.duplicates += 1,
+                Decoded::Label(Ok(event)) => feeds.entry(p).or_default().push(Feed::Label(offset, event)),
+                Decoded::Inference(Err(_)) if self.engine.is_applied(p, offset) => out.duplicates += 1,
+                Decoded::Inference(Err(reason)) | Decoded::Label(Err(reason)) => {
+                    out.poison = Some((i, reason.as_str()));
+                    break;
+                }
+            }
+        }
+        for (p, feed) in &feeds {
+            match self.trackers.on_batch(*p, feed) {
+                Ok(alerts) => self.outbox.extend(alerts.into_iter().map(|a| (*p, a))),
+                Err(error) => {
+                    out.error = Some(error);
+                    return out;
+                }
+            }
+        }
+        for (p, feed) in &feeds {
+            for f in feed {
+                if let Feed::Label(offset, _) = f {
+                    self.engine.mark_label_applied(*p, *offset);
+                    out.labels += 1;
+                }
+            }
+        }
+        out
+    }
+}
 
 pub fn shared(engine: Engine, trackers: Trackers) -> Shared {
     Arc::new(Mutex::new(Core {
@@ -289,6 +425,10 @@ pub struct LoopConfig {
 
 type Position = (i64, i64, i64, Option<i64>);
 
+/// Most messages handled as one batch (one lock of the shared state, one
+/// join-store transaction per partition).
+const MAX_BATCH: usize = 1000;
+
 /// The consume loop; returns at shutdown after a final checkpoint.
 pub struct Loop {
     pub owner: Arc<Owner>,
@@ -300,6 +440,7 @@ pub struct Loop {
     /// partition's last checkpoint.
     saved: HashMap<i32, Position>,
     last_message: HashMap<i32, Instant>,
+    decoding: Decoding,
 }
 
 impl Loop {
@@ -318,6 +459,7 @@ impl Loop {
             config,
             saved: HashMap::new(),
             last_message: HashMap::new(),
+            decoding: Decoding::default(),
         }
     }
 
@@ -332,9 +474,21 @@ impl Loop {
                 _ = shutdown.cancelled() => break,
                 m = self.consumer.recv() => match m {
                     Ok(m) => {
-                        let m = m.detach();
+                        // Everything the client has already fetched, up to
+                        // a bound: one batch, one lock, one transaction.
+                        let mut batch = vec![m.detach()];
+                        while batch.len() < MAX_BATCH {
+                            match self.consumer.recv().now_or_never() {
+                                Some(Ok(m)) => batch.push(m.detach()),
+                                Some(Err(error)) => {
+                                    tracing::warn!(%error, "kafka receive error");
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
                         self.load_assigned(&shutdown).await;
-                        self.handle(&m, &shutdown).await;
+                        self.handle_batch(batch, &shutdown).await;
                     }
                     Err(error) => {
                         tracing::warn!(%error, "kafka receive error");
@@ -436,104 +590,102 @@ impl Loop {
         }
     }
 
-    async fn handle(&mut self, m: &OwnedMessage, shutdown: &CancellationToken) {
-        let p = m.partition();
-        if !self.owner.is_assigned(p) {
-            tracing::debug!(
-                partition = p,
-                offset = m.offset(),
-                "message of a partition no longer assigned, skipped"
-            );
-            return;
+    /// Handles one poll's worth of messages: decoded outside the lock, then
+    /// applied in runs (one lock and one join-store transaction per
+    /// partition each), a run ending before each poison message, which goes
+    /// to the dead-letter topic before anything after it is applied. The
+    /// alerts a run caused are published and acknowledged before the next
+    /// run, and nothing is checkpointed while a batch is in hand, so the
+    /// positions a checkpoint records are always of fully handled messages.
+    async fn handle_batch(&mut self, batch: Vec<OwnedMessage>, shutdown: &CancellationToken) {
+        let mut batch: Vec<OwnedMessage> = batch
+            .into_iter()
+            .filter(|m| {
+                let assigned = self.owner.is_assigned(m.partition());
+                if !assigned {
+                    tracing::debug!(
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "message of a partition no longer assigned, skipped"
+                    );
+                }
+                assigned
+            })
+            .collect();
+        let unowned: BTreeSet<i32> = {
+            let core = lock(&self.owner.core);
+            batch
+                .iter()
+                .map(|m| m.partition())
+                .filter(|p| !core.engine.owns(*p))
+                .collect()
+        };
+        if !unowned.is_empty() {
+            self.load(unowned.into_iter().collect(), shutdown).await;
+            let core = lock(&self.owner.core);
+            batch.retain(|m| core.engine.owns(m.partition())); // else shutting down
         }
-        if !lock(&self.owner.core).engine.owns(p) {
-            self.load(vec![p], shutdown).await;
-            if !lock(&self.owner.core).engine.owns(p) {
+        let now = Instant::now();
+        for m in &batch {
+            self.last_message.insert(m.partition(), now);
+        }
+        let decoded: Vec<Decoded> = batch
+            .iter()
+            .map(|m| self.decoding.decode(m.topic() == self.owner.labels_topic, m.payload()))
+            .collect();
+        self.handle_decoded(&batch, &decoded, shutdown).await;
+        self.decoding.recycle(decoded);
+    }
+
+    async fn handle_decoded(&mut self, batch: &[OwnedMessage], decoded: &[Decoded], shutdown: &CancellationToken) {
+        let mut start = 0;
+        while start < batch.len() {
+            let Some(poison) = self.apply_run(&batch[start..], &decoded[start..], shutdown).await else {
                 return; // shutting down
+            };
+            self.publish(shutdown).await;
+            match poison {
+                Some((i, reason)) => {
+                    self.dead_letter(&batch[start + i], reason, shutdown).await;
+                    start += i + 1;
+                }
+                None => return,
             }
         }
-        self.last_message.insert(p, Instant::now());
-        let is_label = m.topic() == self.owner.labels_topic;
+    }
+
+    /// Applies `batch` up to its first poison message, retrying while the
+    /// join store fails. `Some(Some((index, reason)))` names the poison
+    /// message that ended the run; `None` means shutdown came first.
+    async fn apply_run<'d>(
+        &self,
+        batch: &[OwnedMessage],
+        decoded: &'d [Decoded],
+        shutdown: &CancellationToken,
+    ) -> Option<Option<(usize, &'d str)>> {
         let mut backoff = Duration::from_millis(100);
+        let metrics = &self.owner.metrics;
         loop {
-            let result = {
-                let mut core = lock(&self.owner.core);
-                let core = &mut *core;
-                if is_label {
-                    self.apply_label(core, m)
-                } else {
-                    self.apply_inference(core, m)
-                }
-            };
-            match result {
-                Ok(Some(None)) => return self.publish(shutdown).await,
-                Ok(Some(Some(reason))) => return self.dead_letter(m, &reason, shutdown).await,
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::warn!(%error, partition = p, offset = m.offset(), "cannot apply message, retrying");
+            let applied =
+                lock(&self.owner.core).apply(batch.iter().zip(decoded).map(|(m, d)| (m.partition(), m.offset(), d)));
+            metrics
+                .events
+                .with_label_values(&["inference"])
+                .inc_by(applied.inferences);
+            metrics.events.with_label_values(&["label"]).inc_by(applied.labels);
+            metrics.duplicates.inc_by(applied.duplicates);
+            match applied.error {
+                None => return Some(applied.poison),
+                Some(error) => {
+                    tracing::warn!(%error, "cannot apply messages to the join store, retrying");
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return None,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
-    }
-
-    /// Applies an inference message: `None` when already applied, else
-    /// `Some(poison reason)`; an error when the join store failed (the
-    /// latency engine then has it, the store not: a retry completes it).
-    fn apply_inference(&self, core: &mut Core, m: &OwnedMessage) -> Result<Option<Option<String>>, crate::Error> {
-        let p = m.partition();
-        let event = match decode(m.payload()) {
-            Ok(event) => event,
-            Err(_) if core.engine.is_applied(p, m.offset()) => {
-                self.owner.metrics.duplicates.inc();
-                return Ok(None);
-            }
-            Err(reason) => return Ok(Some(Some(reason))),
-        };
-        let fresh = match core.engine.observe(p, m.offset(), &event) {
-            Observed::Applied(alerts) => {
-                core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
-                // Drift state is checkpointed with the engine's offset, so
-                // it sees exactly the events the engine applies.
-                match core.trackers.observe_drift(p, &event) {
-                    Ok(alerts) => core.outbox.extend(alerts.into_iter().map(|a| (p, a))),
-                    Err(error) => tracing::warn!(%error, partition = p, "drift monitor skipped an event"),
-                }
-                self.owner.metrics.events.with_label_values(&["inference"]).inc();
-                true
-            }
-            Observed::Duplicate => false,
-        };
-        let alerts = core.trackers.on_inference(p, m.offset(), &event)?;
-        core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
-        if fresh {
-            Ok(Some(None))
-        } else {
-            self.owner.metrics.duplicates.inc();
-            Ok(None)
-        }
-    }
-
-    /// Applies a label message (same answers as [`Self::apply_inference`]).
-    fn apply_label(&self, core: &mut Core, m: &OwnedMessage) -> Result<Option<Option<String>>, crate::Error> {
-        let p = m.partition();
-        if core.engine.is_label_applied(p, m.offset()) {
-            self.owner.metrics.duplicates.inc();
-            return Ok(None);
-        }
-        let event = match decode_label(m.payload()) {
-            Ok(event) => event,
-            Err(reason) => return Ok(Some(Some(reason))),
-        };
-        let alerts = core.trackers.on_label(p, m.offset(), &event)?;
-        core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
-        core.engine.mark_label_applied(p, m.offset());
-        self.owner.metrics.events.with_label_values(&["label"]).inc();
-        Ok(Some(None))
     }
 
     /// Sends a poison message to the dead-letter topic (retrying until
@@ -700,7 +852,11 @@ pub fn decode_label(payload: Option<&[u8]>) -> Result<LabelEvent, String> {
 /// Decodes an inference event; the reason when it is poison.
 pub fn decode(payload: Option<&[u8]>) -> Result<InferenceEvent, String> {
     let payload = payload.ok_or("empty payload")?;
-    let event = InferenceEvent::decode(payload).map_err(|e| format!("undecodable protobuf: {e}"))?;
+    checked(InferenceEvent::decode(payload).map_err(|e| format!("undecodable protobuf: {e}"))?)
+}
+
+/// A decoded inference event, unless it is poison (the reason).
+fn checked(event: InferenceEvent) -> Result<InferenceEvent, String> {
     if event.model.is_empty() {
         return Err("inference event without a model".into());
     }

@@ -98,6 +98,51 @@ pub struct SeriesKey {
     pub segment: String,
 }
 
+/// A series identity by reference: `(model, model_version, segment)`,
+/// ordered as [`SeriesKey`] is, so a series is found without building its
+/// key.
+trait SeriesId {
+    fn parts(&self) -> (&str, &str, &str);
+}
+
+impl SeriesId for SeriesKey {
+    fn parts(&self) -> (&str, &str, &str) {
+        (&self.model, &self.model_version, &self.segment)
+    }
+}
+
+impl SeriesId for (&str, &str, &str) {
+    fn parts(&self) -> (&str, &str, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn SeriesId + 'a> for SeriesKey {
+    fn borrow(&self) -> &(dyn SeriesId + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn SeriesId + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn SeriesId + '_ {}
+
+impl PartialOrd for dyn SeriesId + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn SeriesId + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 /// One model version (or segment of it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Series {
@@ -742,23 +787,23 @@ impl Engine {
         let alerts = state.advance(settings, t);
         let error = event.status == InferenceStatus::Error as i32;
         let slow = event.latency_ms > settings.config.slow_threshold_ms;
-        let mut key = SeriesKey {
-            model: event.model.clone(),
-            model_version: event.model_version.clone(),
-            segment: String::new(),
-        };
         let segments = settings
             .config
             .segment_tags
             .iter()
             .filter_map(|tag| event.tags.get(tag).map(|v| format!("{tag}={v}")));
         for segment in std::iter::once(String::new()).chain(segments) {
-            key.segment = segment;
-            let series = match state.series.get_mut(&key) {
+            // Found by reference: no key is built for a known series.
+            let id = (event.model.as_str(), event.model_version.as_str(), segment.as_str());
+            let series = match state.series.get_mut(&id as &dyn SeriesId) {
                 Some(s) => s,
                 None => state
                     .series
-                    .entry(key.clone())
+                    .entry(SeriesKey {
+                        model: event.model.clone(),
+                        model_version: event.model_version.clone(),
+                        segment,
+                    })
                     .or_insert_with(|| settings.new_series(t)),
             };
             series.add(t, event.latency_ms, error, slow);

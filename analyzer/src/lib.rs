@@ -6,6 +6,7 @@
 //! - [`rules`]: threshold rule configuration, rule state machines (`for`,
 //!   hysteresis), fingerprints and deterministic alert ids.
 //! - [`detectors`]: latency spikes (z-score) and SLA-breach prediction.
+//! - [`wire`]: decoding of inference events into reused memory.
 //! - [`engine`]: per-partition state ([`engine::PartitionState`]) tying them
 //!   together, evaluated on event time.
 //!
@@ -32,6 +33,7 @@ pub mod rules;
 pub mod sketch;
 pub mod trackers;
 pub mod window;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

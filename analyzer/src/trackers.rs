@@ -27,6 +27,16 @@ use crate::accuracy::export::AccuracyMetrics;
 use crate::accuracy::join::{JoinCounts, JoinInput, JoinStore, PendingPrediction, TruthLabel};
 use crate::accuracy::tracker::{AccuracyConfig, AccuracyState, AccuracyTracker};
 
+/// One message of a partition fed to its accuracy join.
+#[derive(Debug, Clone, Copy)]
+pub enum Feed<'a> {
+    /// An inference at its offset (a prediction when `status = ok` and it
+    /// has one; else it only moves the clock).
+    Inference(i64, &'a InferenceEvent),
+    /// A label at its offset.
+    Label(i64, &'a LabelEvent),
+}
+
 /// The `[drift]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -533,54 +543,94 @@ impl Trackers {
         Ok(())
     }
 
-    fn part(&mut self, p: i32) -> Result<&mut AccuracyPart, Error> {
-        if !self.accuracy.contains_key(&p) {
-            self.restore(p, Some(AccuracyCheckpoint::default()))?;
-        }
-        self.accuracy
-            .get_mut(&p)
-            .ok_or_else(|| Error::Task("join store", format!("partition {p} not open")))
-    }
-
-    /// Feeds one input of `topic` at `offset` to partition `p`'s join (a
-    /// no-op when the store already applied it) and evaluates on the ticks
-    /// the accuracy clock passed. Returns the alert transitions.
-    fn apply(&mut self, p: i32, topic: &str, offset: i64, input: JoinInput, t_ms: i64) -> Result<Vec<Alert>, Error> {
-        let interval = self.eval_interval_ms;
-        let part = self.part(p)?;
-        if part.applied.get(topic).is_some_and(|o| offset <= *o) {
-            return Ok(Vec::new());
-        }
-        part.clock_ms = part.clock_ms.max(t_ms);
-        let now = part.clock_ms;
-        let entries = part.store.apply(&[input], now, &[(topic, offset)])?;
-        part.applied.insert(topic.to_string(), offset);
-        part.tracker.apply(&entries);
-        part.tick(interval)
-    }
-
     /// A prediction (inference events with `status = ok` only).
     pub fn on_inference(&mut self, p: i32, offset: i64, event: &InferenceEvent) -> Result<Vec<Alert>, Error> {
-        if !self.config.enabled {
-            return Ok(Vec::new());
-        }
-        let topic = self.inference_topic.clone();
-        if event.status != InferenceStatus::Ok as i32 || event.prediction.is_none() {
-            // Nothing to join; still record the offset by moving the clock.
-            return self.advance(p, event.timestamp_ms);
-        }
-        let input = JoinInput::Prediction(PendingPrediction::from(event));
-        self.apply(p, &topic, offset, input, event.timestamp_ms)
+        self.on_batch(p, &[Feed::Inference(offset, event)])
     }
 
     /// A ground-truth label.
     pub fn on_label(&mut self, p: i32, offset: i64, event: &LabelEvent) -> Result<Vec<Alert>, Error> {
+        self.on_batch(p, &[Feed::Label(offset, event)])
+    }
+
+    /// Feeds partition `p`'s messages of one poll, in offset order per
+    /// topic, to its join, and evaluates on the ticks the accuracy clock
+    /// passes. Inputs go to the store in one write transaction per
+    /// evaluation tick crossed (usually one for the whole poll), each at the
+    /// clock it would have had alone, so the result is that of feeding
+    /// them one by one. Inputs the store already applied (redelivered) are
+    /// skipped. On `Err` nothing after the last completed transaction
+    /// counts; feeding the same messages again completes it.
+    pub fn on_batch(&mut self, p: i32, feed: &[Feed<'_>]) -> Result<Vec<Alert>, Error> {
         if !self.config.enabled {
             return Ok(Vec::new());
         }
-        let topic = self.labels_topic.clone();
-        let input = JoinInput::Label(TruthLabel::from(event));
-        self.apply(p, &topic, offset, input, event.timestamp_ms)
+        let interval = self.eval_interval_ms;
+        let mut alerts = Vec::new();
+        let mut segment: Vec<(JoinInput, i64)> = Vec::new();
+        // Last offset of each topic in `segment`: (inference, labels).
+        let mut last: (Option<i64>, Option<i64>) = (None, None);
+        for f in feed {
+            let (is_label, offset, t_ms, input) = match *f {
+                Feed::Inference(offset, event) => {
+                    let joinable = event.status == InferenceStatus::Ok as i32 && event.prediction.is_some();
+                    let input = joinable.then(|| JoinInput::Prediction(PendingPrediction::from(event)));
+                    (false, offset, event.timestamp_ms, input)
+                }
+                Feed::Label(offset, event) => (
+                    true,
+                    offset,
+                    event.timestamp_ms,
+                    Some(JoinInput::Label(TruthLabel::from(event))),
+                ),
+            };
+            if !self.accuracy.contains_key(&p) {
+                if input.is_none() {
+                    continue; // no store yet and nothing to join: nothing to move
+                }
+                // The store is created by the first prediction or label.
+                self.restore(p, Some(AccuracyCheckpoint::default()))?;
+            }
+            let topic = if is_label {
+                &self.labels_topic
+            } else {
+                &self.inference_topic
+            };
+            let part = self
+                .accuracy
+                .get_mut(&p)
+                .ok_or_else(|| Error::Task("join store", format!("partition {p} not open")))?;
+            match input {
+                Some(input) => {
+                    let pending = if is_label { last.1 } else { last.0 };
+                    if part.applied.get(topic).is_some_and(|o| offset <= *o) || pending.is_some_and(|o| offset <= o) {
+                        continue; // already in the store (or in this transaction)
+                    }
+                    part.clock_ms = part.clock_ms.max(t_ms);
+                    segment.push((input, part.clock_ms));
+                    if is_label {
+                        last.1 = Some(offset);
+                    } else {
+                        last.0 = Some(offset);
+                    }
+                }
+                None => {
+                    // Nothing to join; the event still moves the clock.
+                    if part.next_eval_ms == 0 && part.clock_ms == 0 {
+                        continue;
+                    }
+                    part.clock_ms = part.clock_ms.max(t_ms);
+                }
+            }
+            if part.next_eval_ms == 0 || part.clock_ms >= part.next_eval_ms {
+                part.flush(&mut segment, &mut last, &self.inference_topic, &self.labels_topic)?;
+                alerts.extend(part.tick(interval)?);
+            }
+        }
+        if let Some(part) = self.accuracy.get_mut(&p) {
+            part.flush(&mut segment, &mut last, &self.inference_topic, &self.labels_topic)?;
+        }
+        Ok(alerts)
     }
 
     /// Moves partition `p`'s accuracy clock to `t_ms` (idle partitions).
@@ -667,6 +717,34 @@ impl ModelDrift {
 }
 
 impl AccuracyPart {
+    /// Writes `segment` to the store in one transaction with the last
+    /// offsets it consumed, and feeds what it produced to the tracker.
+    fn flush(
+        &mut self,
+        segment: &mut Vec<(JoinInput, i64)>,
+        last: &mut (Option<i64>, Option<i64>),
+        inference_topic: &str,
+        labels_topic: &str,
+    ) -> Result<(), Error> {
+        if segment.is_empty() {
+            return Ok(());
+        }
+        let offsets: Vec<(&str, i64)> = [(inference_topic, last.0), (labels_topic, last.1)]
+            .into_iter()
+            .filter_map(|(t, o)| o.map(|o| (t, o)))
+            .collect();
+        let entries = self
+            .store
+            .apply_each(segment.iter().map(|(i, now)| (i, *now)), &offsets)?;
+        for (topic, offset) in offsets {
+            self.applied.insert(topic.to_string(), offset);
+        }
+        self.tracker.apply(&entries);
+        segment.clear();
+        *last = (None, None);
+        Ok(())
+    }
+
     /// Evaluates at the newest boundary the clock passed (once per call:
     /// the verdicts read windows of hours, a skipped intermediate tick
     /// changes nothing but the hold timing by one interval).
@@ -776,6 +854,93 @@ mod tests {
             (counts.joined, counts.duplicate_labels, counts.predictions),
             (80, 0, 100)
         );
+    }
+
+    #[test]
+    fn a_batch_gives_what_one_by_one_gives() {
+        // Predictions and labels interleaved across many evaluation ticks,
+        // some failed inferences (clock only) and a redelivered stretch.
+        let mut messages: Vec<(bool, i64, InferenceEvent, LabelEvent)> = Vec::new();
+        let (mut inf_offset, mut label_offset) = (0, 0);
+        for i in 0..3000 {
+            let mut e = prediction(i);
+            if i % 7 == 0 {
+                e.status = InferenceStatus::Error as i32;
+            }
+            messages.push((false, inf_offset, e, LabelEvent::default()));
+            inf_offset += 1;
+            let mut labels = Vec::new();
+            if i >= 20 && i % 2 == 0 {
+                labels.push((i - 20, if i % 5 == 0 { "0" } else { "1" }));
+            }
+            // Labels ahead of their prediction (they wait about as long as
+            // the store lets them), and labels again after their id was
+            // settled (within or past its retention): where the deadlines
+            // fall depends on each input's own clock.
+            if i % 10 == 3 {
+                labels.push((i + 10, "1"));
+            }
+            if i >= 40 && i % 10 == 5 {
+                labels.push((i - 35, "1"));
+            }
+            for (j, class) in labels {
+                let mut l = label(j);
+                l.timestamp_ms = T0 + i * 100;
+                l.label = Some(class.into());
+                messages.push((true, label_offset, InferenceEvent::default(), l));
+                label_offset += 1;
+            }
+        }
+        let redelivered: Vec<_> = messages[1000..1100].to_vec();
+        messages.extend(redelivered);
+        fn feed(m: &(bool, i64, InferenceEvent, LabelEvent)) -> Feed<'_> {
+            if m.0 {
+                Feed::Label(m.1, &m.3)
+            } else {
+                Feed::Inference(m.1, &m.2)
+            }
+        }
+
+        // Short waits and retention, so that deadlines decide outcomes.
+        let short = |dir: &std::path::Path| {
+            let mut t = trackers(dir);
+            t.config.join.label_wait_secs = 1;
+            t.config.join.settled_retention_secs = 2;
+            t
+        };
+        let one_dir = tempfile::tempdir().unwrap();
+        let mut one = short(one_dir.path());
+        let mut one_alerts = Vec::new();
+        for m in &messages {
+            one_alerts.extend(one.on_batch(0, &[feed(m)]).unwrap());
+        }
+        let batch_dir = tempfile::tempdir().unwrap();
+        let mut batched = short(batch_dir.path());
+        let mut batch_alerts = Vec::new();
+        for chunk in messages.chunks(333) {
+            let f: Vec<Feed<'_>> = chunk.iter().map(feed).collect();
+            batch_alerts.extend(batched.on_batch(0, &f).unwrap());
+        }
+
+        let (a, b) = (
+            one.checkpoint(0).unwrap().unwrap(),
+            batched.checkpoint(0).unwrap().unwrap(),
+        );
+        assert_eq!((a.clock_ms, a.next_eval_ms), (b.clock_ms, b.next_eval_ms));
+        assert_eq!(
+            serde_json::to_value(&a.tracker).unwrap(),
+            serde_json::to_value(&b.tracker).unwrap()
+        );
+        let counts = |t: &Trackers| t.accuracy_parts().next().unwrap().1;
+        assert_eq!(counts(&one), counts(&batched));
+        let c = counts(&one);
+        assert!(
+            c.joined > 1000 && c.expired_labels > 0 && c.duplicate_labels > 0,
+            "{c:?}"
+        );
+        let ids = |v: &[Alert]| v.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&one_alerts), ids(&batch_alerts));
+        assert_eq!(labelled(&one), labelled(&batched));
     }
 
     #[test]

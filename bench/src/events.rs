@@ -88,3 +88,67 @@ pub fn label(model: &str, seq: u64, ts_ms: i64, rng: &mut SmallRng) -> LabelEven
         received_at_ms: ts_ms,
     }
 }
+
+/// An inference event in the public JSON shape (DESIGN.md), as a client
+/// would post it or a JSON Lines file would hold it.
+pub fn to_json(e: &InferenceEvent) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let features: Map<String, Value> = e
+        .features
+        .iter()
+        .map(|(k, v)| {
+            let v = match &v.kind {
+                Some(feature_value::Kind::Number(x)) => json!(x),
+                Some(feature_value::Kind::Text(t)) => json!(t),
+                Some(feature_value::Kind::Flag(b)) => json!(b),
+                Some(feature_value::Kind::Missing(_)) | None => Value::Null,
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let mut prediction = Map::new();
+    if let Some(p) = &e.prediction {
+        if let Some(s) = p.score {
+            prediction.insert("score".into(), json!(s));
+        }
+        if let Some(l) = &p.label {
+            prediction.insert("label".into(), json!(l));
+        }
+    }
+    json!({
+        "event_id": e.event_id,
+        "model": e.model,
+        "model_version": e.model_version,
+        "endpoint": e.endpoint,
+        "timestamp": e.timestamp_ms,
+        "latency_ms": e.latency_ms,
+        "status": if e.status == InferenceStatus::Error as i32 { "error" } else { "ok" },
+        "batch_size": e.batch_size,
+        "prediction": prediction,
+        "features": features,
+    })
+}
+
+/// A label event in the public JSON shape.
+pub fn label_to_json(l: &LabelEvent) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": l.event_id,
+        "model": l.model,
+        "timestamp": l.timestamp_ms,
+        "label": l.label,
+    })
+}
+
+/// A reference profile of the standard event for `model` (version 1),
+/// from 5,000 events of the same distribution.
+pub fn profile(model: &str) -> anyhow::Result<mlwatch_analyzer::drift::Profile> {
+    use mlwatch_analyzer::drift::{BuildOptions, ProfileBuilder};
+    use rand::SeedableRng;
+    let names = Names::default();
+    let mut rng = SmallRng::seed_from_u64(29);
+    let mut b = ProfileBuilder::new(BuildOptions::new(model, 1))?;
+    for i in 0..5000 {
+        b.add_event(&inference(&names, &mut rng, model, i, 0, 20.0));
+    }
+    Ok(b.finish()?)
+}

@@ -14,6 +14,8 @@
 //! Prints one table and writes `docs/benchmarks.md`.
 #![allow(clippy::print_stdout)]
 
+mod alone;
+mod detect;
 mod events;
 
 use std::fmt::Write as _;
@@ -22,8 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use mlwatch_common::kafka::{KafkaConfig, Topics};
-use mlwatch_proto::v1::IngestInferencesRequest;
 use mlwatch_proto::v1::collector_client::CollectorClient;
+use mlwatch_proto::v1::{IngestInferencesRequest, IngestLabelsRequest};
 use prost::Message as _;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -41,12 +43,35 @@ struct Args {
     /// Where to write the report.
     #[arg(long, default_value = "docs/benchmarks.md")]
     out: std::path::PathBuf,
-    /// Skip the detection-time measurement (it takes about a minute).
+    /// Skip the detection-time measurements (they take a few minutes).
     #[arg(long)]
     skip_detection: bool,
+    /// Run only these measurements (comma-separated: ceiling, e2e, alone,
+    /// memory, detection); all when not given.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Part>,
     /// Internal: measure memory per model version and print it.
     #[arg(long, hide = true)]
     measure_memory: bool,
+    /// Internal: measure the analyzer alone and print its figures as JSON.
+    #[arg(long, hide = true)]
+    measure_alone: bool,
+}
+
+/// The measurements, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Ceiling,
+    E2e,
+    Alone,
+    Memory,
+    Detection,
+}
+
+impl Args {
+    fn runs(&self, part: Part) -> bool {
+        (self.only.is_empty() || self.only.contains(&part)) && !(part == Part::Detection && self.skip_detection)
+    }
 }
 
 struct Row {
@@ -63,19 +88,6 @@ fn kafka(args: &Args, name: &str) -> KafkaConfig {
         partitions: 6,
         ..KafkaConfig::default()
     }
-}
-
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
 }
 
 fn rss_bytes() -> u64 {
@@ -228,7 +240,7 @@ fn metric_value(text: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+async fn end_to_end(args: &Args, ceiling: Option<f64>, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let k = kafka(args, "e2e");
     let shutdown = mlwatch_common::shutdown::CancellationToken::new();
     let lo = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -253,17 +265,33 @@ async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::R
     let mut rng = SmallRng::seed_from_u64(11);
     let now = mlwatch_common::now_ms();
     let batch = 1000u64;
-    let batches: Vec<IngestInferencesRequest> = (0..args.events / batch)
-        .map(|b| IngestInferencesRequest {
-            events: (0..batch)
-                .map(|i| {
-                    let seq = b * batch + i;
-                    events::inference(&names, &mut rng, &format!("model-{}", seq % 10), seq, now, 20.0)
-                })
-                .collect(),
+    // Each request of 1,000 inferences is followed by the labels of half
+    // of them (the broker ceiling carries the same mix).
+    let batches: Vec<(IngestInferencesRequest, IngestLabelsRequest)> = (0..args.events / batch)
+        .map(|b| {
+            let seqs = b * batch..(b + 1) * batch;
+            let model = |seq: u64| format!("model-{}", seq % 10);
+            let inferences = seqs
+                .clone()
+                .map(|seq| events::inference(&names, &mut rng, &model(seq), seq, now, 20.0))
+                .collect();
+            let labels = seqs
+                .filter(|seq| seq.is_multiple_of(2))
+                .map(|seq| events::label(&model(seq), seq, now, &mut rng))
+                .collect();
+            (
+                IngestInferencesRequest { events: inferences },
+                IngestLabelsRequest { events: labels },
+            )
         })
         .collect();
     let sent = batches.len() as u64 * batch;
+    let sent_labels = batches.iter().map(|(_, l)| l.events.len() as u64).sum::<u64>();
+    // Drift on: a reference profile per model.
+    let api = format!("http://{}", analyzer.admin_addr);
+    for m in 0..10 {
+        detect::upload_profile(&api, &format!("model-{m}")).await?;
+    }
     let endpoint = format!("http://{}", collector.grpc_addr);
     let http = reqwest::Client::new();
     let metrics_url = format!("http://{}/metrics", analyzer.admin_addr);
@@ -285,7 +313,7 @@ async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::R
     }
     let t = Instant::now();
     let mut senders = Vec::new();
-    let chunks: Vec<Vec<IngestInferencesRequest>> = {
+    let chunks: Vec<Vec<(IngestInferencesRequest, IngestLabelsRequest)>> = {
         let mut v: Vec<Vec<_>> = (0..4).map(|_| Vec::new()).collect();
         for (i, b) in batches.into_iter().enumerate() {
             v[i % 4].push(b);
@@ -298,14 +326,21 @@ async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::R
             let mut client = CollectorClient::connect(endpoint)
                 .await?
                 .max_encoding_message_size(64 << 20);
-            for b in chunk {
-                loop {
-                    match client.ingest_inferences(b.clone()).await {
-                        Ok(_) => break,
-                        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                            tokio::time::sleep(Duration::from_millis(20)).await
+            for (inferences, labels) in chunk {
+                for is_label in [false, true] {
+                    loop {
+                        let sent = if is_label {
+                            client.ingest_labels(labels.clone()).await
+                        } else {
+                            client.ingest_inferences(inferences.clone()).await
+                        };
+                        match sent {
+                            Ok(_) => break,
+                            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                                tokio::time::sleep(Duration::from_millis(20)).await
+                            }
+                            Err(s) => anyhow::bail!("ingest failed: {s}"),
                         }
-                        Err(s) => anyhow::bail!("ingest failed: {s}"),
                     }
                 }
             }
@@ -318,7 +353,9 @@ async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::R
     let ingest = t.elapsed();
     loop {
         let text = http.get(&metrics_url).send().await?.text().await?;
-        if metric_value(&text, "mlwatch_analyzer_events_total", "inference") as u64 > sent {
+        if metric_value(&text, "mlwatch_analyzer_events_total", "inference") as u64 > sent
+            && metric_value(&text, "mlwatch_analyzer_events_total", "label") as u64 >= sent_labels
+        {
             break;
         }
         if t.elapsed() > Duration::from_secs(600) {
@@ -327,24 +364,27 @@ async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::R
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let total = t.elapsed();
-    let rate = sent as f64 / total.as_secs_f64();
+    let rate = (sent + sent_labels) as f64 / total.as_secs_f64();
     rows.push(Row {
         what: "end to end: collector gRPC -> analyzer (lag 0)",
         figure: format!(
-            "{rate:.0} events/s ({sent} events; ingest acknowledged in {:.1} s, analyzed in {:.1} s)",
+            "{rate:.0} msg/s ({sent} inferences + {sent_labels} labels, drift and accuracy on; \
+             ingest acknowledged in {:.1} s, analyzed in {:.1} s)",
             ingest.as_secs_f64(),
             total.as_secs_f64()
         ),
         target: ">= 70 % of the ceiling",
         met: None,
     });
-    let ratio = rate / ceiling;
-    rows.push(Row {
-        what: "end to end / broker ceiling",
-        figure: format!("{:.0} %", ratio * 100.0),
-        target: ">= 70 %",
-        met: Some(ratio >= 0.7),
-    });
+    if let Some(ceiling) = ceiling {
+        let ratio = rate / ceiling;
+        rows.push(Row {
+            what: "end to end / broker ceiling",
+            figure: format!("{:.0} %", ratio * 100.0),
+            target: ">= 70 %",
+            met: Some(ratio >= 0.7),
+        });
+    }
     shutdown.cancel();
     let _ = collector.task.await;
     let _ = analyzer.task.await;
@@ -352,30 +392,45 @@ async fn end_to_end(args: &Args, ceiling: f64, rows: &mut Vec<Row>) -> anyhow::R
     Ok(())
 }
 
-fn analyzer_alone(args: &Args, rows: &mut Vec<Row>) {
-    use mlwatch_analyzer::engine::{Engine, EngineConfig, RulesConfig};
-    let msgs: Vec<Vec<u8>> = encoded(args.events, false).into_iter().map(|m| m.2).collect();
-    let mut engine = Engine::new(EngineConfig::default(), RulesConfig::default(), 1000);
-    let t = Instant::now();
-    for (offset, payload) in msgs.iter().enumerate() {
-        if let Ok(e) = mlwatch_proto::InferenceEvent::decode(payload.as_slice()) {
-            engine.observe(0, offset as i64, &e);
-        }
-    }
-    let elapsed = t.elapsed();
-    let rate = msgs.len() as f64 / elapsed.as_secs_f64();
+/// Runs the analyzer-alone measurement in a fresh process (its peak memory
+/// is then its own) and reads its figures.
+fn analyzer_alone(args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .args(["--measure-alone", "--events", &args.events.to_string()])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "analyzer-alone probe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f: alone::Figures = serde_json::from_slice(&out.stdout).context("analyzer-alone probe output")?;
+    let rate = f.events_per_cpu_sec;
     rows.push(Row {
-        what: "analyzer alone: decode + update, one core",
-        figure: format!("{rate:.0} events/s (latency engine only; the accuracy join and drift are measured in docs/benchmarks-accuracy.md and docs/benchmarks-drift.md)"),
+        what: "analyzer alone: decode + latency + drift + accuracy join, one core",
+        figure: format!(
+            "{rate:.0} events/s per CPU-second ({} inferences + {} labels, {} joined, drift monitored: {}; \
+             decoding {:.0} % of the CPU; {:.0} events/s wall)",
+            f.inferences,
+            f.labels,
+            f.joined,
+            if f.drift_monitored { "yes" } else { "no" },
+            100.0 * f.decode_cpu_secs / f.cpu_secs.max(1e-9),
+            f.inferences as f64 / f.wall_secs.max(1e-9),
+        ),
         target: ">= 500,000 events/s/core",
         met: Some(rate >= 500_000.0),
     });
     rows.push(Row {
-        what: "bench process peak RSS",
-        figure: format!("{:.0} MiB", peak_rss_bytes() as f64 / 1048576.0),
+        what: "analyzer alone: peak memory",
+        figure: format!(
+            "{:.0} MiB resident at peak ({:.0} MiB of it the encoded input held by the bench)",
+            f.peak_rss_mib, f.input_rss_mib
+        ),
         target: "",
         met: None,
     });
+    Ok(())
 }
 
 /// Runs the memory measurement in a fresh process (so that memory freed by
@@ -431,57 +486,52 @@ fn measure_memory() -> f64 {
 }
 
 async fn detection(args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    use mlwatch_demo::sim::SimPlatform;
-    use mlwatch_demo::stack::{Stack, StackOptions};
-    let k = kafka(args, "detect");
-    let mut opts = StackOptions::new(k, &mlwatch_demo::run_suffix());
-    // Default rule settings: p99 over 5 min, evaluated every second.
-    opts.p99_window_secs = 300;
-    opts.eval_interval_ms = 1000;
-    opts.resolve_for_secs = 30;
-    let stack = Stack::start(opts, SimPlatform::default()).await?;
-    let mut client = CollectorClient::connect(format!("http://{}", stack.collector_grpc)).await?;
-    let names = events::Names::default();
-    let mut rng = SmallRng::seed_from_u64(5);
-    let mut seq = 0u64;
-    let mut ticker = tokio::time::interval(Duration::from_millis(100));
-    let started = Instant::now();
-    let mut first_bad: Option<Instant> = None;
-    let healthy_for = Duration::from_secs(15);
-    loop {
-        ticker.tick().await;
-        let slow = started.elapsed() >= healthy_for;
-        let now = mlwatch_common::now_ms();
-        let events = (0..100)
-            .map(|_| {
-                seq += 1;
-                let latency = if slow { 450.0 } else { 15.0 + (seq % 10) as f64 };
-                events::inference(&names, &mut rng, "fraud", seq, now, latency)
-            })
-            .collect();
-        if slow && first_bad.is_none() {
-            first_bad = Some(Instant::now());
-        }
-        client.ingest_inferences(IngestInferencesRequest { events }).await?;
-        if !stack.slack.accepted().is_empty() {
-            break;
-        }
-        if started.elapsed() > healthy_for + Duration::from_secs(60) {
-            anyhow::bail!("no page within 60 s of the regression");
+    use detect::{DRIFT_WINDOW_SECS, Fault, Stack};
+    let stack = Stack::start(kafka(args, "detect"), &mlwatch_demo::run_suffix()).await?;
+    let scenarios = [
+        (
+            Fault::Latency,
+            "detection: latency regression -> Slack page",
+            "every request at 450 ms",
+            "<= 5 s",
+            Duration::from_secs(5),
+        ),
+        (
+            Fault::Drift,
+            "detection: drift -> Slack page",
+            "num_00 shifted by 1.15 sd from a window start; default 60 s drift window",
+            "paged at the close of the window it began in (60 s + 2 s delivery)",
+            Duration::from_secs(DRIFT_WINDOW_SECS + 2),
+        ),
+        (
+            Fault::Accuracy,
+            "detection: accuracy decay -> Slack page",
+            "labels for half the events, 100 ms after them; accuracy 0.95 -> 0.70",
+            "",
+            Duration::from_secs(60),
+        ),
+    ];
+    let mut result = Ok(());
+    for (fault, what, how, target, limit) in scenarios {
+        match detect::measure(&stack, fault, Duration::from_secs(150)).await {
+            Ok(d) => rows.push(Row {
+                what,
+                figure: format!(
+                    "{:.2} s at 1,000 events/s ({how}; paged by {})",
+                    d.after.as_secs_f64(),
+                    d.alert_type
+                ),
+                target,
+                met: (!target.is_empty()).then_some(d.after <= limit),
+            }),
+            Err(error) => {
+                result = Err(error);
+                break;
+            }
         }
     }
-    let page_after = first_bad.map(|t| t.elapsed()).unwrap_or_default();
-    rows.push(Row {
-        what: "detection: latency regression -> Slack page",
-        figure: format!(
-            "{:.2} s at 1,000 events/s (p99 > 200 ms over 5 min)",
-            page_after.as_secs_f64()
-        ),
-        target: "<= 5 s",
-        met: Some(page_after <= Duration::from_secs(5)),
-    });
     stack.stop().await;
-    Ok(())
+    result
 }
 
 fn machine() -> String {
@@ -514,16 +564,30 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", measure_memory());
         return Ok(());
     }
+    if args.measure_alone {
+        println!("{}", serde_json::to_string(&alone::measure(args.events)?)?);
+        return Ok(());
+    }
     let mut rows = Vec::new();
     println!(
         "mlwatch-bench: broker {}, {} events per run",
         args.bootstrap_servers, args.events
     );
-    let ceiling = broker_ceiling(&args, &mut rows).await.context("broker ceiling")?;
-    end_to_end(&args, ceiling, &mut rows).await.context("end to end")?;
-    analyzer_alone(&args, &mut rows);
-    memory_per_version(&mut rows)?;
-    if !args.skip_detection {
+    let ceiling = if args.runs(Part::Ceiling) {
+        Some(broker_ceiling(&args, &mut rows).await.context("broker ceiling")?)
+    } else {
+        None
+    };
+    if args.runs(Part::E2e) {
+        end_to_end(&args, ceiling, &mut rows).await.context("end to end")?;
+    }
+    if args.runs(Part::Alone) {
+        analyzer_alone(&args, &mut rows).context("analyzer alone")?;
+    }
+    if args.runs(Part::Memory) {
+        memory_per_version(&mut rows)?;
+    }
+    if args.runs(Part::Detection) {
         detection(&args, &mut rows).await.context("detection time")?;
     }
     let mut table = String::new();
@@ -547,13 +611,25 @@ async fn main() -> anyhow::Result<()> {
          ## Method\n\n- **Broker ceiling**: a raw rdkafka producer with the collector's settings \
          (idempotent, acks=all, lz4, linger 5 ms) sends the pre-encoded events; a raw consumer group reads them \
          back; then both run at once on fresh topics (the ceiling a pipeline can reach).\n\
-         - **End to end**: the collector and the analyzer run in this process; four gRPC clients send \
-         batches of 1,000 events; the clock stops when the analyzer's `mlwatch_analyzer_events_total` \
-         reaches the number sent.\n- **Analyzer alone**: protobuf decoding plus the engine's per-event \
-         update on one thread (JSON parsing excluded).\n- **Memory per model version**: resident-set growth \
-         after tracking 1,000 model versions.\n- **Detection**: 1,000 events/s over gRPC, 15 s healthy, then \
-         every request at 450 ms; the figure is from the first slow event sent to the Slack page received \
-         by a real HTTP receiver, with the default p99 rule (200 ms over 5 min, evaluated every second).\n\n\
+         - **End to end**: the collector and the analyzer run in this process (drift profiles uploaded \
+         for the ten models, so drift and the accuracy join are on); four gRPC clients send batches of \
+         1,000 inferences, each followed by the labels of half of them; the clock stops when the analyzer's \
+         `mlwatch_analyzer_events_total` reaches the inferences and labels sent. The figure counts both, \
+         like the ceiling.\n- **Analyzer alone**: a child process writes the standard events (and labels) \
+         as JSON Lines, reads them back through the collector's validation and encodes them as the \
+         collector publishes them (not timed); then, on one thread, in batches of 1,000 as the service \
+         takes a poll, it runs the service's own apply path: protobuf decoding, the latency engine, the \
+         drift monitors (a reference profile per model) and the accuracy join (redb store, labels 2,000 \
+         events after their prediction), with a join checkpoint every 5 s of event time (events are 1 ms \
+         apart). The rate is inference events per second of the thread's CPU time; the decoding share is \
+         from a decode-only pass over the same messages. Peak memory is the child's high-water mark from \
+         after loading the input.\n- **Memory per model version**: resident-set growth after tracking \
+         1,000 model versions.\n- **Detection**: one stack (collector, analyzer with default settings, \
+         alerter routing everything to a real HTTP receiver at once: group_wait 0), 1,000 events/s over \
+         gRPC with labels for half of them 100 ms later; 15 s healthy, then the fault; the figure is from \
+         the first bad event sent to the Slack page received. Latency: every request at 450 ms. Drift: \
+         feature num_00 (uniform on [-3, 3]) moves by 2, starting right after a drift-window boundary. \
+         Accuracy: labels agree with the prediction 70 % of the time instead of 95 %.\n\n\
          ## Reproduce\n\n```sh\nscripts/broker.sh start\ncargo run --release -p mlwatch-bench\n```\n",
         machine(),
         mlwatch_common::now_ms(),

@@ -455,25 +455,39 @@ impl JoinStore {
         now_ms: i64,
         offsets: &[(&str, i64)],
     ) -> Result<Vec<JournalEntry>, Error> {
+        self.apply_each(inputs.iter().map(|i| (i, now_ms)), offsets)
+    }
+
+    /// [`JoinStore::apply`] with each input's own `now_ms` (a poll's worth
+    /// of messages in one transaction, each at the clock it would have had
+    /// alone: the same result as one transaction per input).
+    pub fn apply_each<'i>(
+        &mut self,
+        inputs: impl IntoIterator<Item = (&'i JoinInput, i64)>,
+        offsets: &[(&str, i64)],
+    ) -> Result<Vec<JournalEntry>, Error> {
         let mut tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
         if self.deferred {
             tx.set_durability(redb::Durability::None);
         }
         let mut counts = self.counts;
         let mut events = Vec::new();
+        let mut times = Vec::new();
         let result = Tx::new(&tx, self).and_then(|mut t| {
-            for input in inputs {
+            for (input, now_ms) in inputs {
                 match input {
                     JoinInput::Prediction(p) => t.prediction(p, now_ms, &mut counts, &mut events)?,
                     JoinInput::Label(l) => t.label(l, now_ms, &mut counts, &mut events)?,
                 }
+                times.resize(events.len(), now_ms);
             }
             Ok(())
         });
         result?;
         let entries: Vec<JournalEntry> = events
             .into_iter()
-            .map(|event| {
+            .zip(times)
+            .map(|(event, now_ms)| {
                 counts.journal_seq += 1;
                 JournalEntry {
                     seq: counts.journal_seq as u64,
@@ -561,21 +575,57 @@ impl JoinStore {
     }
 
     /// Forgets journal entries up to `seq` (a checkpoint now covers them).
+    /// Usually that is nearly all of the journal: the table is then dropped
+    /// whole and the few newer entries written back (far cheaper than
+    /// removing entries one by one). Under deferred durability the trim is
+    /// not fsynced: a trim lost in a crash leaves entries the next restore
+    /// skips anyway.
     pub fn trim_journal(&mut self, seq: u64) -> Result<(), Error> {
-        let tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
+        let mut tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
+        if self.deferred {
+            tx.set_durability(redb::Durability::None);
+        }
         {
             let mut table = tx
                 .open_table(JOURNAL)
                 .map_err(|e| self.err("cannot open table in", e))?;
-            loop {
-                let first = table
-                    .first()
+            let total = table.len().map_err(|e| self.err("cannot read", e))?;
+            let last = table
+                .last()
+                .map_err(|e| self.err("cannot read", e))?
+                .map_or(0, |(k, _)| k.value());
+            // Sequence numbers are consecutive: this many entries stay.
+            let kept = last.saturating_sub(seq).min(total);
+            if kept.saturating_mul(4) < total {
+                let mut newer = Vec::new();
+                for entry in table
+                    .range(seq.saturating_add(1)..)
                     .map_err(|e| self.err("cannot read", e))?
-                    .map(|(k, _)| k.value());
-                if first.is_none_or(|k| k > seq) {
-                    break;
+                {
+                    let (k, v) = entry.map_err(|e| self.err("cannot read", e))?;
+                    newer.push((k.value(), v.value().to_vec()));
                 }
-                table.pop_first().map_err(|e| self.err("cannot write", e))?;
+                drop(table);
+                tx.delete_table(JOURNAL).map_err(|e| self.err("cannot write", e))?;
+                let mut table = tx
+                    .open_table(JOURNAL)
+                    .map_err(|e| self.err("cannot open table in", e))?;
+                for (k, v) in &newer {
+                    table
+                        .insert(*k, v.as_slice())
+                        .map_err(|e| self.err("cannot write", e))?;
+                }
+            } else {
+                loop {
+                    let first = table
+                        .first()
+                        .map_err(|e| self.err("cannot read", e))?
+                        .map(|(k, _)| k.value());
+                    if first.is_none_or(|k| k > seq) {
+                        break;
+                    }
+                    table.pop_first().map_err(|e| self.err("cannot write", e))?;
+                }
             }
         }
         tx.commit().map_err(|e| self.err("cannot commit", e))
@@ -1054,6 +1104,32 @@ mod tests {
         );
         assert!(c.balanced());
         assert_eq!(s.pending_len().unwrap(), 0);
+    }
+
+    #[test]
+    fn trimming_keeps_exactly_the_newer_entries_whether_few_or_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = JoinStore::open(&config(dir.path()), 0).unwrap();
+        s.defer_durability(true);
+        let inputs: Vec<JoinInput> = (0..100).map(|i| pred(&format!("p{i}"), T0)).collect();
+        s.apply(&inputs, T0, &[]).unwrap();
+        let seqs = |s: &JoinStore| s.journal_since(0).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>();
+        // Most entries stay: removed one by one.
+        s.trim_journal(10).unwrap();
+        assert_eq!(seqs(&s), (11..=100).collect::<Vec<u64>>());
+        // Few stay: the table is rewritten with them.
+        s.trim_journal(97).unwrap();
+        assert_eq!(seqs(&s), vec![98, 99, 100]);
+        // Later entries are numbered on, and a full trim empties it.
+        s.apply(&[pred("q", T0)], T0, &[]).unwrap();
+        assert_eq!(seqs(&s), vec![98, 99, 100, 101]);
+        s.trim_journal(101).unwrap();
+        assert!(seqs(&s).is_empty());
+        s.sync().unwrap();
+        drop(s);
+        let s = JoinStore::open(&config(dir.path()), 0).unwrap();
+        assert!(seqs(&s).is_empty());
+        assert_eq!(s.counts().journal_seq, 101);
     }
 
     #[test]
