@@ -241,7 +241,7 @@ pub fn measure(n: u64) -> anyhow::Result<Figures> {
     let cpu_secs = thread_cpu_secs() - cpu0;
     let wall_secs = wall.elapsed().as_secs_f64();
     let joined = core.trackers.accuracy_parts().map(|(_, c, _)| c.joined).sum();
-    let drift_monitored = core.trackers.drift_report(&model_name(0)).is_some();
+    let drift_monitored = !core.trackers.drift_report(&model_name(0), None).is_empty();
     Ok(Figures {
         inferences,
         labels,
