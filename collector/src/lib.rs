@@ -225,12 +225,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let tokens = Tokens::new(&config.auth);
     let flusher = ingestor.clone();
-    let http_app = http::router(ingestor.clone(), tokens.clone(), config.cloudevents.clone()).layer(
-        axum::middleware::from_fn_with_state(
+    let joiner = http::joiner(config.cloudevents.clone());
+    let http_app =
+        http::router(ingestor.clone(), tokens.clone(), joiner.clone()).layer(axum::middleware::from_fn_with_state(
             http::BodyBudget::new(config.ingest.max_in_flight_body_bytes, config.limits.max_body_bytes),
             http::admit,
-        ),
-    );
+        ));
     let http_task = match &config.http.tls {
         None => {
             let http_shutdown = shutdown.clone();
@@ -289,6 +289,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.cancelled().await;
         ready.set(false);
         let _ = tokio::time::timeout(drain, http_task).await;
+        // KServe halves live only in memory: the ones still waiting for
+        // their other half are lost, and counted.
+        http::drop_pending(&joiner, &flusher.metrics);
         let grpc = tokio::time::timeout(drain, grpc_task).await;
         let _ = admin_task.await;
         // Everything acknowledged was flushed by the awaited sends; flush
