@@ -692,6 +692,30 @@ mod tests {
         })
     }
 
+    /// The fuzz seed corpus (and every crashing input the fuzzer found,
+    /// kept there) goes through the differential check on every test run.
+    #[test]
+    fn fuzz_seeds_agree_with_prost() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/proto_events");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            both(&bytes);
+            if let Ok(ranges) = super::events(&bytes) {
+                for range in ranges {
+                    both(&bytes[range]);
+                }
+            }
+            n += 1;
+        }
+        assert!(n >= 8, "seed corpus missing: {n} files in {dir}");
+        let valid = std::fs::read(format!("{dir}/inference")).unwrap();
+        let mut view = InferenceRef::default();
+        inference(&valid, &mut view).unwrap();
+        assert_eq!((view.event_id, view.features.len()), ("e1", 4));
+        validate::check_inference_ref(&view, &Limits::default(), NOW).unwrap();
+    }
+
     proptest! {
         #[test]
         fn any_bytes_agree_with_prost(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
