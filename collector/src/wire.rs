@@ -716,7 +716,124 @@ mod tests {
         validate::check_inference_ref(&view, &Limits::default(), NOW).unwrap();
     }
 
+    /// Mostly valid: a short name; now and then empty, a control
+    /// character, or too long for an identifier.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            40 => "[a-c]{1,3}",
+            1 => Just(String::new()),
+            1 => Just("\u{7}".to_string()),
+            1 => Just("x".repeat(300)),
+        ]
+    }
+
+    /// Mostly a probability; now and then negative, not finite or huge.
+    fn number() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            40 => 0.0..1.0f64,
+            1 => -1.0..0.0f64,
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(1e12),
+        ]
+    }
+
+    fn feature() -> impl Strategy<Value = FeatureValue> {
+        let kind = prop_oneof![
+            number().prop_map(feature_value::Kind::Number),
+            text().prop_map(feature_value::Kind::Text),
+            any::<bool>().prop_map(feature_value::Kind::Flag),
+            any::<bool>().prop_map(feature_value::Kind::Missing),
+        ];
+        prop::option::weighted(0.9, kind).prop_map(|kind| FeatureValue { kind })
+    }
+
+    /// Inference events of every shape, valid or not, with the odd field
+    /// sent twice (a second part appended: last wins, or merged).
+    fn structured() -> impl Strategy<Value = Vec<u8>> {
+        let prediction = (
+            prop::option::of(number()),
+            prop::option::of(text()),
+            prop::option::of(number()),
+            prop::collection::hash_map(text(), number(), 0..3),
+        )
+            .prop_map(|(score, label, value, scores)| Prediction {
+                score,
+                label,
+                value,
+                scores,
+            });
+        let time = prop_oneof![4 => Just(0i64), 4 => Just(NOW - 1), 1 => Just(-5), 1 => Just(NOW * 2)];
+        let head = (text(), text(), text(), text(), time);
+        let body = (
+            number(),
+            prop_oneof![8 => 0i32..3, 1 => Just(7)],
+            text(),
+            prop_oneof![4 => Just(0u32), 4 => Just(3), 1 => Just(u32::MAX)],
+            prop::option::of(prediction),
+            prop::collection::hash_map(text(), feature(), 0..5),
+            prop::collection::hash_map(text(), text(), 0..3),
+        );
+        let tail = prop::option::of((text(), prop::collection::hash_map(text(), feature(), 0..2)));
+        (head, body, tail).prop_map(
+            |((event_id, model, model_version, endpoint, timestamp_ms), body, tail)| {
+                let (latency_ms, status, error, batch_size, prediction, features, tags) = body;
+                let e = InferenceEvent {
+                    event_id,
+                    model,
+                    model_version,
+                    endpoint,
+                    timestamp_ms,
+                    latency_ms,
+                    status,
+                    error,
+                    batch_size,
+                    prediction,
+                    features,
+                    tags,
+                    received_at_ms: 0,
+                };
+                let mut bytes = e.encode_to_vec();
+                if let Some((model, features)) = tail {
+                    bytes.extend(
+                        InferenceEvent {
+                            model,
+                            features,
+                            ..InferenceEvent::default()
+                        }
+                        .encode_to_vec(),
+                    );
+                }
+                bytes
+            },
+        )
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4))]
+
+        #[test]
+        fn structured_events_are_often_valid(batch in prop::collection::vec(structured(), 200)) {
+            // The generator is worth its name only if the accepting path
+            // is taken often, not just the rejections.
+            let accepted = batch
+                .iter()
+                .filter(|bytes| {
+                    let mut view = InferenceRef::default();
+                    inference(bytes, &mut view).is_ok()
+                        && validate::check_inference_ref(&view, &Limits::default(), NOW).is_ok()
+                })
+                .count();
+            prop_assert!(accepted >= 20, "only {accepted} of 200 generated events are valid");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn structured_events_agree_with_prost(bytes in structured()) {
+            both(&bytes);
+        }
+
         #[test]
         fn any_bytes_agree_with_prost(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
             both(&bytes);
