@@ -151,9 +151,13 @@ pub fn span(whole: &[u8], part: &str) -> Range<usize> {
     start..start + part.len()
 }
 
-/// The text at `range` of bytes that were validated as UTF-8.
+/// The text at `range` of bytes that were validated as UTF-8 (empty,
+/// never a panic, should the range not be one).
 fn text(bytes: &[u8], range: Range<usize>) -> &str {
-    std::str::from_utf8(&bytes[range]).unwrap_or_default()
+    bytes
+        .get(range)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or_default()
 }
 
 impl WireBatch {
@@ -546,5 +550,25 @@ impl ProducerSlot {
             }
             Err(error) => tracing::error!(%error, "cannot replace the failed producer"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_find_borrowed_text_again() {
+        let bytes = b"\x0a\x02e1\x12\x05fraud";
+        let model = std::str::from_utf8(&bytes[6..]).unwrap();
+        let range = span(bytes, model);
+        assert_eq!(range, 6..11);
+        assert_eq!(text(bytes, range), "fraud");
+        assert_eq!(span(bytes, ""), 0..0);
+        assert_eq!(text(bytes, 0..0), "");
+        // A range that is not one: empty, not a panic.
+        assert_eq!(text(bytes, 9..40), "");
+        assert_eq!(text(bytes, 1..3), "\x02e");
+        assert_eq!(text(b"\xff\xfe", 0..2), "");
     }
 }
