@@ -48,7 +48,19 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[inline]
     fn varint(&mut self) -> Wire<u64> {
+        // Keys, lengths and small numbers: one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.varint_slow()
+    }
+
+    fn varint_slow(&mut self) -> Wire<u64> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
@@ -67,6 +79,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's number and wire type.
+    #[inline]
     fn key(&mut self) -> Wire<(u32, u8)> {
         let key = self.varint()?;
         let key = u32::try_from(key).map_err(|_| format!("invalid key value: {key}"))?;
@@ -81,6 +94,7 @@ impl<'a> Reader<'a> {
         Ok((field, wire_type))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Wire<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len());
         let Some(end) = end else {
@@ -91,6 +105,7 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
+    #[inline]
     fn len_delimited(&mut self) -> Wire<&'a [u8]> {
         let len = self.varint()?;
         let len = usize::try_from(len).map_err(|_| "buffer underflow".to_string())?;
