@@ -1,14 +1,28 @@
 //! gRPC front end: the `Collector` service (unary batches and client
 //! streaming, for inferences and labels), with the same validation and the
 //! same acknowledgement rule as HTTP. Errors map to one `tonic::Code` each.
+//!
+//! The hot path never decodes events into owned messages: the service is
+//! served by hand ([`CollectorServer`]) with a codec that hands over each
+//! request message's bytes as received; [`crate::wire`] finds the events in
+//! them and reads each into a borrowed view for validation, and the valid
+//! events' own bytes (plus their defaults) go to Kafka.
 
-use mlwatch_proto::v1::collector_server::Collector;
-use mlwatch_proto::v1::{IngestInferencesRequest, IngestLabelsRequest, IngestResponse, Rejection as PbRejection};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use mlwatch_proto::v1::{IngestResponse, Rejection as PbRejection};
+use tonic::codec::{Codec, DecodeBuf, Decoder};
+use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::server::{ClientStreamingService, Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::ingest::{Batch, IngestError, Ingestor, Outcome};
-use crate::validate::{self, Rejection};
+use crate::ingest::{Batch, IngestError, Ingestor, Outcome, WireBatch, WireEvent, span};
+use crate::validate::{self, InferenceRef, Rejection};
+use crate::wire;
 
+/// The `mlwatch.v1.Collector` service.
 pub struct CollectorService {
     ingestor: Ingestor,
 }
@@ -55,6 +69,13 @@ fn pb_rejection(r: Rejection) -> PbRejection {
     }
 }
 
+/// Which events a call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Inferences,
+    Labels,
+}
+
 impl CollectorService {
     fn check_len(&self, n: usize) -> Result<(), Status> {
         let max = self.ingestor.limits.max_events_per_request;
@@ -66,50 +87,85 @@ impl CollectorService {
         Ok(())
     }
 
-    fn inferences(&self, events: Vec<mlwatch_proto::InferenceEvent>, offset: usize) -> (Batch, Vec<Rejection>) {
+    /// Finds and validates the events of one request message; `offset` is
+    /// the index of its first event (streams count across messages).
+    fn split(&self, kind: Kind, bytes: Bytes, offset: usize, unary: bool) -> Result<(Batch, Vec<Rejection>), Status> {
+        let ranges = wire::events(&bytes).map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))?;
+        if unary {
+            self.check_len(ranges.len())?;
+        }
         let now = mlwatch_common::now_ms();
-        let mut ok = Vec::with_capacity(events.len());
+        let limits = &self.ingestor.limits;
+        let mut events = Vec::with_capacity(ranges.len());
         let mut rejected = Vec::new();
-        for (i, mut e) in events.into_iter().enumerate() {
-            match validate::inference_proto(offset + i, &mut e, &self.ingestor.limits, now) {
-                Ok(()) => ok.push(e),
-                Err(r) => rejected.push(r),
+        let mut view = InferenceRef::default();
+        for (i, range) in ranges.into_iter().enumerate() {
+            let event = &bytes[range.clone()];
+            let checked = match kind {
+                Kind::Inferences => wire::inference(event, &mut view)
+                    .and_then(|()| validate::check_inference_ref(&view, limits, now))
+                    .map(|fill| WireEvent {
+                        range,
+                        model: span(&bytes, view.model),
+                        model_version: span(&bytes, view.model_version),
+                        endpoint: span(&bytes, view.endpoint),
+                        error: view.status == mlwatch_proto::v1::InferenceStatus::Error as i32,
+                        latency_ms: view.latency_ms,
+                        batch_size: if fill.batch_size { 1 } else { view.batch_size },
+                        score: view.prediction.as_ref().and_then(|p| p.score),
+                        fill,
+                    }),
+                Kind::Labels => wire::label(event).and_then(|label| {
+                    validate::check_label_ref(&label, limits, now).map(|fill| WireEvent {
+                        range,
+                        model: span(&bytes, label.model),
+                        model_version: 0..0,
+                        endpoint: 0..0,
+                        error: false,
+                        latency_ms: 0.0,
+                        batch_size: 0,
+                        score: None,
+                        fill,
+                    })
+                }),
+            };
+            match checked {
+                Ok(e) => events.push(e),
+                Err((field, reason)) => rejected.push(Rejection::new(offset + i, field, reason)),
             }
         }
-        (Batch::Inferences(ok), rejected)
+        drop(view);
+        let batch = Batch::Wire(WireBatch {
+            labels: kind == Kind::Labels,
+            bytes,
+            events,
+        });
+        Ok((batch, rejected))
     }
 
-    fn labels(&self, events: Vec<mlwatch_proto::LabelEvent>, offset: usize) -> (Batch, Vec<Rejection>) {
-        let now = mlwatch_common::now_ms();
-        let mut ok = Vec::with_capacity(events.len());
-        let mut rejected = Vec::new();
-        for (i, mut e) in events.into_iter().enumerate() {
-            match validate::label_proto(offset + i, &mut e, &self.ingestor.limits, now) {
-                Ok(()) => ok.push(e),
-                Err(r) => rejected.push(r),
-            }
-        }
-        (Batch::Labels(ok), rejected)
+    async fn unary(&self, kind: Kind, bytes: Bytes) -> Result<IngestResponse, Status> {
+        let (batch, rejected) = self.split(kind, bytes, 0, true)?;
+        self.ingestor
+            .publish(batch, rejected)
+            .await
+            .map(to_response)
+            .map_err(to_status)
     }
 
-    /// Publishes every batch of a stream as it arrives; the summary counts
+    /// Publishes every message of a stream as it arrives; the summary counts
     /// all of them. A broker failure ends the stream with its status, and
-    /// the batches acknowledged before it stay acknowledged.
-    async fn stream<M>(
-        &self,
-        mut stream: Streaming<M>,
-        split: impl Fn(&Self, M, usize) -> (Batch, Vec<Rejection>),
-    ) -> Result<IngestResponse, Status> {
+    /// the messages acknowledged before it stay acknowledged.
+    async fn stream(&self, kind: Kind, mut stream: Streaming<Bytes>) -> Result<IngestResponse, Status> {
         let mut total = Outcome {
             accepted: 0,
             rejected: Vec::new(),
         };
         let mut offset = 0usize;
         while let Some(message) = stream.message().await? {
-            let (batch, rejected) = split(self, message, offset);
+            let (batch, rejected) = self.split(kind, message, offset, false)?;
             offset += match &batch {
-                Batch::Inferences(v) => v.len(),
-                Batch::Labels(v) => v.len(),
+                Batch::Wire(w) => w.events.len(),
+                _ => 0,
             } + rejected.len();
             match self.ingestor.publish(batch, rejected).await {
                 Ok(o) => {
@@ -124,53 +180,117 @@ impl CollectorService {
     }
 }
 
-#[tonic::async_trait]
-impl Collector for CollectorService {
-    async fn ingest_inferences(
-        &self,
-        request: Request<IngestInferencesRequest>,
-    ) -> Result<Response<IngestResponse>, Status> {
-        let events = request.into_inner().events;
-        self.check_len(events.len())?;
-        let (batch, rejected) = self.inferences(events, 0);
-        self.ingestor
-            .publish(batch, rejected)
-            .await
-            .map(|o| Response::new(to_response(o)))
-            .map_err(to_status)
+/// A codec whose decoder hands over each request message's bytes as
+/// received (no copy: tonic's buffer is split off) and whose encoder is
+/// prost's, for the `IngestResponse`.
+#[derive(Default)]
+struct RawCodec;
+
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = IngestResponse;
+    type Decode = Bytes;
+    type Encoder = tonic_prost::ProstEncoder<IngestResponse>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(tonic::codec::BufferSettings::default())
     }
 
-    async fn ingest_labels(&self, request: Request<IngestLabelsRequest>) -> Result<Response<IngestResponse>, Status> {
-        let events = request.into_inner().events;
-        self.check_len(events.len())?;
-        let (batch, rejected) = self.labels(events, 0);
-        self.ingestor
-            .publish(batch, rejected)
-            .await
-            .map(|o| Response::new(to_response(o)))
-            .map_err(to_status)
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+struct Unary(Arc<CollectorService>, Kind);
+
+impl UnaryService<Bytes> for Unary {
+    type Response = IngestResponse;
+    type Future = BoxFuture<Response<IngestResponse>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let (service, kind) = (self.0.clone(), self.1);
+        Box::pin(async move { service.unary(kind, request.into_inner()).await.map(Response::new) })
+    }
+}
+
+struct ClientStream(Arc<CollectorService>, Kind);
+
+impl ClientStreamingService<Bytes> for ClientStream {
+    type Response = IngestResponse;
+    type Future = BoxFuture<Response<IngestResponse>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+        let (service, kind) = (self.0.clone(), self.1);
+        Box::pin(async move { service.stream(kind, request.into_inner()).await.map(Response::new) })
+    }
+}
+
+/// The `mlwatch.v1.Collector` gRPC service, wire-compatible with the one
+/// generated from collector.proto, served with [`RawCodec`].
+#[derive(Clone)]
+pub struct CollectorServer {
+    service: Arc<CollectorService>,
+    max_decoding_message_size: usize,
+}
+
+impl CollectorServer {
+    pub fn new(service: CollectorService, max_decoding_message_size: usize) -> Self {
+        Self {
+            service: Arc::new(service),
+            max_decoding_message_size,
+        }
+    }
+}
+
+impl NamedService for CollectorServer {
+    const NAME: &'static str = mlwatch_proto::v1::collector_server::SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for CollectorServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
-    async fn stream_inferences(
-        &self,
-        request: Request<Streaming<IngestInferencesRequest>>,
-    ) -> Result<Response<IngestResponse>, Status> {
-        self.stream(request.into_inner(), |s, m: IngestInferencesRequest, off| {
-            s.inferences(m.events, off)
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = match request.uri().path() {
+            "/mlwatch.v1.Collector/IngestInferences" => Some((Kind::Inferences, false)),
+            "/mlwatch.v1.Collector/IngestLabels" => Some((Kind::Labels, false)),
+            "/mlwatch.v1.Collector/StreamInferences" => Some((Kind::Inferences, true)),
+            "/mlwatch.v1.Collector/StreamLabels" => Some((Kind::Labels, true)),
+            _ => None,
+        };
+        let service = self.service.clone();
+        let max = self.max_decoding_message_size;
+        Box::pin(async move {
+            let Some((kind, streaming)) = method else {
+                return Ok(Status::unimplemented("unknown method").into_http());
+            };
+            let mut grpc = Grpc::new(RawCodec).apply_max_message_size_config(Some(max), None);
+            Ok(if streaming {
+                grpc.client_streaming(ClientStream(service, kind), request).await
+            } else {
+                grpc.unary(Unary(service, kind), request).await
+            })
         })
-        .await
-        .map(Response::new)
-    }
-
-    async fn stream_labels(
-        &self,
-        request: Request<Streaming<IngestLabelsRequest>>,
-    ) -> Result<Response<IngestResponse>, Status> {
-        self.stream(request.into_inner(), |s, m: IngestLabelsRequest, off| {
-            s.labels(m.events, off)
-        })
-        .await
-        .map(Response::new)
     }
 }
 

@@ -36,14 +36,39 @@ pub struct AppState {
     joiner: Arc<Mutex<Joiner>>,
 }
 
+/// The KServe half-pairs waiting for their other half, shared by the
+/// HTTP handlers and the shutdown (which counts the ones it drops).
+pub type SharedJoiner = Arc<Mutex<Joiner>>;
+
+/// A [`SharedJoiner`] with `config`.
+pub fn joiner(config: CloudEventsConfig) -> SharedJoiner {
+    Arc::new(Mutex::new(Joiner::new(config)))
+}
+
+/// At shutdown: drops the KServe halves still waiting for their other
+/// half, counts them in `mlwatch_collector_events_total{kind="inference",
+/// outcome="dropped",reason="cloudevent_shutdown"}` and says so in the log.
+pub fn drop_pending(joiner: &SharedJoiner, metrics: &crate::metrics::Metrics) -> usize {
+    let dropped = joiner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain();
+    metrics.cloudevents_pending.set(0);
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "kserve halves still waiting for their other half dropped at shutdown"
+        );
+        metrics
+            .events
+            .with_label_values(&["inference", "dropped", "cloudevent_shutdown"])
+            .inc_by(dropped as u64);
+    }
+    dropped
+}
+
 /// The ingest routes, behind bearer-token authentication when `tokens`
 /// holds any.
-pub fn router(ingestor: Ingestor, tokens: Tokens, cloudevents: CloudEventsConfig) -> Router {
+pub fn router(ingestor: Ingestor, tokens: Tokens, joiner: SharedJoiner) -> Router {
     let limit = ingestor.limits.max_body_bytes;
-    let state = AppState {
-        ingestor,
-        joiner: Arc::new(Mutex::new(Joiner::new(cloudevents))),
-    };
+    let state = AppState { ingestor, joiner };
     Router::new()
         .route("/v1/inferences", post(inferences))
         .route("/v1/labels", post(labels))
@@ -232,7 +257,9 @@ async fn cloudevents_handler(
     let now = mlwatch_common::now_ms();
     let (joined, dropped) = {
         let mut joiner = state.joiner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        joiner.offer(meta, value, body.len(), now)
+        let offered = joiner.offer(meta, value, body.len(), now);
+        ingestor.metrics.cloudevents_pending.set(joiner.pending() as i64);
+        offered
     };
     if dropped > 0 {
         tracing::warn!(dropped, "kserve halves dropped without their other half");

@@ -3,10 +3,10 @@
 //! event. In-flight work is bounded; a full collector answers "retry later"
 //! instead of buffering without limit.
 
+use std::ops::Range;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use mlwatch_common::kafka::KafkaSetupError;
 use mlwatch_proto::v1::{InferenceEvent, InferenceStatus, LabelEvent};
 use prost::Message;
@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
-use crate::validate::{Limits, Rejection};
+use crate::validate::{DEFAULT_ENDPOINT, DEFAULT_MODEL_VERSION, Fill, Limits, Rejection};
 
 /// Why a request as a whole failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +92,9 @@ pub struct Outcome {
 pub enum Batch {
     Inferences(Vec<InferenceEvent>),
     Labels(Vec<LabelEvent>),
+    /// Events validated straight from their protobuf bytes (gRPC); each is
+    /// published as it came, followed by the defaults it takes.
+    Wire(WireBatch),
 }
 
 impl Batch {
@@ -99,6 +102,141 @@ impl Batch {
         match self {
             Self::Inferences(v) => v.len(),
             Self::Labels(v) => v.len(),
+            Self::Wire(w) => w.events.len(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Inferences(_) | Self::Wire(WireBatch { labels: false, .. }) => "inference",
+            Self::Labels(_) | Self::Wire(WireBatch { labels: true, .. }) => "label",
+        }
+    }
+}
+
+/// Valid events of one protobuf request, as ranges of its bytes.
+pub struct WireBatch {
+    /// Label events (else inference events).
+    pub labels: bool,
+    /// The request message as received.
+    pub bytes: bytes::Bytes,
+    pub events: Vec<WireEvent>,
+}
+
+/// One valid event of a [`WireBatch`]: where it is, its key, what the
+/// per-request metrics need, and its defaults.
+#[derive(Debug, Clone)]
+pub struct WireEvent {
+    /// The event's bytes.
+    pub range: Range<usize>,
+    /// `model` (the Kafka key).
+    pub model: Range<usize>,
+    /// `model_version` and `endpoint` (inferences; empty when defaulted).
+    pub model_version: Range<usize>,
+    pub endpoint: Range<usize>,
+    pub error: bool,
+    pub latency_ms: f64,
+    pub batch_size: u32,
+    pub score: Option<f64>,
+    pub fill: Fill,
+}
+
+/// The range of `part`, a sub-slice of `whole`, within `whole`.
+pub fn span(whole: &[u8], part: &str) -> Range<usize> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    debug_assert!(start + part.len() <= whole.len(), "part is not within whole");
+    start..start + part.len()
+}
+
+/// The text at `range` of bytes that were validated as UTF-8 (empty,
+/// never a panic, should the range not be one).
+fn text(bytes: &[u8], range: Range<usize>) -> &str {
+    bytes
+        .get(range)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+impl WireBatch {
+    fn observations(&self) -> impl Iterator<Item = Observed<'_>> {
+        self.events.iter().map(|e| Observed {
+            model: text(&self.bytes, e.model.clone()),
+            model_version: if e.fill.model_version {
+                DEFAULT_MODEL_VERSION
+            } else {
+                text(&self.bytes, e.model_version.clone())
+            },
+            endpoint: if e.fill.endpoint {
+                DEFAULT_ENDPOINT
+            } else {
+                text(&self.bytes, e.endpoint.clone())
+            },
+            error: e.error,
+            latency_ms: e.latency_ms,
+            batch_size: e.batch_size,
+            score: e.score,
+        })
+    }
+}
+
+/// What the per-request metrics take from one inference event.
+struct Observed<'a> {
+    model: &'a str,
+    model_version: &'a str,
+    endpoint: &'a str,
+    error: bool,
+    latency_ms: f64,
+    batch_size: u32,
+    score: Option<f64>,
+}
+
+impl<'a> Observed<'a> {
+    fn of(e: &'a InferenceEvent) -> Self {
+        Self {
+            model: &e.model,
+            model_version: &e.model_version,
+            endpoint: &e.endpoint,
+            error: e.status == InferenceStatus::Error as i32,
+            latency_ms: e.latency_ms,
+            batch_size: e.batch_size,
+            score: e.prediction.as_ref().and_then(|p| p.score),
+        }
+    }
+}
+
+/// How one record's payload is written.
+enum Payload<'a> {
+    Message(&'a dyn Encode),
+    Inference(&'a [u8], &'a Fill),
+    Label(&'a [u8], &'a Fill),
+}
+
+/// A protobuf message that encodes into a reused buffer.
+trait Encode {
+    fn encode_into(&self, out: &mut Vec<u8>);
+}
+
+impl<M: Message> Encode for M {
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        self.encode_raw(out);
+    }
+}
+
+impl Payload<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Message(m) => m.encode_into(out),
+            Self::Inference(bytes, fill) => {
+                out.extend_from_slice(bytes);
+                fill.append_inference(out);
+            }
+            Self::Label(bytes, fill) => {
+                out.extend_from_slice(bytes);
+                fill.append_label(out);
+            }
         }
     }
 }
@@ -111,7 +249,6 @@ pub struct Ingestor {
     labels_topic: Arc<str>,
     permits: Arc<Semaphore>,
     max_in_flight: usize,
-    queue_wait: Duration,
     pub limits: Arc<Limits>,
     pub metrics: Metrics,
 }
@@ -123,7 +260,6 @@ impl Ingestor {
         inference_topic: &str,
         labels_topic: &str,
         max_in_flight: usize,
-        queue_wait: Duration,
         limits: Limits,
         metrics: Metrics,
     ) -> Self {
@@ -136,7 +272,6 @@ impl Ingestor {
             labels_topic: labels_topic.into(),
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max_in_flight,
-            queue_wait,
             limits: Arc::new(limits),
             metrics,
         }
@@ -182,10 +317,7 @@ impl Ingestor {
     /// Publishes `batch` and waits for the broker; `rejected` are the events
     /// validation already refused, returned in the answer.
     pub async fn publish(&self, batch: Batch, rejected: Vec<Rejection>) -> Result<Outcome, IngestError> {
-        let kind = match &batch {
-            Batch::Inferences(_) => "inference",
-            Batch::Labels(_) => "label",
-        };
+        let kind = batch.kind();
         self.count_rejections(kind, &rejected);
         let n = batch.len();
         if n == 0 {
@@ -212,19 +344,40 @@ impl Ingestor {
         let started = Instant::now();
         let result = match &batch {
             Batch::Inferences(events) => {
-                self.observe(events);
+                self.observe(events.iter().map(Observed::of));
                 self.send_all(
                     &self.inference_topic,
-                    events.iter().map(|e| (e.model.as_str(), e.encode_to_vec())),
+                    n,
+                    events.iter().map(|e| (e.model.as_str(), Payload::Message(e))),
                 )
                 .await
             }
             Batch::Labels(events) => {
                 self.send_all(
                     &self.labels_topic,
-                    events.iter().map(|e| (e.model.as_str(), e.encode_to_vec())),
+                    n,
+                    events.iter().map(|e| (e.model.as_str(), Payload::Message(e))),
                 )
                 .await
+            }
+            Batch::Wire(wire) => {
+                let bytes = &wire.bytes[..];
+                let records = wire.events.iter().map(|e| {
+                    let key = text(bytes, e.model.clone());
+                    let event = &bytes[e.range.clone()];
+                    let payload = if wire.labels {
+                        Payload::Label(event, &e.fill)
+                    } else {
+                        Payload::Inference(event, &e.fill)
+                    };
+                    (key, payload)
+                });
+                if wire.labels {
+                    self.send_all(&self.labels_topic, n, records).await
+                } else {
+                    self.observe(wire.observations());
+                    self.send_all(&self.inference_topic, n, records).await
+                }
             }
         };
         self.metrics.in_flight.sub(n as i64);
@@ -247,24 +400,44 @@ impl Ingestor {
         }
     }
 
+    /// Enqueues every record (its payload written into one reused buffer;
+    /// librdkafka copies it), then waits for the broker's acknowledgement
+    /// of each one enqueued. Enqueuing stops at the first refusal (a full
+    /// queue is backpressure).
     async fn send_all<'a>(
         &self,
         topic: &str,
-        records: impl Iterator<Item = (&'a str, Vec<u8>)>,
+        n: usize,
+        records: impl Iterator<Item = (&'a str, Payload<'a>)>,
     ) -> Result<(), IngestError> {
         let (generation, producer) = self.producer.current();
-        let sends = records.map(|(key, payload)| {
-            let producer = &producer;
-            async move {
-                producer
-                    .send(FutureRecord::to(topic).key(key).payload(&payload), self.queue_wait)
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
+        let mut scratch = Vec::with_capacity(1024);
+        let mut deliveries = Vec::with_capacity(n);
+        let mut refused = None;
+        for (key, payload) in records {
+            scratch.clear();
+            payload.write(&mut scratch);
+            match producer.send_result(FutureRecord::to(topic).key(key).payload(&scratch[..])) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((error, _)) => {
+                    refused = Some(error);
+                    break;
+                }
             }
-        });
-        let results = join_all(sends).await;
-        if let Some(error) = results.into_iter().find_map(Result::err) {
+        }
+        let mut failure = refused;
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => {
+                    failure.get_or_insert(error);
+                }
+                Err(_canceled) => {
+                    failure.get_or_insert(KafkaError::Canceled);
+                }
+            }
+        }
+        if let Some(error) = failure {
             if let Some((code, reason)) = producer.client().fatal_error() {
                 self.producer.replace(generation, code, &reason);
             } else if let KafkaError::MessageProduction(code) = &error
@@ -285,11 +458,11 @@ impl Ingestor {
 
     /// Per-request metrics. Metric handles are looked up once per distinct
     /// (model, version, endpoint) of the batch, not once per event.
-    fn observe(&self, events: &[InferenceEvent]) {
+    fn observe<'a>(&self, events: impl Iterator<Item = Observed<'a>>) {
         let m = &self.metrics;
         let mut handles: Vec<((&str, &str, &str), Handles)> = Vec::new();
         for e in events {
-            let key = (e.model.as_str(), e.model_version.as_str(), e.endpoint.as_str());
+            let key = (e.model, e.model_version, e.endpoint);
             let at = match handles.iter().position(|(k, _)| *k == key) {
                 Some(at) => at,
                 None => {
@@ -307,14 +480,14 @@ impl Ingestor {
                 }
             };
             let h = &handles[at].1;
-            if e.status == InferenceStatus::Error as i32 {
+            if e.error {
                 h.error.inc();
             } else {
                 h.ok.inc();
             }
             h.latency.observe(e.latency_ms / 1000.0);
             h.batch_size.observe(f64::from(e.batch_size));
-            if let Some(score) = e.prediction.as_ref().and_then(|p| p.score) {
+            if let Some(score) = e.score {
                 h.predictions.observe(score);
             }
         }
@@ -377,5 +550,25 @@ impl ProducerSlot {
             }
             Err(error) => tracing::error!(%error, "cannot replace the failed producer"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_find_borrowed_text_again() {
+        let bytes = b"\x0a\x02e1\x12\x05fraud";
+        let model = std::str::from_utf8(&bytes[6..]).unwrap();
+        let range = span(bytes, model);
+        assert_eq!(range, 6..11);
+        assert_eq!(text(bytes, range), "fraud");
+        assert_eq!(span(bytes, ""), 0..0);
+        assert_eq!(text(bytes, 0..0), "");
+        // A range that is not one: empty, not a panic.
+        assert_eq!(text(bytes, 9..40), "");
+        assert_eq!(text(bytes, 1..3), "\x02e");
+        assert_eq!(text(b"\xff\xfe", 0..2), "");
     }
 }

@@ -142,6 +142,16 @@ impl Joiner {
         self.waiting.len()
     }
 
+    /// Drops every waiting half (at shutdown: they live only in memory)
+    /// and says how many there were.
+    pub fn drain(&mut self) -> usize {
+        let n = self.waiting.len();
+        self.waiting.clear();
+        self.order.clear();
+        self.bytes = 0;
+        n
+    }
+
     /// Offers one half at `now_ms`. Returns what became of it and how many
     /// waiting halves were dropped (expired or evicted) to stay in bounds.
     pub fn offer(
@@ -511,5 +521,32 @@ mod tests {
         assert_eq!(j.pending(), 1);
         let (r, _) = j.offer(meta("d", Half::Request, 0), json!({}), 10, 61_001);
         assert_eq!(r.unwrap_err().0, "ce-id");
+    }
+
+    #[test]
+    fn drain_drops_and_counts_every_waiting_half() {
+        let mut j = Joiner::new(CloudEventsConfig {
+            max_pending: 2,
+            max_pending_bytes: 100,
+            pending_ttl_secs: 60,
+        });
+        assert_eq!(
+            j.offer(meta("a", Half::Request, 0), json!({}), 40, 0).0,
+            Ok(Joined::Pending)
+        );
+        assert_eq!(
+            j.offer(meta("b", Half::Response, 0), json!({}), 40, 0).0,
+            Ok(Joined::Pending)
+        );
+        assert_eq!(j.drain(), 2);
+        assert_eq!((j.pending(), j.drain()), (0, 0));
+        // The byte budget was released: two more halves of 40 B fit
+        // without evicting anything.
+        assert_eq!(j.offer(meta("c", Half::Request, 0), json!({}), 40, 1).1, 0);
+        assert_eq!(j.offer(meta("d", Half::Request, 0), json!({}), 40, 1).1, 0);
+        // And the order queue was emptied too: the next one over the count
+        // evicts the oldest of the new ones.
+        assert_eq!(j.offer(meta("e", Half::Request, 0), json!({}), 10, 1).1, 1);
+        assert_eq!(j.pending(), 2);
     }
 }

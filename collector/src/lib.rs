@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod replay;
 pub mod security;
 pub mod validate;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -35,7 +36,6 @@ use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::KafkaConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_common::telemetry::LogConfig;
-use mlwatch_proto::v1::collector_server::CollectorServer;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
@@ -197,8 +197,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &topics.inference,
         &topics.labels,
         config.ingest.max_in_flight_events,
-        // A full producer queue is backpressure now, not a wait.
-        Duration::ZERO,
         config.limits.clone(),
         metrics,
     )
@@ -227,12 +225,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
 
     let tokens = Tokens::new(&config.auth);
     let flusher = ingestor.clone();
-    let http_app = http::router(ingestor.clone(), tokens.clone(), config.cloudevents.clone()).layer(
-        axum::middleware::from_fn_with_state(
+    let joiner = http::joiner(config.cloudevents.clone());
+    let http_app =
+        http::router(ingestor.clone(), tokens.clone(), joiner.clone()).layer(axum::middleware::from_fn_with_state(
             http::BodyBudget::new(config.ingest.max_in_flight_body_bytes, config.limits.max_body_bytes),
             http::admit,
-        ),
-    );
+        ));
     let http_task = match &config.http.tls {
         None => {
             let http_shutdown = shutdown.clone();
@@ -252,16 +250,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<CollectorServer<grpc::CollectorService>>()
-        .await;
+    health_reporter.set_serving::<grpc::CollectorServer>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(mlwatch_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Task("grpc reflection", e.to_string()))?;
     let max_msg = config.limits.max_body_bytes;
     let collector = tonic::service::interceptor::InterceptedService::new(
-        CollectorServer::new(grpc::CollectorService::new(ingestor)).max_decoding_message_size(max_msg),
+        grpc::CollectorServer::new(grpc::CollectorService::new(ingestor), max_msg),
         grpc::authenticator(tokens),
     );
     let grpc_shutdown = shutdown.clone();
@@ -293,6 +289,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.cancelled().await;
         ready.set(false);
         let _ = tokio::time::timeout(drain, http_task).await;
+        // KServe halves live only in memory: the ones still waiting for
+        // their other half are lost, and counted.
+        http::drop_pending(&joiner, &flusher.metrics);
         let grpc = tokio::time::timeout(drain, grpc_task).await;
         let _ = admin_task.await;
         // Everything acknowledged was flushed by the awaited sends; flush

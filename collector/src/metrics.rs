@@ -19,6 +19,9 @@ pub struct Metrics {
     pub produce_seconds: Histogram,
     /// `mlwatch_collector_in_flight_events`.
     pub in_flight: IntGauge,
+    /// `mlwatch_collector_cloudevents_pending`: KServe halves waiting for
+    /// their other half (in memory only).
+    pub cloudevents_pending: IntGauge,
     /// `ml_queue_depth{model_name,model_version}`: from resource samples.
     pub queue_depth: GaugeVec,
     /// `ml_memory_usage_bytes{model_name,model_version}`: from resource samples.
@@ -76,6 +79,10 @@ impl Metrics {
             "mlwatch_collector_in_flight_events",
             "Events waiting for the broker",
         ));
+        let cloudevents_pending = must(IntGauge::new(
+            "mlwatch_collector_cloudevents_pending",
+            "KServe CloudEvent halves waiting for their other half",
+        ));
         let resource =
             |name: &str, help: &str| must(GaugeVec::new(Opts::new(name, help), &["model_name", "model_version"]));
         let queue_depth = resource("ml_queue_depth", "Requests waiting in the model server's queue");
@@ -91,6 +98,7 @@ impl Metrics {
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(produce_seconds.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(cloudevents_pending.clone()))?;
         Ok(Self {
             latency,
             requests,
@@ -99,6 +107,7 @@ impl Metrics {
             events,
             produce_seconds,
             in_flight,
+            cloudevents_pending,
             queue_depth,
             memory_bytes,
             gpu_percent,

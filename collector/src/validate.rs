@@ -62,7 +62,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(index: usize, field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn new(index: usize, field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             index,
             field: field.into(),
@@ -71,7 +71,8 @@ impl Rejection {
     }
 }
 
-type Check<T> = Result<T, (String, String)>;
+/// A check's failure: the field path and the reason.
+pub type Check<T> = Result<T, (String, String)>;
 
 fn err<T>(field: impl Into<String>, reason: impl Into<String>) -> Check<T> {
     Err((field.into(), reason.into()))
@@ -484,18 +485,249 @@ fn check_probability(field: &str, p: f64) -> Check<()> {
     Ok(())
 }
 
+/// A feature value seen through a borrow: what validation needs of
+/// [`FeatureValue`] without owning its text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FeatureRef<'a> {
+    Number(f64),
+    Text(&'a str),
+    Flag(bool),
+    Missing(bool),
+    /// A `FeatureValue` with no `kind` set.
+    Unset,
+}
+
+impl<'a> FeatureRef<'a> {
+    fn of(value: &'a FeatureValue) -> Self {
+        match &value.kind {
+            Some(feature_value::Kind::Number(x)) => Self::Number(*x),
+            Some(feature_value::Kind::Text(s)) => Self::Text(s),
+            Some(feature_value::Kind::Flag(b)) => Self::Flag(*b),
+            Some(feature_value::Kind::Missing(b)) => Self::Missing(*b),
+            None => Self::Unset,
+        }
+    }
+}
+
+/// A prediction seen through a borrow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PredictionRef<'a> {
+    pub score: Option<f64>,
+    pub label: Option<&'a str>,
+    pub value: Option<f64>,
+    /// Class → probability, one entry per distinct class.
+    pub scores: Vec<(&'a str, f64)>,
+}
+
+/// An inference event seen through borrows: built from a decoded
+/// [`InferenceEvent`] ([`InferenceRef::of`]) or straight from its protobuf
+/// bytes (`wire::inference`), so that both are validated by one function,
+/// [`check_inference_ref`]. Its vectors are reused from event to event.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InferenceRef<'a> {
+    pub event_id: &'a str,
+    pub model: &'a str,
+    pub model_version: &'a str,
+    pub endpoint: &'a str,
+    pub timestamp_ms: i64,
+    pub latency_ms: f64,
+    pub status: i32,
+    pub error: &'a str,
+    pub batch_size: u32,
+    pub prediction: Option<PredictionRef<'a>>,
+    /// One entry per distinct feature name.
+    pub features: Vec<(&'a str, FeatureRef<'a>)>,
+    /// One entry per distinct tag name.
+    pub tags: Vec<(&'a str, &'a str)>,
+    /// The emptied `scores` of an earlier event's prediction, kept for the
+    /// next one.
+    pub(crate) spare_scores: Vec<(&'a str, f64)>,
+}
+
+impl<'a> InferenceRef<'a> {
+    /// Borrows a decoded event.
+    pub fn of(e: &'a InferenceEvent) -> Self {
+        Self {
+            event_id: &e.event_id,
+            model: &e.model,
+            model_version: &e.model_version,
+            endpoint: &e.endpoint,
+            timestamp_ms: e.timestamp_ms,
+            latency_ms: e.latency_ms,
+            status: e.status,
+            error: &e.error,
+            batch_size: e.batch_size,
+            prediction: e.prediction.as_ref().map(|p| PredictionRef {
+                score: p.score,
+                label: p.label.as_deref(),
+                value: p.value,
+                scores: p.scores.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+            }),
+            features: e
+                .features
+                .iter()
+                .map(|(k, v)| (k.as_str(), FeatureRef::of(v)))
+                .collect(),
+            tags: e.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            spare_scores: Vec::new(),
+        }
+    }
+
+    /// Empties the view for the next event, keeping its vectors' capacity.
+    pub fn clear(&mut self) {
+        let mut features = std::mem::take(&mut self.features);
+        let mut tags = std::mem::take(&mut self.tags);
+        let mut scores = match self.prediction.take() {
+            Some(p) => p.scores,
+            None => std::mem::take(&mut self.spare_scores),
+        };
+        features.clear();
+        tags.clear();
+        scores.clear();
+        *self = Self {
+            features,
+            tags,
+            spare_scores: scores,
+            ..Self::default()
+        };
+    }
+}
+
+/// A label event seen through borrows (see [`InferenceRef`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelRef<'a> {
+    pub event_id: &'a str,
+    pub model: &'a str,
+    pub timestamp_ms: i64,
+    pub label: Option<&'a str>,
+    pub value: Option<f64>,
+}
+
+impl<'a> LabelRef<'a> {
+    /// Borrows a decoded event.
+    pub fn of(e: &'a LabelEvent) -> Self {
+        Self {
+            event_id: &e.event_id,
+            model: &e.model,
+            timestamp_ms: e.timestamp_ms,
+            label: e.label.as_deref(),
+            value: e.value,
+        }
+    }
+}
+
+/// The defaults validation fills into a valid event, and when the
+/// collector received it. Applied to a decoded event ([`Fill::apply`]) or
+/// appended to its protobuf bytes ([`Fill::append_inference`]), where
+/// protobuf's last-field-wins rule makes them override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    /// `model_version` was empty: it becomes [`DEFAULT_MODEL_VERSION`].
+    pub model_version: bool,
+    /// `endpoint` was empty: it becomes [`DEFAULT_ENDPOINT`].
+    pub endpoint: bool,
+    /// `timestamp_ms` was 0: it becomes this (now).
+    pub timestamp_ms: Option<i64>,
+    /// `status` was unspecified: it becomes OK.
+    pub status: bool,
+    /// `batch_size` was 0: it becomes 1.
+    pub batch_size: bool,
+    /// When the collector accepted the event.
+    pub received_at_ms: i64,
+}
+
+/// The version of an event that names none.
+pub const DEFAULT_MODEL_VERSION: &str = "unversioned";
+/// The endpoint of an event that names none.
+pub const DEFAULT_ENDPOINT: &str = "predict";
+
+impl Fill {
+    /// Fills the defaults into a decoded inference event.
+    pub fn apply(&self, e: &mut InferenceEvent) {
+        if self.model_version {
+            e.model_version = DEFAULT_MODEL_VERSION.into();
+        }
+        if self.endpoint {
+            e.endpoint = DEFAULT_ENDPOINT.into();
+        }
+        if let Some(ts) = self.timestamp_ms {
+            e.timestamp_ms = ts;
+        }
+        if self.status {
+            e.status = InferenceStatus::Ok as i32;
+        }
+        if self.batch_size {
+            e.batch_size = 1;
+        }
+        e.received_at_ms = self.received_at_ms;
+    }
+
+    /// Fills the defaults into a decoded label event.
+    pub fn apply_label(&self, e: &mut LabelEvent) {
+        if let Some(ts) = self.timestamp_ms {
+            e.timestamp_ms = ts;
+        }
+        e.received_at_ms = self.received_at_ms;
+    }
+
+    /// Appends the defaults as protobuf fields of `InferenceEvent`, to
+    /// follow the event's own bytes.
+    pub fn append_inference(&self, out: &mut Vec<u8>) {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        let string = |out: &mut Vec<u8>, tag: u32, s: &str| {
+            encode_key(tag, WireType::LengthDelimited, out);
+            encode_varint(s.len() as u64, out);
+            out.extend_from_slice(s.as_bytes());
+        };
+        let varint = |out: &mut Vec<u8>, tag: u32, v: u64| {
+            encode_key(tag, WireType::Varint, out);
+            encode_varint(v, out);
+        };
+        if self.model_version {
+            string(out, 3, DEFAULT_MODEL_VERSION);
+        }
+        if self.endpoint {
+            string(out, 4, DEFAULT_ENDPOINT);
+        }
+        if let Some(ts) = self.timestamp_ms {
+            varint(out, 5, ts as u64);
+        }
+        if self.status {
+            varint(out, 7, InferenceStatus::Ok as u64);
+        }
+        if self.batch_size {
+            varint(out, 9, 1);
+        }
+        varint(out, 13, self.received_at_ms as u64);
+    }
+
+    /// Appends the defaults as protobuf fields of `LabelEvent`.
+    pub fn append_label(&self, out: &mut Vec<u8>) {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        if let Some(ts) = self.timestamp_ms {
+            encode_key(3, WireType::Varint, out);
+            encode_varint(ts as u64, out);
+        }
+        encode_key(6, WireType::Varint, out);
+        encode_varint(self.received_at_ms as u64, out);
+    }
+}
+
 fn check_inference(e: &mut InferenceEvent, limits: &Limits, now_ms: i64) -> Check<()> {
-    check_id("event_id", &e.event_id, limits, true)?;
-    check_id("model", &e.model, limits, true)?;
-    check_id("model_version", &e.model_version, limits, false)?;
-    check_id("endpoint", &e.endpoint, limits, false)?;
-    if e.model_version.is_empty() {
-        e.model_version = "unversioned".into();
-    }
-    if e.endpoint.is_empty() {
-        e.endpoint = "predict".into();
-    }
-    check_time(&mut e.timestamp_ms, limits, now_ms)?;
+    let fill = check_inference_ref(&InferenceRef::of(e), limits, now_ms)?;
+    fill.apply(e);
+    Ok(())
+}
+
+/// Validates an inference event (every rule, in a fixed order) and says
+/// which defaults it takes.
+pub fn check_inference_ref(e: &InferenceRef<'_>, limits: &Limits, now_ms: i64) -> Check<Fill> {
+    check_id("event_id", e.event_id, limits, true)?;
+    check_id("model", e.model, limits, true)?;
+    check_id("model_version", e.model_version, limits, false)?;
+    check_id("endpoint", e.endpoint, limits, false)?;
+    let mut ts = e.timestamp_ms;
+    check_time(&mut ts, limits, now_ms)?;
     if !e.latency_ms.is_finite() {
         return err("latency_ms", format!("must be finite, found {}", e.latency_ms));
     }
@@ -508,19 +740,15 @@ fn check_inference(e: &mut InferenceEvent, limits: &Limits, now_ms: i64) -> Chec
             format!("{} ms exceeds the limit of {} ms", e.latency_ms, limits.max_latency_ms),
         );
     }
-    if e.status == InferenceStatus::Unspecified as i32 {
-        e.status = InferenceStatus::Ok as i32;
-    } else if InferenceStatus::try_from(e.status).is_err() {
+    if e.status != InferenceStatus::Unspecified as i32 && InferenceStatus::try_from(e.status).is_err() {
         return err("status", format!("unknown status {}", e.status));
     }
-    check_text("error", &e.error, limits)?;
-    if e.batch_size == 0 {
-        e.batch_size = 1;
-    }
-    if e.batch_size > limits.max_batch_size {
+    check_text("error", e.error, limits)?;
+    let batch_size = if e.batch_size == 0 { 1 } else { e.batch_size };
+    if batch_size > limits.max_batch_size {
         return err(
             "batch_size",
-            format!("{} exceeds the limit of {}", e.batch_size, limits.max_batch_size),
+            format!("{} exceeds the limit of {}", batch_size, limits.max_batch_size),
         );
     }
     if let Some(p) = &e.prediction {
@@ -532,7 +760,7 @@ fn check_inference(e: &mut InferenceEvent, limits: &Limits, now_ms: i64) -> Chec
         {
             return err("prediction.value", format!("must be finite, found {v}"));
         }
-        if let Some(l) = &p.label {
+        if let Some(l) = p.label {
             check_text("prediction.label", l, limits)?;
         }
         for (class, prob) in &p.scores {
@@ -549,10 +777,10 @@ fn check_inference(e: &mut InferenceEvent, limits: &Limits, now_ms: i64) -> Chec
     for (name, value) in &e.features {
         in_entry("features", name, |f| {
             check_id(f, name, limits, true)?;
-            match &value.kind {
-                Some(feature_value::Kind::Number(x)) if !x.is_finite() => err(f, format!("must be finite, found {x}")),
-                Some(feature_value::Kind::Text(s)) => check_text(f, s, limits),
-                None => err(f, "feature value has no kind"),
+            match value {
+                FeatureRef::Number(x) if !x.is_finite() => err(f, format!("must be finite, found {x}")),
+                FeatureRef::Text(s) => check_text(f, s, limits),
+                FeatureRef::Unset => err(f, "feature value has no kind"),
                 _ => Ok(()),
             }
         })?;
@@ -566,15 +794,29 @@ fn check_inference(e: &mut InferenceEvent, limits: &Limits, now_ms: i64) -> Chec
             check_id(f, value, limits, false)
         })?;
     }
-    e.received_at_ms = now_ms;
-    Ok(())
+    Ok(Fill {
+        model_version: e.model_version.is_empty(),
+        endpoint: e.endpoint.is_empty(),
+        timestamp_ms: (e.timestamp_ms == 0).then_some(ts),
+        status: e.status == InferenceStatus::Unspecified as i32,
+        batch_size: e.batch_size == 0,
+        received_at_ms: now_ms,
+    })
 }
 
 fn check_label(e: &mut LabelEvent, limits: &Limits, now_ms: i64) -> Check<()> {
-    check_id("event_id", &e.event_id, limits, true)?;
-    check_id("model", &e.model, limits, true)?;
-    check_time(&mut e.timestamp_ms, limits, now_ms)?;
-    match (&e.label, e.value) {
+    let fill = check_label_ref(&LabelRef::of(e), limits, now_ms)?;
+    fill.apply_label(e);
+    Ok(())
+}
+
+/// Validates a label event and says which defaults it takes.
+pub fn check_label_ref(e: &LabelRef<'_>, limits: &Limits, now_ms: i64) -> Check<Fill> {
+    check_id("event_id", e.event_id, limits, true)?;
+    check_id("model", e.model, limits, true)?;
+    let mut ts = e.timestamp_ms;
+    check_time(&mut ts, limits, now_ms)?;
+    match (e.label, e.value) {
         (None, None) => {
             return err(
                 "label",
@@ -586,8 +828,14 @@ fn check_label(e: &mut LabelEvent, limits: &Limits, now_ms: i64) -> Check<()> {
         (None, Some(v)) if !v.is_finite() => return err("value", format!("must be finite, found {v}")),
         _ => {}
     }
-    e.received_at_ms = now_ms;
-    Ok(())
+    Ok(Fill {
+        model_version: false,
+        endpoint: false,
+        timestamp_ms: (e.timestamp_ms == 0).then_some(ts),
+        status: false,
+        batch_size: false,
+        received_at_ms: now_ms,
+    })
 }
 
 /// One resource sample from a model server (`POST /v1/resources`).

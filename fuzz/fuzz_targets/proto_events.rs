@@ -1,24 +1,27 @@
-//! Any bytes as a gRPC message: protobuf decoding of both request types and
-//! validation of every decoded event must never panic.
+//! Any bytes as a gRPC message, differentially: the collector's wire path
+//! (find the events in the request, read each into a borrowed view,
+//! validate, publish its bytes plus defaults) must accept and reject
+//! exactly what decoding with prost and validating the decoded message
+//! does, and what it publishes must decode to the same event. Nothing may
+//! panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mlwatch_collector::validate::{self, Limits};
-use mlwatch_proto::v1::{IngestInferencesRequest, IngestLabelsRequest};
-use prost::Message;
+use mlwatch_collector::validate::Limits;
+use mlwatch_collector::wire::{self, differential};
 
 const NOW: i64 = 1_795_723_079_957;
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
-    if let Ok(request) = IngestInferencesRequest::decode(data) {
-        for (i, mut e) in request.events.into_iter().enumerate() {
-            let _ = validate::inference_proto(i, &mut e, &limits, NOW);
-        }
-    }
-    if let Ok(request) = IngestLabelsRequest::decode(data) {
-        for (i, mut e) in request.events.into_iter().enumerate() {
-            let _ = validate::label_proto(i, &mut e, &limits, NOW);
+    // The bytes as one event of either kind.
+    differential::check_inference(data, &limits, NOW);
+    differential::check_label(data, &limits, NOW);
+    // The bytes as a request: every event found in it.
+    if let Ok(ranges) = wire::events(data) {
+        for range in ranges {
+            differential::check_inference(&data[range.clone()], &limits, NOW);
+            differential::check_label(&data[range], &limits, NOW);
         }
     }
 });

@@ -171,3 +171,106 @@ async fn batches_and_streams_are_published_with_precise_rejections() {
     collector.assert_healthy().await;
     collector.stop().await;
 }
+
+/// `IngestInferencesRequest` as the collector reads it: each event's bytes
+/// as they are, so a test can send events no well-behaved client would.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawInferences {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    events: Vec<Vec<u8>>,
+}
+
+/// A request whose field 1 is a number, not events.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotEvents {
+    #[prost(uint64, tag = "1")]
+    events: u64,
+}
+
+async fn send_raw<M: prost::Message + Default + Send + Sync + 'static>(
+    url: &str,
+    request: M,
+) -> Result<mlwatch_proto::v1::IngestResponse, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.unwrap();
+    client
+        .unary(
+            tonic::Request::new(request),
+            tonic::codegen::http::uri::PathAndQuery::from_static("/mlwatch.v1.Collector/IngestInferences"),
+            tonic_prost::ProstCodec::<M, mlwatch_proto::v1::IngestResponse>::default(),
+        )
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The collector publishes each event's own bytes: a malformed event is
+/// rejected alone, naming its field; unknown fields travel on; the defaults
+/// (version, endpoint, status, batch size, time, received_at) are filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_published_as_received_with_their_defaults() {
+    let collector = TestCollector::start("grpc-wire", |_| {}).await;
+    let good = event("w1").encode_to_vec();
+    // latency_ms (field 6) sent as a varint.
+    let mut wrong_type = event("w2").encode_to_vec();
+    wrong_type.extend([0x30, 0x01]);
+    // An unknown field 99 (varint 7) after a good event.
+    let mut unknown = event("w3").encode_to_vec();
+    unknown.extend([0x98, 0x06, 0x07]);
+    let events = vec![good, wrong_type, unknown, vec![0xff]];
+    let answer = send_raw(&collector.grpc(), RawInferences { events }).await.unwrap();
+    assert_eq!(answer.accepted, 2);
+    let got: Vec<_> = answer
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.field.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                1,
+                "latency_ms",
+                "malformed protobuf: invalid wire type: Varint (expected SixtyFourBit)"
+            ),
+            (3, "", "malformed protobuf: truncated varint"),
+        ]
+    );
+
+    // A request that is not a batch of events.
+    let status = send_raw(&collector.grpc(), NotEvents { events: 7 }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "malformed request: events: invalid wire type: Varint (expected LengthDelimited)"
+    );
+
+    let before = mlwatch_common::now_ms();
+    let messages = read_topic(&collector.kafka, &collector.kafka.topics.inference, 30, |ms| {
+        ms.len() >= 2
+    })
+    .await;
+    let mut events: Vec<InferenceEvent> = messages
+        .iter()
+        .map(|m| InferenceEvent::decode(m.payload().unwrap()).unwrap())
+        .collect();
+    events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    assert_eq!(events.len(), 2);
+    for (e, id) in events.iter().zip(["w1", "w3"]) {
+        assert_eq!(e.event_id, id);
+        assert_eq!(
+            (e.model_version.as_str(), e.endpoint.as_str()),
+            ("unversioned", "predict")
+        );
+        assert_eq!((e.status, e.batch_size), (1, 1));
+        assert!(e.timestamp_ms > 0 && e.timestamp_ms <= before, "{}", e.timestamp_ms);
+        assert_eq!(e.received_at_ms, e.timestamp_ms);
+        assert_eq!(e.features["amount"].kind, Some(feature_value::Kind::Number(10.0)));
+    }
+    collector.assert_healthy().await;
+    collector.stop().await;
+}

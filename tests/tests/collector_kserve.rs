@@ -141,3 +141,34 @@ async fn kserve_logger_pairs_become_inference_events() {
     collector.assert_healthy().await;
     collector.stop().await;
 }
+
+/// KServe halves live only in memory: the ones still waiting for their
+/// other half when the collector stops are dropped, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halves_waiting_at_shutdown_are_counted() {
+    let collector = TestCollector::start("kserve-shutdown", |_| {}).await;
+    let http = reqwest::Client::new();
+    let url = collector.url("/v1/cloudevents");
+    let t0 = format_rfc3339_ms(mlwatch_common::now_ms());
+    for id in ["lonely-1", "lonely-2"] {
+        let (status, _) = post_ce(&http, &url, id, "request", &t0, json!({"instances": [[1.0]]})).await;
+        assert_eq!(status, 202);
+    }
+    assert_eq!(collector.metric("mlwatch_collector_cloudevents_pending").await, 2.0);
+    let TestCollector { running, shutdown, .. } = collector;
+    shutdown.cancel();
+    running.task.await.unwrap().unwrap();
+    let dropped = running
+        .registry
+        .gather()
+        .iter()
+        .filter(|family| family.name() == "mlwatch_collector_events_total")
+        .flat_map(|family| family.get_metric())
+        .find(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "reason" && l.value() == "cloudevent_shutdown")
+        })
+        .map(|m| m.get_counter().get_value());
+    assert_eq!(dropped, Some(2.0));
+}

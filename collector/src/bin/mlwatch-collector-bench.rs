@@ -1,9 +1,10 @@
 //! `mlwatch-collector-bench`: in one run against one broker,
 //! 1. a raw rdkafka producer's throughput (same producer settings as the
-//!    collector: idempotent, acks=all, lz4, linger 5 ms) publishing encoded
-//!    inference events;
-//! 2. the collector's ingest throughput over gRPC batches (decode, validate,
-//!    publish, wait for the broker's acknowledgement), as a ratio of (1);
+//!    collector: idempotent, acks=all, lz4, linger 5 ms) publishing
+//!    inference events encoded before the clock starts;
+//! 2. the collector's ingest throughput over gRPC batches encoded before the
+//!    clock starts (the collector finds, validates and publishes the events,
+//!    waits for the broker's acknowledgement, answers), as a ratio of (1);
 //! 3. HTTP single-event latency at a fixed rate, measured open loop from
 //!    each request's scheduled send time (no coordinated omission).
 //!
@@ -19,7 +20,6 @@ use futures::future::join_all;
 use mlwatch_collector::Config;
 use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::{KafkaConfig, Topics};
-use mlwatch_proto::v1::collector_client::CollectorClient;
 use mlwatch_proto::v1::{
     FeatureValue, InferenceEvent, IngestInferencesRequest, IngestResponse, Prediction, feature_value,
 };
@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     senders: usize,
     /// Alternating raw / gRPC rounds; the medians are reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// HTTP single-event rate, events per second.
     #[arg(long, default_value_t = 500)]
@@ -84,69 +84,23 @@ fn median(xs: &mut [f64]) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// The raw producer: every event enqueued (50 000 at a time), every
-/// acknowledgement awaited. Events per second acknowledged.
-async fn raw_round(producer: &rdkafka::producer::FutureProducer, topic: &str, events: &[InferenceEvent]) -> f64 {
+/// The raw producer: every pre-encoded event enqueued (50 000 at a time),
+/// every acknowledgement awaited. Events per second acknowledged.
+async fn raw_round(producer: &rdkafka::producer::FutureProducer, topic: &str, records: &[(String, Vec<u8>)]) -> f64 {
     let started = Instant::now();
     let mut acked = 0usize;
-    for chunk in events.chunks(50_000) {
-        let sends = chunk.iter().map(|e| {
-            let payload = e.encode_to_vec();
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(e.model.as_str()).payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-            }
+    for chunk in records.chunks(50_000) {
+        let sends = chunk.iter().map(|(key, payload)| async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(key.as_str()).payload(payload),
+                    Duration::from_secs(30),
+                )
+                .await
         });
         acked += join_all(sends).await.into_iter().filter(Result::is_ok).count();
     }
     acked as f64 / started.elapsed().as_secs_f64()
-}
-
-/// The collector over gRPC: `senders` concurrent clients, each sending its
-/// share of the events in batches. Events per second accepted (= broker
-/// acknowledged).
-async fn grpc_round(url: &str, events: &[InferenceEvent], batch: usize, senders: usize) -> anyhow::Result<f64> {
-    let batches: Vec<Vec<InferenceEvent>> = events.chunks(batch.max(1)).map(<[_]>::to_vec).collect();
-    let per_sender = batches.len().div_ceil(senders.max(1));
-    let mut work: Vec<Vec<Vec<InferenceEvent>>> = Vec::new();
-    let mut it = batches.into_iter();
-    for _ in 0..senders.max(1) {
-        work.push(it.by_ref().take(per_sender).collect());
-    }
-    let mut clients = Vec::new();
-    for _ in 0..work.len() {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-            .initial_stream_window_size(Some(1 << 20))
-            .initial_connection_window_size(Some(8 << 20))
-            .connect()
-            .await?;
-        clients.push(CollectorClient::new(channel).max_encoding_message_size(64 << 20));
-    }
-    let started = Instant::now();
-    let tasks = work.into_iter().zip(clients).map(|(mine, mut client)| {
-        tokio::spawn(async move {
-            let mut accepted = 0usize;
-            for events in mine {
-                // The in-flight budget (100000) exceeds senders x batch, so
-                // a RESOURCE_EXHAUSTED here is a failure of the run.
-                let answer = client
-                    .ingest_inferences(IngestInferencesRequest { events })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("grpc ingest failed: {s}"))?;
-                accepted += answer.into_inner().accepted as usize;
-            }
-            anyhow::Ok(accepted)
-        })
-    });
-    let mut accepted = 0;
-    for t in join_all(tasks).await {
-        accepted += t??;
-    }
-    Ok(accepted as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Sends already-encoded `IngestInferencesRequest` bytes: the clients'
@@ -182,17 +136,12 @@ impl tonic::codec::Codec for PreEncoded {
     }
 }
 
-/// Like [`grpc_round`], with every batch encoded before the clock starts.
-async fn grpc_round_pre_encoded(
-    url: &str,
-    events: &[InferenceEvent],
-    batch: usize,
-    senders: usize,
-) -> anyhow::Result<f64> {
-    let batches: Vec<bytes::Bytes> = events
-        .chunks(batch.max(1))
-        .map(|c| IngestInferencesRequest { events: c.to_vec() }.encode_to_vec().into())
-        .collect();
+/// The collector over gRPC: `senders` concurrent clients, each sending its
+/// share of the batches, encoded before the clock starts (as the raw
+/// producer's events are). Events per second accepted (= broker
+/// acknowledged).
+async fn grpc_round(url: &str, batches: &[bytes::Bytes], senders: usize) -> anyhow::Result<f64> {
+    let batches = batches.to_vec();
     let per_sender = batches.len().div_ceil(senders.max(1));
     let mut work: Vec<Vec<bytes::Bytes>> = Vec::new();
     let mut it = batches.into_iter();
@@ -234,6 +183,25 @@ async fn grpc_round_pre_encoded(
     Ok(accepted as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The 1, 5 and 15 minute load averages of the machine.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// CPU seconds (user + system) this process has used so far: the bench
+/// clients, the in-process collector and librdkafka; not the broker.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -266,6 +234,13 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let avg_bytes = events.iter().map(|e| e.encoded_len()).sum::<usize>() / events.len().max(1);
+    // Both sides get their input encoded before any clock starts.
+    let records: Vec<(String, Vec<u8>)> = events.iter().map(|e| (e.model.clone(), e.encode_to_vec())).collect();
+    let batches: Vec<bytes::Bytes> = events
+        .chunks(args.batch.max(1))
+        .map(|c| IngestInferencesRequest { events: c.to_vec() }.encode_to_vec().into())
+        .collect();
+    drop(events);
 
     // The collector, in process, same broker.
     let shutdown = CancellationToken::new();
@@ -279,34 +254,53 @@ async fn main() -> anyhow::Result<()> {
     let running = mlwatch_collector::start(config, shutdown.clone()).await?;
     let grpc_url = format!("http://{}", running.grpc_addr);
 
-    // 1 and 2, alternated for `rounds` rounds so that a broker slowing down
-    // as it fills (or a busy neighbour) weighs on both alike; medians kept.
+    // 1 and 2, alternated for `rounds` rounds (which goes first alternates
+    // too) so that a broker slowing down as it fills, or a busy neighbour,
+    // weighs on both alike; the median ratio is kept. The load average and
+    // this process's CPU time per event are printed with each phase.
     let producer = kafka.producer()?;
-    let (mut raw_rates, mut grpc_rates, mut pre_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_rates, mut grpc_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_cpu, mut grpc_cpu) = (Vec::new(), Vec::new());
+    let n = records.len() as f64;
     for round in 0..args.rounds.max(1) {
-        let raw = raw_round(&producer, &raw_topic, &events).await;
-        let grpc = grpc_round(&grpc_url, &events, args.batch, args.senders).await?;
-        let pre = grpc_round_pre_encoded(&grpc_url, &events, args.batch, args.senders).await?;
+        let load_before = load_average();
+        let mut raw = (0.0, 0.0);
+        let mut grpc = (0.0, 0.0);
+        for phase in 0..2 {
+            let cpu = cpu_secs();
+            if (phase == 0) == (round % 2 == 0) {
+                raw.0 = raw_round(&producer, &raw_topic, &records).await;
+                raw.1 = (cpu_secs() - cpu) / n * 1e6;
+            } else {
+                grpc.0 = grpc_round(&grpc_url, &batches, args.senders).await?;
+                grpc.1 = (cpu_secs() - cpu) / n * 1e6;
+            }
+        }
+        let ratio = grpc.0 / raw.0;
         eprintln!(
-            "round {round}: raw rdkafka producer {raw:.0} events/s; collector gRPC batches ({} x {} senders) {grpc:.0} events/s (ratio {:.2}), pre-encoded {pre:.0} events/s (ratio {:.2})",
+            "round {round}: raw {:.0} events/s ({:.2} us CPU/event in process); gRPC ({} x {} senders) {:.0} events/s ({:.2} us CPU/event); ratio {ratio:.2}; load average {load_before} -> {}",
+            raw.0,
+            raw.1,
             args.batch,
             args.senders,
-            grpc / raw,
-            pre / raw
+            grpc.0,
+            grpc.1,
+            load_average()
         );
-        raw_rates.push(raw);
-        grpc_rates.push(grpc);
-        pre_rates.push(pre);
+        raw_rates.push(raw.0);
+        grpc_rates.push(grpc.0);
+        ratios.push(ratio);
+        raw_cpu.push(raw.1);
+        grpc_cpu.push(grpc.1);
     }
     drop(producer);
     let raw_rate = median(&mut raw_rates);
     let grpc_rate = median(&mut grpc_rates);
-    let pre_rate = median(&mut pre_rates);
-    let ratio = grpc_rate / raw_rate;
-    let pre_ratio = pre_rate / raw_rate;
+    let ratio = median(&mut ratios);
+    let (raw_cpu, grpc_cpu) = (median(&mut raw_cpu), median(&mut grpc_cpu));
     eprintln!(
-        "{} events of {avg_bytes} B per phase; medians: raw {raw_rate:.0} events/s, gRPC {grpc_rate:.0} events/s (ratio {ratio:.2}), gRPC pre-encoded {pre_rate:.0} events/s (ratio {pre_ratio:.2})",
-        events.len()
+        "{} events of {avg_bytes} B per phase; medians: raw {raw_rate:.0} events/s, gRPC {grpc_rate:.0} events/s, ratio {ratio:.2}; in-process CPU per event: raw {raw_cpu:.2} us, gRPC {grpc_cpu:.2} us",
+        records.len()
     );
 
     // 3. HTTP single events at a fixed rate, open loop.
@@ -346,8 +340,10 @@ async fn main() -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = running.task.await;
     eprintln!(
-        "SUMMARY raw_events_per_s={raw_rate:.0} grpc_events_per_s={grpc_rate:.0} ratio={ratio:.2} grpc_pre_encoded_events_per_s={pre_rate:.0} pre_encoded_ratio={pre_ratio:.2} http_rate={} http_p50_ms={p50:.2} http_p99_ms={p99:.2} http_failed={failed}",
-        args.http_rate
+        "SUMMARY rounds={} raw_events_per_s={raw_rate:.0} grpc_events_per_s={grpc_rate:.0} median_ratio={ratio:.2} raw_cpu_us_per_event={raw_cpu:.2} grpc_cpu_us_per_event={grpc_cpu:.2} http_rate={} http_p50_ms={p50:.2} http_p99_ms={p99:.2} http_failed={failed} load_average={}",
+        args.rounds.max(1),
+        args.http_rate,
+        load_average()
     );
     Ok(())
 }
