@@ -103,11 +103,14 @@ async fn the_kill_switch_needs_a_token_and_survives_a_restart() {
     );
     let is_switch = |r: &&mlwatch_proto::v1::ActionRecord| r.kind == ActionKind::KillSwitch as i32;
     let trail = records(&kafka, 20, |r| r.iter().filter(is_switch).count() >= 2).await;
-    let switches: Vec<_> = trail
+    // (Records of several partitions arrive in any order: sort by time.)
+    let mut switches: Vec<_> = trail
         .iter()
         .filter(is_switch)
-        .map(|r| r.params["engaged"].clone())
+        .map(|r| (r.at_ms, r.params["engaged"].clone()))
         .collect();
+    switches.sort();
+    let switches: Vec<_> = switches.into_iter().map(|(_, engaged)| engaged).collect();
     assert_eq!(switches, ["true", "false"], "both changes are on the audit trail");
     rem.stop().await;
     shutdown.cancel();
