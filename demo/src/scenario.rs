@@ -479,9 +479,12 @@ pub async fn run(
                 pd_seen += 1;
                 let b = &received.body;
                 let action = b["event_action"].as_str().unwrap_or_default();
+                let severity = b["payload"]["severity"]
+                    .as_str()
+                    .map(|s| format!(" (severity {s})"))
+                    .unwrap_or_default();
                 t.say("PAGED", format!(
-                    "PagerDuty <- {action} {} dedup_key {}{}",
-                    b["payload"]["severity"].as_str().unwrap_or(""),
+                    "PagerDuty <- {action}{severity} dedup_key {}{}",
                     b["dedup_key"].as_str().unwrap_or("-"),
                     b["payload"]["summary"].as_str().map(|s| format!(": {s}")).unwrap_or_default(),
                 ));
