@@ -736,14 +736,19 @@ impl AccuracyTracker {
             severity,
             labels,
             summary: format!(
-                "{} of {} {} fell from {:.3} to {:.3} (drop {:.3}, threshold {})",
+                "{} of {} {} fell from {:.3} to {:.3} (drop {:.3}, threshold {}){}",
                 metric.name(),
                 key.model,
                 key.model_version,
                 a.baseline,
                 a.current,
                 a.drop,
-                a.threshold
+                a.threshold,
+                if serving {
+                    ""
+                } else {
+                    "; the version no longer serves (no prediction in the window)"
+                }
             ),
             description: format!(
                 "{} labelled outcomes over {}; one-sided p = {:.2e}{}",
