@@ -76,7 +76,7 @@ impl Default for QualityWindows {
             bucket_secs: 5,
             reference_labelled: 500,
             min_samples: 200,
-            decay_for_secs: 15,
+            decay_for_secs: 25,
             decay_resolve_for_secs: 5,
             drift_window_secs: 5,
             drift_min_window_events: 200,
