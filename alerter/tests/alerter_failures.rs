@@ -171,12 +171,7 @@ async fn kill_9_during_a_burst_then_restart_delivers_each_notification_once() {
     std::fs::write(
         &config,
         format!(
-            r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-[kafka.topics]
-alerts = "{alerts}"
-deadletter = "{deadletter}"
+            r#"{kafka}
 [admin]
 listen = "127.0.0.1:0"
 [log]
@@ -195,9 +190,7 @@ type = "webhook"
 url = "http://{hook_addr}/hook"
 rate_limit_ms = 100
 "#,
-            bootstrap = kafka.bootstrap_servers,
-            alerts = kafka.topics.alerts,
-            deadletter = kafka.topics.deadletter,
+            kafka = mlwatch_tests::kafka_toml(&kafka),
             state = dir.join("state.redb").display(),
         ),
     )

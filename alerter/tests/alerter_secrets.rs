@@ -63,12 +63,7 @@ async fn no_secret_in_any_log_line_or_api_answer() {
     std::fs::write(
         &config,
         format!(
-            r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-[kafka.topics]
-alerts = "{alerts}"
-deadletter = "{deadletter}"
+            r#"{kafka}
 [admin]
 listen = "127.0.0.1:0"
 [log]
@@ -131,9 +126,7 @@ type = "webhook"
 url = "http://{hook_addr}/hook?token={URL_SECRET}"
 bearer_token = "{BEARER_SECRET}"
 "#,
-            bootstrap = kafka.bootstrap_servers,
-            alerts = kafka.topics.alerts,
-            deadletter = kafka.topics.deadletter,
+            kafka = mlwatch_tests::kafka_toml(&kafka),
             state = dir.join("state.redb").display(),
             key_file = key_file.display(),
             smtp_port = smtp_addr.port(),

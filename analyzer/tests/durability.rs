@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mlwatch_common::kafka::{KafkaConfig, Topics};
+use mlwatch_common::kafka::KafkaConfig;
 use mlwatch_proto::v1::InferenceEvent;
 use prost::Message as _;
 use rdkafka::producer::FutureRecord;
@@ -45,13 +45,7 @@ impl Drop for Setup {
 
 impl Setup {
     fn new(name: &str) -> Self {
-        let suffix = format!("{name}-{}-{}", std::process::id(), mlwatch_common::now_ms());
-        let kafka = KafkaConfig {
-            bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-            topics: Topics::with_suffix(&suffix),
-            partitions: 3,
-            ..KafkaConfig::default()
-        };
+        let (kafka, suffix) = mlwatch_tests::kafka_for_test(name);
         let dir = std::env::temp_dir().join(format!("mlwatch-analyzer-{suffix}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Self {
@@ -69,18 +63,8 @@ impl Setup {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let t = &self.kafka.topics;
         let config = format!(
-            r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-partitions = 3
-[kafka.topics]
-inference = "{inference}"
-labels = "{labels}"
-alerts = "{alerts}"
-actions = "{actions}"
-deadletter = "{deadletter}"
+            r#"{kafka}
 [admin]
 listen = "127.0.0.1:{port}"
 [log]
@@ -94,12 +78,7 @@ idle_advance_after_secs = 0
 dir = "{join}"
 "#,
             join = self.dir.join("join").display(),
-            bootstrap = self.kafka.bootstrap_servers,
-            inference = t.inference,
-            labels = t.labels,
-            alerts = t.alerts,
-            actions = t.actions,
-            deadletter = t.deadletter,
+            kafka = mlwatch_tests::kafka_toml(&self.kafka),
             group = self.group,
             state = self.state_topic,
         );

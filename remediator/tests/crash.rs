@@ -18,20 +18,8 @@ use support::*;
 use tokio::process::{Child, Command};
 
 fn config_file(kafka: &KafkaConfig, suffix: &str, serving: std::net::SocketAddr, extra: &str) -> PathBuf {
-    let t = &kafka.topics;
     let text = format!(
-        r#"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-partitions = {partitions}
-
-[kafka.topics]
-inference = "{inference}"
-labels = "{labels}"
-alerts = "{alerts}"
-actions = "{actions}"
-deadletter = "{deadletter}"
-
+        r#"{kafka}
 [admin]
 listen = "127.0.0.1:0"
 
@@ -46,13 +34,7 @@ tick_ms = 200
 [serving]
 endpoint = "http://{serving}"
 "#,
-        bootstrap = kafka.bootstrap_servers,
-        partitions = kafka.partitions,
-        inference = t.inference,
-        labels = t.labels,
-        alerts = t.alerts,
-        actions = t.actions,
-        deadletter = t.deadletter,
+        kafka = mlwatch_tests::kafka_toml(kafka),
     );
     let path = std::env::temp_dir().join(format!(
         "mlwatch-remediator-{suffix}-{}.toml",

@@ -26,6 +26,26 @@ pub fn kafka_for_test(name: &str) -> (KafkaConfig, String) {
     (kafka, suffix)
 }
 
+/// The `[kafka]` and `[kafka.topics]` sections of a service's TOML file
+/// for `kafka`: what a test that runs a service binary writes first.
+pub fn kafka_toml(kafka: &KafkaConfig) -> String {
+    let t = &kafka.topics;
+    format!(
+        r#"[kafka]
+bootstrap_servers = "{}"
+partitions = {}
+[kafka.topics]
+inference = "{}"
+labels = "{}"
+alerts = "{}"
+actions = "{}"
+deadletter = "{}"
+profiles = "{}"
+"#,
+        kafka.bootstrap_servers, kafka.partitions, t.inference, t.labels, t.alerts, t.actions, t.deadletter, t.profiles
+    )
+}
+
 /// Installs a test log subscriber once (`RUST_LOG` controls it).
 pub fn init_logs() {
     let _ = tracing_subscriber_init();
