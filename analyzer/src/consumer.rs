@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt as _;
 use mlwatch_common::kafka::{DeadLetter, KafkaConfig};
 use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_proto::v1::{Alert, AlertStatus, InferenceEvent, LabelEvent};
+use mlwatch_proto::v1::{Alert, AlertStatus};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -40,6 +40,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointStore};
 use crate::engine::{Engine, Observed};
 use crate::trackers::{Feed, Trackers};
 use crate::wire;
+use mlwatch_proto::view::{self, InferenceRef, LabelRef};
 
 /// The engine and the alerts it produced that are not yet acknowledged.
 pub struct Core {
@@ -51,48 +52,38 @@ pub struct Core {
 
 pub type Shared = Arc<Mutex<Core>>;
 
-/// A message decoded outside the lock (`Err`: why it is poison).
+/// A message decoded outside the lock (`Err`: why it is poison); an
+/// inference event borrows from its message.
 // Not boxed: a box per event is the allocation the decoding avoids.
 #[allow(clippy::large_enum_variant)]
-pub enum Decoded {
-    Inference(Result<InferenceEvent, String>),
-    Label(Result<LabelEvent, String>),
+pub enum Decoded<'m> {
+    Inference(Result<InferenceRef<'m>, String>),
+    Label(Result<LabelRef<'m>, String>),
 }
 
-/// Decodes messages into memory reused from earlier batches (one per
-/// consume loop): inference events come from [`wire::Decoder`], into events
-/// handed back with [`Decoding::recycle`].
+/// Decodes messages with lists reused from earlier batches (one per
+/// consume loop): inference events are [`wire::Decoder`] views, whose
+/// lists come back with [`Decoding::recycle`].
 #[derive(Debug, Default)]
 pub struct Decoding {
     decoder: wire::Decoder,
-    spare: Vec<InferenceEvent>,
 }
 
 impl Decoding {
     /// Decodes a message of the labels topic (`is_label`) or the inference
     /// topic.
-    pub fn decode(&mut self, is_label: bool, payload: Option<&[u8]>) -> Decoded {
+    pub fn decode<'m>(&mut self, is_label: bool, payload: Option<&'m [u8]>) -> Decoded<'m> {
         if is_label {
             return Decoded::Label(decode_label(payload));
         }
-        let Some(payload) = payload else {
-            return Decoded::Inference(Err("empty payload".into()));
-        };
-        let mut event = self.spare.pop().unwrap_or_default();
-        Decoded::Inference(match self.decoder.inference_into(&mut event, payload) {
-            Ok(()) => checked(event),
-            Err(e) => {
-                self.spare.push(event);
-                Err(format!("undecodable protobuf: {e}"))
-            }
-        })
+        Decoded::Inference(decode_with(&mut self.decoder, payload))
     }
 
-    /// Takes back the events of handled messages, for the next batch.
-    pub fn recycle(&mut self, decoded: impl IntoIterator<Item = Decoded>) {
+    /// Takes back the lists of handled messages, for the next batch.
+    pub fn recycle<'m>(&mut self, decoded: impl IntoIterator<Item = Decoded<'m>>) {
         for d in decoded {
-            if let Decoded::Inference(Ok(event)) = d {
-                self.spare.push(event);
+            if let Decoded::Inference(Ok(view)) = d {
+                self.decoder.recycle(view);
             }
         }
     }
@@ -127,19 +118,22 @@ impl Core {
     /// monitors, then each partition's predictions and labels to its join
     /// in one go; labels count as applied once the join has them. Alerts go
     /// to the outbox.
-    pub fn apply<'d>(&mut self, messages: impl IntoIterator<Item = (i32, i64, &'d Decoded)>) -> Applied<'d> {
+    pub fn apply<'d, 'm: 'd>(
+        &mut self,
+        messages: impl IntoIterator<Item = (i32, i64, &'d Decoded<'m>)>,
+    ) -> Applied<'d> {
         let mut feeds: BTreeMap<i32, Vec<Feed<'d>>> = BTreeMap::new();
         let mut out = Applied::default();
         for (i, (p, offset, d)) in messages.into_iter().enumerate() {
             match d {
                 Decoded::Inference(Ok(event)) => {
-                    match self.engine.observe(p, offset, event) {
+                    match self.engine.observe_view(p, offset, event) {
                         Observed::Applied(alerts) => {
                             self.outbox.extend(alerts.into_iter().map(|a| (p, a)));
                             // Drift state is checkpointed with the engine's
                             // offset, so it sees exactly the events the
                             // engine applies.
-                            match self.trackers.observe_drift(p, event) {
+                            match self.trackers.observe_drift_view(p, event) {
                                 Ok(alerts) => self.outbox.extend(alerts.into_iter().map(|a| (p, a))),
                                 Err(error) => {
                                     tracing::warn!(%error, partition = p, "drift monitor skipped an event")
@@ -629,7 +623,7 @@ impl Loop {
         for m in &batch {
             self.last_message.insert(m.partition(), now);
         }
-        let decoded: Vec<Decoded> = batch
+        let decoded: Vec<Decoded<'_>> = batch
             .iter()
             .map(|m| self.decoding.decode(m.topic() == self.owner.labels_topic, m.payload()))
             .collect();
@@ -637,7 +631,7 @@ impl Loop {
         self.decoding.recycle(decoded);
     }
 
-    async fn handle_decoded(&mut self, batch: &[OwnedMessage], decoded: &[Decoded], shutdown: &CancellationToken) {
+    async fn handle_decoded(&mut self, batch: &[OwnedMessage], decoded: &[Decoded<'_>], shutdown: &CancellationToken) {
         let mut start = 0;
         while start < batch.len() {
             let Some(poison) = self.apply_run(&batch[start..], &decoded[start..], shutdown).await else {
@@ -660,7 +654,7 @@ impl Loop {
     async fn apply_run<'d>(
         &self,
         batch: &[OwnedMessage],
-        decoded: &'d [Decoded],
+        decoded: &'d [Decoded<'_>],
         shutdown: &CancellationToken,
     ) -> Option<Option<(usize, &'d str)>> {
         let mut backoff = Duration::from_millis(100);
@@ -837,9 +831,9 @@ impl Loop {
 }
 
 /// Decodes a label event; the reason when it is poison.
-pub fn decode_label(payload: Option<&[u8]>) -> Result<LabelEvent, String> {
+pub fn decode_label(payload: Option<&[u8]>) -> Result<LabelRef<'_>, String> {
     let payload = payload.ok_or("empty payload")?;
-    let event = LabelEvent::decode(payload).map_err(|e| format!("undecodable protobuf: {e}"))?;
+    let event = view::label(payload).map_err(undecodable)?;
     if event.model.is_empty() {
         return Err("label event without a model".into());
     }
@@ -849,16 +843,22 @@ pub fn decode_label(payload: Option<&[u8]>) -> Result<LabelEvent, String> {
     Ok(event)
 }
 
-/// Decodes an inference event; the reason when it is poison.
-pub fn decode(payload: Option<&[u8]>) -> Result<InferenceEvent, String> {
+/// Reads an inference message; the reason when it is poison.
+pub fn decode_with<'m>(decoder: &mut wire::Decoder, payload: Option<&'m [u8]>) -> Result<InferenceRef<'m>, String> {
     let payload = payload.ok_or("empty payload")?;
-    checked(InferenceEvent::decode(payload).map_err(|e| format!("undecodable protobuf: {e}"))?)
-}
-
-/// A decoded inference event, unless it is poison (the reason).
-fn checked(event: InferenceEvent) -> Result<InferenceEvent, String> {
-    if event.model.is_empty() {
+    let view = decoder.view(payload).map_err(undecodable)?;
+    if view.model.is_empty() {
+        decoder.recycle(view);
         return Err("inference event without a model".into());
     }
-    Ok(event)
+    Ok(view)
+}
+
+/// The poison reason of a message the view reader rejects.
+fn undecodable((field, reason): (String, String)) -> String {
+    if field.is_empty() {
+        format!("undecodable protobuf: {reason}")
+    } else {
+        format!("undecodable protobuf: {field}: {reason}")
+    }
 }

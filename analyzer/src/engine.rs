@@ -33,6 +33,7 @@ use crate::rules::{
     ThroughputRule,
 };
 use crate::window::{SlidingWindow, Stats, Summary};
+use mlwatch_proto::view::InferenceRef;
 
 /// Evaluations replayed at most when a partition's clock jumps forward;
 /// older boundaries are skipped (deterministically).
@@ -777,6 +778,11 @@ impl Engine {
     /// Applies the event at `offset` of `partition` (an empty state is
     /// created for a partition not owned yet).
     pub fn observe(&mut self, partition: i32, offset: i64, event: &InferenceEvent) -> Observed {
+        self.observe_view(partition, offset, &InferenceRef::of(event))
+    }
+
+    /// [`Engine::observe`] of a decoded message.
+    pub fn observe_view(&mut self, partition: i32, offset: i64, event: &InferenceRef<'_>) -> Observed {
         let settings = &self.settings;
         let state = self.partitions.entry(partition).or_default();
         if offset < state.next_offset {
@@ -791,17 +797,17 @@ impl Engine {
             .config
             .segment_tags
             .iter()
-            .filter_map(|tag| event.tags.get(tag).map(|v| format!("{tag}={v}")));
+            .filter_map(|tag| event.tag(tag).map(|v| format!("{tag}={v}")));
         for segment in std::iter::once(String::new()).chain(segments) {
             // Found by reference: no key is built for a known series.
-            let id = (event.model.as_str(), event.model_version.as_str(), segment.as_str());
+            let id = (event.model, event.model_version, segment.as_str());
             let series = match state.series.get_mut(&id as &dyn SeriesId) {
                 Some(s) => s,
                 None => state
                     .series
                     .entry(SeriesKey {
-                        model: event.model.clone(),
-                        model_version: event.model_version.clone(),
+                        model: event.model.to_string(),
+                        model_version: event.model_version.to_string(),
                         segment,
                     })
                     .or_insert_with(|| settings.new_series(t)),

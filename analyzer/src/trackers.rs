@@ -26,15 +26,16 @@ use crate::Error;
 use crate::accuracy::export::AccuracyMetrics;
 use crate::accuracy::join::{JoinCounts, JoinInput, JoinStore, PendingPrediction, TruthLabel};
 use crate::accuracy::tracker::{AccuracyConfig, AccuracyState, AccuracyTracker};
+use mlwatch_proto::view::{InferenceRef, LabelRef};
 
 /// One message of a partition fed to its accuracy join.
 #[derive(Debug, Clone, Copy)]
 pub enum Feed<'a> {
     /// An inference at its offset (a prediction when `status = ok` and it
     /// has one; else it only moves the clock).
-    Inference(i64, &'a InferenceEvent),
+    Inference(i64, &'a InferenceRef<'a>),
     /// A label at its offset.
-    Label(i64, &'a LabelEvent),
+    Label(i64, &'a LabelRef<'a>),
 }
 
 /// The `[drift]` section.
@@ -434,11 +435,16 @@ impl Trackers {
     /// A version is judged against its own profile when it has one, else
     /// against the model's active profile.
     pub fn observe_drift(&mut self, p: i32, event: &InferenceEvent) -> Result<Vec<Alert>, Error> {
+        self.observe_drift_view(p, &InferenceRef::of(event))
+    }
+
+    /// [`Trackers::observe_drift`] of a decoded message.
+    pub fn observe_drift_view(&mut self, p: i32, event: &InferenceRef<'_>) -> Result<Vec<Alert>, Error> {
         if !self.drift_config.enabled {
             return Ok(Vec::new());
         }
         self.capture(event)?;
-        let (model, version) = (&event.model, &event.model_version);
+        let (model, version) = (event.model, event.model_version);
         let fresh = {
             let registry = profiles::read(&self.profiles);
             let Some(profile) = registry.for_version(model, version) else {
@@ -457,7 +463,11 @@ impl Trackers {
             stale.then(|| profile.clone())
         };
         let window_ms = self.drift_config.window_secs as i64 * 1000;
-        let versions = self.drift.entry(p).or_default().entry(model.clone()).or_default();
+        let models = self.drift.entry(p).or_default();
+        if !models.contains_key(model) {
+            models.insert(model.to_string(), BTreeMap::new());
+        }
+        let versions = models.get_mut(model).expect("inserted above");
         if let Some(profile) = fresh {
             let config = self.drift_config.rules.for_model(model).clone();
             let monitor = DriftMonitor::new(&profile, config).map_err(|e| Error::Task("drift", e.to_string()))?;
@@ -473,17 +483,17 @@ impl Trackers {
                 }
             }
             versions.insert(
-                version.clone(),
+                version.to_string(),
                 ModelDrift {
                     monitor,
-                    model_version: version.clone(),
+                    model_version: version.to_string(),
                     next_window_ms: (event.timestamp_ms.div_euclid(window_ms) + 1) * window_ms,
                 },
             );
         }
         let d = versions.get_mut(version).expect("inserted above");
         let alerts = d.close_windows(event.timestamp_ms, window_ms);
-        d.monitor.observe_event(event);
+        d.monitor.observe_view(event);
         Ok(alerts)
     }
 
@@ -502,32 +512,32 @@ impl Trackers {
             .unwrap_or_default()
     }
 
-    fn capture(&mut self, event: &InferenceEvent) -> Result<(), Error> {
-        if self.drift_config.capture_events > 0 && !self.captures.contains_key(&event.model) {
-            let has_profile = self.registry().active(&event.model).is_some();
+    fn capture(&mut self, event: &InferenceRef<'_>) -> Result<(), Error> {
+        if self.drift_config.capture_events > 0 && !self.captures.contains_key(event.model) {
+            let has_profile = self.registry().active(event.model).is_some();
             if has_profile {
-                self.publishing.remove(&event.model);
-            } else if !self.publishing.contains(&event.model) {
-                self.request_capture(&event.model, self.drift_config.capture_events, None)?;
+                self.publishing.remove(event.model);
+            } else if !self.publishing.contains(event.model) {
+                self.request_capture(event.model, self.drift_config.capture_events, None)?;
             }
         }
-        let Some(c) = self.captures.get_mut(&event.model) else {
+        let Some(c) = self.captures.get_mut(event.model) else {
             return Ok(());
         };
         if c.from_version.as_ref().is_some_and(|v| *v != event.model_version) {
             return Ok(());
         }
-        c.builder.add_event(event);
+        c.builder.add_event(&event.to_event());
         if c.builder.rows() < c.events {
             return Ok(());
         }
-        let c = self.captures.remove(&event.model).expect("present");
+        let c = self.captures.remove(event.model).expect("present");
         match c.builder.finish() {
             Ok(mut profile) => {
                 profile.source = format!("captured from {} events of {}", c.events, event.model_version);
                 match &self.captured {
                     Some(tx) => {
-                        self.publishing.insert(event.model.clone());
+                        self.publishing.insert(event.model.to_string());
                         if tx.send(profile).is_err() {
                             tracing::warn!(model = %event.model, "profile publisher stopped; captured profile dropped");
                         }
@@ -545,12 +555,12 @@ impl Trackers {
 
     /// A prediction (inference events with `status = ok` only).
     pub fn on_inference(&mut self, p: i32, offset: i64, event: &InferenceEvent) -> Result<Vec<Alert>, Error> {
-        self.on_batch(p, &[Feed::Inference(offset, event)])
+        self.on_batch(p, &[Feed::Inference(offset, &InferenceRef::of(event))])
     }
 
     /// A ground-truth label.
     pub fn on_label(&mut self, p: i32, offset: i64, event: &LabelEvent) -> Result<Vec<Alert>, Error> {
-        self.on_batch(p, &[Feed::Label(offset, event)])
+        self.on_batch(p, &[Feed::Label(offset, &LabelRef::of(event))])
     }
 
     /// Feeds partition `p`'s messages of one poll, in offset order per
@@ -574,14 +584,14 @@ impl Trackers {
             let (is_label, offset, t_ms, input) = match *f {
                 Feed::Inference(offset, event) => {
                     let joinable = event.status == InferenceStatus::Ok as i32 && event.prediction.is_some();
-                    let input = joinable.then(|| JoinInput::Prediction(PendingPrediction::from(event)));
+                    let input = joinable.then(|| JoinInput::Prediction(pending_of(event)));
                     (false, offset, event.timestamp_ms, input)
                 }
                 Feed::Label(offset, event) => (
                     true,
                     offset,
                     event.timestamp_ms,
-                    Some(JoinInput::Label(TruthLabel::from(event))),
+                    Some(JoinInput::Label(truth_of(event))),
                 ),
             };
             if !self.accuracy.contains_key(&p) {
@@ -713,6 +723,35 @@ impl ModelDrift {
             .iter()
             .filter_map(|d| d.to_alert(&self.model_version))
             .collect()
+    }
+}
+
+/// The prediction of a decoded inference event, as the join keeps it.
+fn pending_of(e: &InferenceRef<'_>) -> PendingPrediction {
+    let p = e.prediction.as_ref();
+    PendingPrediction {
+        event_id: e.event_id.to_string(),
+        model: e.model.to_string(),
+        model_version: e.model_version.to_string(),
+        timestamp_ms: e.timestamp_ms,
+        score: p.and_then(|p| p.score),
+        label: p.and_then(|p| p.label).map(str::to_string),
+        value: p.and_then(|p| p.value),
+        scores: p
+            .map(|p| p.scores.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+            .unwrap_or_default(),
+        tags: e.tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+/// A decoded label, as the join keeps it.
+fn truth_of(l: &LabelRef<'_>) -> TruthLabel {
+    TruthLabel {
+        event_id: l.event_id.to_string(),
+        model: l.model.to_string(),
+        timestamp_ms: l.timestamp_ms,
+        label: l.label.map(str::to_string),
+        value: l.value,
     }
 }
 
@@ -893,11 +932,20 @@ mod tests {
         }
         let redelivered: Vec<_> = messages[1000..1100].to_vec();
         messages.extend(redelivered);
-        fn feed(m: &(bool, i64, InferenceEvent, LabelEvent)) -> Feed<'_> {
+        let views: Vec<(InferenceRef<'_>, LabelRef<'_>)> = messages
+            .iter()
+            .map(|m| (InferenceRef::of(&m.2), LabelRef::of(&m.3)))
+            .collect();
+        fn feed<'a>(
+            (m, (i, l)): (
+                &'a (bool, i64, InferenceEvent, LabelEvent),
+                &'a (InferenceRef<'a>, LabelRef<'a>),
+            ),
+        ) -> Feed<'a> {
             if m.0 {
-                Feed::Label(m.1, &m.3)
+                Feed::Label(m.1, l)
             } else {
-                Feed::Inference(m.1, &m.2)
+                Feed::Inference(m.1, i)
             }
         }
 
@@ -911,14 +959,14 @@ mod tests {
         let one_dir = tempfile::tempdir().unwrap();
         let mut one = short(one_dir.path());
         let mut one_alerts = Vec::new();
-        for m in &messages {
+        for m in messages.iter().zip(&views) {
             one_alerts.extend(one.on_batch(0, &[feed(m)]).unwrap());
         }
         let batch_dir = tempfile::tempdir().unwrap();
         let mut batched = short(batch_dir.path());
         let mut batch_alerts = Vec::new();
-        for chunk in messages.chunks(333) {
-            let f: Vec<Feed<'_>> = chunk.iter().map(feed).collect();
+        for (chunk, views) in messages.chunks(333).zip(views.chunks(333)) {
+            let f: Vec<Feed<'_>> = chunk.iter().zip(views).map(feed).collect();
             batch_alerts.extend(batched.on_batch(0, &f).unwrap());
         }
 

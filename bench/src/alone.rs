@@ -142,7 +142,10 @@ fn load(path: &std::path::Path, now_ms: i64) -> anyhow::Result<Vec<Message>> {
             (l.model.clone(), l.encode_to_vec())
         } else {
             let e = validate::inference_from_json(i, &value, &limits, now_ms).map_err(|r| anyhow::anyhow!("{r:?}"))?;
-            (e.model.clone(), e.encode_to_vec())
+            // As the collector publishes an event it read from JSON.
+            let mut bytes = Vec::new();
+            mlwatch_proto::view::encode_sorted(&e, &mut bytes);
+            (e.model.clone(), bytes)
         };
         let partition = partition_of(&model);
         let offset = next.entry((partition, is_label)).or_default();

@@ -210,6 +210,8 @@ impl<'a> Observed<'a> {
 /// How one record's payload is written.
 enum Payload<'a> {
     Message(&'a dyn Encode),
+    /// A decoded inference event, its maps written in key order.
+    Event(&'a InferenceEvent),
     Inference(&'a [u8], &'a Fill),
     Label(&'a [u8], &'a Fill),
 }
@@ -229,6 +231,7 @@ impl Payload<'_> {
     fn write(&self, out: &mut Vec<u8>) {
         match self {
             Self::Message(m) => m.encode_into(out),
+            Self::Event(e) => mlwatch_proto::view::encode_sorted(e, out),
             Self::Inference(bytes, fill) => {
                 out.extend_from_slice(bytes);
                 fill.append_inference(out);
@@ -348,7 +351,7 @@ impl Ingestor {
                 self.send_all(
                     &self.inference_topic,
                     n,
-                    events.iter().map(|e| (e.model.as_str(), Payload::Message(e))),
+                    events.iter().map(|e| (e.model.as_str(), Payload::Event(e))),
                 )
                 .await
             }

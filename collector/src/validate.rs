@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use mlwatch_proto::v1::{FeatureValue, InferenceEvent, InferenceStatus, LabelEvent, Prediction, feature_value};
+pub use mlwatch_proto::view::{FeatureRef, InferenceRef, LabelRef, PredictionRef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -72,7 +73,7 @@ impl Rejection {
 }
 
 /// A check's failure: the field path and the reason.
-pub type Check<T> = Result<T, (String, String)>;
+pub type Check<T> = mlwatch_proto::view::Checked<T>;
 
 fn err<T>(field: impl Into<String>, reason: impl Into<String>) -> Check<T> {
     Err((field.into(), reason.into()))
@@ -483,137 +484,6 @@ fn check_probability(field: &str, p: f64) -> Check<()> {
         return err(field, format!("expected a probability in [0, 1], found {p}"));
     }
     Ok(())
-}
-
-/// A feature value seen through a borrow: what validation needs of
-/// [`FeatureValue`] without owning its text.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum FeatureRef<'a> {
-    Number(f64),
-    Text(&'a str),
-    Flag(bool),
-    Missing(bool),
-    /// A `FeatureValue` with no `kind` set.
-    Unset,
-}
-
-impl<'a> FeatureRef<'a> {
-    fn of(value: &'a FeatureValue) -> Self {
-        match &value.kind {
-            Some(feature_value::Kind::Number(x)) => Self::Number(*x),
-            Some(feature_value::Kind::Text(s)) => Self::Text(s),
-            Some(feature_value::Kind::Flag(b)) => Self::Flag(*b),
-            Some(feature_value::Kind::Missing(b)) => Self::Missing(*b),
-            None => Self::Unset,
-        }
-    }
-}
-
-/// A prediction seen through a borrow.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PredictionRef<'a> {
-    pub score: Option<f64>,
-    pub label: Option<&'a str>,
-    pub value: Option<f64>,
-    /// Class → probability, one entry per distinct class.
-    pub scores: Vec<(&'a str, f64)>,
-}
-
-/// An inference event seen through borrows: built from a decoded
-/// [`InferenceEvent`] ([`InferenceRef::of`]) or straight from its protobuf
-/// bytes (`wire::inference`), so that both are validated by one function,
-/// [`check_inference_ref`]. Its vectors are reused from event to event.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct InferenceRef<'a> {
-    pub event_id: &'a str,
-    pub model: &'a str,
-    pub model_version: &'a str,
-    pub endpoint: &'a str,
-    pub timestamp_ms: i64,
-    pub latency_ms: f64,
-    pub status: i32,
-    pub error: &'a str,
-    pub batch_size: u32,
-    pub prediction: Option<PredictionRef<'a>>,
-    /// One entry per distinct feature name.
-    pub features: Vec<(&'a str, FeatureRef<'a>)>,
-    /// One entry per distinct tag name.
-    pub tags: Vec<(&'a str, &'a str)>,
-    /// The emptied `scores` of an earlier event's prediction, kept for the
-    /// next one.
-    pub(crate) spare_scores: Vec<(&'a str, f64)>,
-}
-
-impl<'a> InferenceRef<'a> {
-    /// Borrows a decoded event.
-    pub fn of(e: &'a InferenceEvent) -> Self {
-        Self {
-            event_id: &e.event_id,
-            model: &e.model,
-            model_version: &e.model_version,
-            endpoint: &e.endpoint,
-            timestamp_ms: e.timestamp_ms,
-            latency_ms: e.latency_ms,
-            status: e.status,
-            error: &e.error,
-            batch_size: e.batch_size,
-            prediction: e.prediction.as_ref().map(|p| PredictionRef {
-                score: p.score,
-                label: p.label.as_deref(),
-                value: p.value,
-                scores: p.scores.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
-            }),
-            features: e
-                .features
-                .iter()
-                .map(|(k, v)| (k.as_str(), FeatureRef::of(v)))
-                .collect(),
-            tags: e.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
-            spare_scores: Vec::new(),
-        }
-    }
-
-    /// Empties the view for the next event, keeping its vectors' capacity.
-    pub fn clear(&mut self) {
-        let mut features = std::mem::take(&mut self.features);
-        let mut tags = std::mem::take(&mut self.tags);
-        let mut scores = match self.prediction.take() {
-            Some(p) => p.scores,
-            None => std::mem::take(&mut self.spare_scores),
-        };
-        features.clear();
-        tags.clear();
-        scores.clear();
-        *self = Self {
-            features,
-            tags,
-            spare_scores: scores,
-            ..Self::default()
-        };
-    }
-}
-
-/// A label event seen through borrows (see [`InferenceRef`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LabelRef<'a> {
-    pub event_id: &'a str,
-    pub model: &'a str,
-    pub timestamp_ms: i64,
-    pub label: Option<&'a str>,
-    pub value: Option<f64>,
-}
-
-impl<'a> LabelRef<'a> {
-    /// Borrows a decoded event.
-    pub fn of(e: &'a LabelEvent) -> Self {
-        Self {
-            event_id: &e.event_id,
-            model: &e.model,
-            timestamp_ms: e.timestamp_ms,
-            label: e.label.as_deref(),
-            value: e.value,
-        }
-    }
 }
 
 /// The defaults validation fills into a valid event, and when the

@@ -7,11 +7,15 @@
 //! - [`v1::serving_control_server`] / [`v1::serving_control_client`]: what a
 //!   serving platform implements so the remediator can scale and roll back.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
+//! - [`view`]: inference and label events read as borrowed views straight
+//!   from their bytes (the collector's and the analyzer's hot path).
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("mlwatch.v1");
 }
+
+pub mod view;
 
 /// Encoded `FileDescriptorSet` of every mlwatch proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mlwatch_descriptor.bin"));

@@ -9,6 +9,7 @@
 //! - [`monitor`]: one model's drift and quality state: `observe` events,
 //!   `evaluate` at the end of a window to get decisions (`FeatureDrift`,
 //!   `PredictionDrift`, `DataQuality`), read the report and metric values.
+//! - `names`: lookup of a profile's names by an event's bytes.
 //! - [`sim`]: deterministic synthetic streams with injected drift (tests,
 //!   benchmark, demo).
 //!
@@ -16,6 +17,7 @@
 
 pub mod ingest;
 pub mod monitor;
+mod names;
 pub mod profile;
 pub mod sim;
 pub mod stats;

@@ -12,7 +12,7 @@
 //! `streams × horizon_windows / false_alarm_probability` (Bonferroni across
 //! streams, union bound over the horizon). See `docs/drift.md`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use mlwatch_proto::v1::feature_value::Kind;
 use mlwatch_proto::v1::{Alert, FeatureValue, InferenceEvent, Prediction, Severity};
@@ -22,28 +22,9 @@ use super::DriftError;
 use super::profile::{CategoricalProfile, FeatureProfile, NumericProfile, Profile, Value, format_number};
 use super::stats;
 use crate::rules::{self, AlertSpec, Transition};
+use mlwatch_proto::view::{FeatureRef, InferenceRef};
 
-/// FNV-1a: feature and category names are short, and SipHash's DoS
-/// resistance buys nothing for a map keyed by the profile's own names.
-#[derive(Default, Clone, Copy)]
-struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type NameMap = HashMap<String, usize, std::hash::BuildHasherDefault<Fnv>>;
+use super::names::NameIndex as NameMap;
 
 /// Names kept per window for unseen categories and unexpected features.
 const MAX_TRACKED_NAMES: usize = 64;
@@ -588,6 +569,40 @@ struct Slot {
     quality: [Latch; 5],
 }
 
+/// What [`DriftMonitor::observe_view`] keeps between events.
+struct FastPath {
+    /// The feature names of the previous event, in its order, with their
+    /// slots (`None`: not in the profile).
+    order: Vec<(String, Option<usize>)>,
+    /// Slots of the prediction outputs.
+    score: Option<usize>,
+    label: Option<usize>,
+    value: Option<usize>,
+    /// Class name (after `scores.`) to slot.
+    classes: NameMap,
+}
+
+impl FastPath {
+    fn heap_bytes(&self) -> usize {
+        self.order.iter().map(|(n, _)| n.capacity()).sum::<usize>()
+            + self.order.capacity() * std::mem::size_of::<(String, Option<usize>)>()
+            + self.classes.heap_bytes()
+    }
+
+    fn new(predictions: &NameMap) -> Self {
+        Self {
+            order: Vec::new(),
+            score: predictions.get("score").copied(),
+            label: predictions.get("label").copied(),
+            value: predictions.get("value").copied(),
+            classes: predictions
+                .iter()
+                .filter_map(|(k, i)| k.strip_prefix("scores.").map(|c| (c.to_string(), *i)))
+                .collect(),
+        }
+    }
+}
+
 /// Drift and quality state of one model against its active profile.
 pub struct DriftMonitor {
     model: String,
@@ -597,6 +612,7 @@ pub struct DriftMonitor {
     slots: Vec<Slot>,
     features: NameMap,
     predictions: NameMap,
+    fast: FastPath,
     events: u64,
     windows_evaluated: u64,
     unexpected: BTreeMap<String, u64>,
@@ -626,6 +642,7 @@ impl DriftMonitor {
             }
         }
         let cusum_h = config.cusum_h(slots.len());
+        let fast = FastPath::new(&predictions);
         Ok(Self {
             model: profile.model.clone(),
             profile_version: profile.version,
@@ -634,6 +651,7 @@ impl DriftMonitor {
             slots,
             features,
             predictions,
+            fast,
             events: 0,
             windows_evaluated: 0,
             unexpected: BTreeMap::new(),
@@ -681,16 +699,8 @@ impl DriftMonitor {
     ) {
         self.events += 1;
         for (name, value) in features {
-            match self.features.get(name) {
-                Some(&i) => self.slots[i].add(value),
-                None => {
-                    if let Some(c) = self.unexpected.get_mut(name) {
-                        *c += 1;
-                    } else if self.unexpected.len() < MAX_TRACKED_NAMES {
-                        self.unexpected.insert(name.to_string(), 1);
-                    }
-                }
-            }
+            let slot = self.features.get(name).copied();
+            self.add_feature(slot, name, value);
         }
         for (name, value) in prediction {
             if let Some(&i) = self.predictions.get(name) {
@@ -699,12 +709,60 @@ impl DriftMonitor {
         }
     }
 
+    /// A feature value for `slot` (`None`: a name the profile lacks).
+    fn add_feature(&mut self, slot: Option<usize>, name: &str, value: Value<'_>) {
+        match slot {
+            Some(i) => self.slots[i].add(value),
+            None => {
+                if let Some(c) = self.unexpected.get_mut(name) {
+                    *c += 1;
+                } else if self.unexpected.len() < MAX_TRACKED_NAMES {
+                    self.unexpected.insert(name.to_string(), 1);
+                }
+            }
+        }
+    }
+
     /// Adds an inference event from the topic.
     pub fn observe_event(&mut self, event: &InferenceEvent) {
-        let features = event.features.iter().map(|(k, v)| (k.as_str(), feature_value(v)));
-        let outputs = event.prediction.as_ref().map(prediction_values).unwrap_or_default();
-        let outputs: Vec<(&str, Value<'_>)> = outputs.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
-        self.observe(features, outputs);
+        self.observe_view(&InferenceRef::of(event));
+    }
+
+    /// Adds a decoded inference event: [`DriftMonitor::observe`] of its
+    /// features and outputs. A view lists features sorted by name, one per
+    /// name, so events of one schema list them in the same order: the
+    /// slots found for the previous event are checked by comparing names,
+    /// and a name is looked up only where the list differs.
+    pub fn observe_view(&mut self, event: &InferenceRef<'_>) {
+        self.events += 1;
+        for (i, (name, value)) in event.features.iter().enumerate() {
+            let slot = match self.fast.order.get(i) {
+                Some((cached, slot)) if cached.as_str() == *name => *slot,
+                _ => {
+                    let slot = self.features.get(name).copied();
+                    self.fast.order.truncate(i);
+                    self.fast.order.push((name.to_string(), slot));
+                    slot
+                }
+            };
+            self.add_feature(slot, name, kind_value(*value));
+        }
+        let Some(p) = &event.prediction else { return };
+        let outputs = [
+            (self.fast.score, p.score.map(Value::Number)),
+            (self.fast.label, p.label.map(Value::Text)),
+            (self.fast.value, p.value.map(Value::Number)),
+        ];
+        for (slot, value) in outputs {
+            if let (Some(s), Some(v)) = (slot, value) {
+                self.slots[s].add(v);
+            }
+        }
+        for (class, score) in &p.scores {
+            if let Some(&s) = self.fast.classes.get(class) {
+                self.slots[s].add(Value::Number(*score));
+            }
+        }
     }
 
     /// Closes the window ending at `window_end_ms`: computes scores, updates
@@ -1021,19 +1079,24 @@ impl DriftMonitor {
                             + 16 * n.atoms.len()
                     }
                     Reference::Categorical(c) => {
-                        c.names.iter().map(|n| 2 * n.len() + 72).sum::<usize>() + 8 * c.counts.len()
+                        c.names.iter().map(|n| n.len() + 24).sum::<usize>() + c.index.heap_bytes() + 8 * c.counts.len()
                     }
                 };
                 std::mem::size_of::<Slot>() + s.name.len() + window + reference
             })
             .sum();
-        let index: usize = self
-            .features
-            .keys()
-            .chain(self.predictions.keys())
-            .map(|k| k.len() + 40)
-            .sum();
+        let index = self.features.heap_bytes() + self.predictions.heap_bytes() + self.fast.heap_bytes();
         std::mem::size_of::<Self>() + slot_bytes + index
+    }
+}
+
+/// A decoded feature value as monitored.
+pub fn kind_value(v: FeatureRef<'_>) -> Value<'_> {
+    match v {
+        FeatureRef::Number(x) => Value::Number(x),
+        FeatureRef::Text(t) => Value::Text(t),
+        FeatureRef::Flag(b) => Value::Bool(b),
+        FeatureRef::Missing(_) | FeatureRef::Unset => Value::Missing,
     }
 }
 
@@ -1346,6 +1409,7 @@ fn categorical_reference(c: &CategoricalProfile) -> (Reference, WindowCounts) {
 mod tests {
     use super::*;
     use crate::drift::sim::{Drift, Scenario};
+    use crate::drift::{BuildOptions, ProfileBuilder};
 
     fn monitor(config: DriftConfig) -> (DriftMonitor, Scenario) {
         let s = Scenario::stationary();
@@ -1358,6 +1422,105 @@ mod tests {
             let e = stream.next_event();
             m.observe(e.features(), [("score", Value::Number(e.score))]);
         }
+    }
+
+    /// The decoded-view path equals the name-by-name path fed with prost's
+    /// event, whatever the feature order, with unknown features, names
+    /// repeated within a message (the last value counts) and outputs.
+    #[test]
+    fn views_count_as_prost_events() {
+        use prost::Message as _;
+        use rand::rngs::StdRng;
+        use rand::seq::SliceRandom;
+        use rand::{Rng, SeedableRng};
+
+        use crate::wire::Decoder;
+
+        let s = Scenario::stationary();
+        let mut p = s.profile("fraud", 20_000, 1);
+        let mut builder = ProfileBuilder::new(BuildOptions::new("fraud", 1)).unwrap();
+        for (class, x) in [("a", 0.1), ("b", 0.7), ("a", 0.3), ("b", 0.2)] {
+            builder.start_row();
+            builder.add_prediction(&format!("scores.{class}"), Value::Number(x));
+            builder.add_prediction("label", Value::Text(if x > 0.2 { "yes" } else { "no" }));
+        }
+        p.predictions.extend(builder.finish().unwrap().predictions);
+        let (mut a, mut b) = (
+            DriftMonitor::new(&p, DriftConfig::default()).unwrap(),
+            DriftMonitor::new(&p, DriftConfig::default()).unwrap(),
+        );
+        let mut st = s.stream(5);
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut decoder = Decoder::default();
+        let to_value = |v: Value<'_>| FeatureValue {
+            kind: Some(match v {
+                Value::Number(x) => Kind::Number(x),
+                Value::Text(t) => Kind::Text(t.to_string()),
+                Value::Bool(b) => Kind::Flag(b),
+                Value::Missing => Kind::Missing(true),
+            }),
+        };
+        for i in 0..3000 {
+            let e = st.next_event();
+            let mut features: Vec<(String, FeatureValue)> =
+                e.features().map(|(n, v)| (n.to_string(), to_value(v))).collect();
+            if i % 7 == 0 {
+                features.push((format!("extra{}", i % 3), to_value(Value::Number(1.0))));
+            }
+            // Schema order changes now and then; the cache must follow.
+            if i % 50 == 0 {
+                features.shuffle(&mut rng);
+            }
+            let mut bytes = Vec::new();
+            for (name, value) in &features {
+                InferenceEvent {
+                    features: [(name.clone(), value.clone())].into(),
+                    ..Default::default()
+                }
+                .encode(&mut bytes)
+                .unwrap();
+            }
+            if i % 11 == 0 {
+                // A repeated name: the later value counts.
+                let (name, _) = &features[rng.random_range(0..features.len())];
+                InferenceEvent {
+                    features: [(name.clone(), to_value(Value::Number(rng.random_range(-5.0..500.0))))].into(),
+                    ..Default::default()
+                }
+                .encode(&mut bytes)
+                .unwrap();
+            }
+            let mut scores = std::collections::HashMap::new();
+            if i % 3 == 0 {
+                scores.insert("a".to_string(), rng.random_range(0.0..1.0));
+                scores.insert("b".to_string(), rng.random_range(0.0..1.0));
+            }
+            InferenceEvent {
+                model: "fraud".into(),
+                prediction: Some(Prediction {
+                    score: Some(e.score),
+                    label: (i % 2 == 0).then(|| "yes".to_string()),
+                    scores,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode(&mut bytes)
+            .unwrap();
+            let view = decoder.view(&bytes).unwrap();
+            a.observe_view(&view);
+            decoder.recycle(view);
+            let event = InferenceEvent::decode(bytes.as_slice()).unwrap();
+            let outputs = prediction_values(event.prediction.as_ref().unwrap());
+            b.observe(
+                event.features.iter().map(|(k, v)| (k.as_str(), feature_value(v))),
+                outputs.iter().map(|(k, v)| (k.as_ref(), *v)),
+            );
+        }
+        let json = |m: &DriftMonitor| serde_json::to_value(m.snapshot()).unwrap();
+        assert_eq!(json(&a), json(&b));
+        assert_eq!(a.evaluate(1), b.evaluate(1));
+        assert_eq!(a.report(), b.report());
     }
 
     #[test]
