@@ -102,7 +102,7 @@ pub struct SeriesKey {
 /// A series identity by reference: `(model, model_version, segment)`,
 /// ordered as [`SeriesKey`] is, so a series is found without building its
 /// key.
-trait SeriesId {
+pub(crate) trait SeriesId {
     fn parts(&self) -> (&str, &str, &str);
 }
 

@@ -139,13 +139,17 @@ impl AccuracyConfig {
     }
 }
 
-/// Identity of a tracked series; `segment` is `""` for the whole model
-/// version, else `tag=value`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SeriesKey {
-    pub model: String,
-    pub model_version: String,
-    pub segment: String,
+use crate::engine::SeriesId;
+pub use crate::engine::SeriesKey;
+
+/// An empty evaluation with `score_bins` bins.
+fn evaluation(score_bins: u32) -> Evaluation {
+    let stats = BinaryStats::new(score_bins);
+    Evaluation {
+        binary: stats.clone(),
+        estimated: stats,
+        ..Default::default()
+    }
 }
 
 /// A labelled outcome, classified.
@@ -422,22 +426,32 @@ impl AccuracyTracker {
         (widest + self.config.join.label_lag_secs) as i64 * 1000 + self.bucket_ms()
     }
 
-    fn keys(&self, p: &PendingPrediction) -> Vec<SeriesKey> {
-        let mut keys = vec![SeriesKey {
-            model: p.model.clone(),
-            model_version: p.model_version.clone(),
-            segment: String::new(),
-        }];
-        for tag in &self.config.segment_tags {
-            if let Some(v) = p.tags.get(tag) {
-                keys.push(SeriesKey {
+    /// The segments a prediction counts in besides the whole version:
+    /// `tag=value` for each configured segment tag it carries.
+    fn segments(&self, p: &PendingPrediction) -> Vec<String> {
+        self.config
+            .segment_tags
+            .iter()
+            .filter_map(|tag| p.tags.get(tag).map(|v| format!("{tag}={v}")))
+            .collect()
+    }
+
+    /// The series of `p`'s model version in `segment`, created when new
+    /// (found by reference: no key is built for a known series).
+    fn series_mut(&mut self, p: &PendingPrediction, segment: &str) -> &mut Series {
+        let id = (p.model.as_str(), p.model_version.as_str(), segment);
+        if !self.state.series.contains_key(&id as &dyn SeriesId) {
+            let fresh = self.new_series();
+            self.state.series.insert(
+                SeriesKey {
                     model: p.model.clone(),
                     model_version: p.model_version.clone(),
-                    segment: format!("{tag}={v}"),
-                });
-            }
+                    segment: segment.to_string(),
+                },
+                fresh,
+            );
         }
-        keys
+        self.state.series.get_mut(&id as &dyn SeriesId).expect("inserted above")
     }
 
     fn new_series(&self) -> Series {
@@ -459,19 +473,14 @@ impl AccuracyTracker {
     }
 
     fn empty_eval(&self) -> Evaluation {
-        let stats = BinaryStats::new(self.config.score_bins);
-        Evaluation {
-            binary: stats.clone(),
-            estimated: stats,
-            ..Default::default()
-        }
+        evaluation(self.config.score_bins)
     }
 
     fn is_positive(&self, label: &str) -> Option<bool> {
-        let l = label.trim().to_ascii_lowercase();
-        if self.config.positive_labels.iter().any(|p| p.eq_ignore_ascii_case(&l)) {
+        let l = label.trim();
+        if self.config.positive_labels.iter().any(|p| p.eq_ignore_ascii_case(l)) {
             Some(true)
-        } else if self.config.negative_labels.iter().any(|n| n.eq_ignore_ascii_case(&l)) {
+        } else if self.config.negative_labels.iter().any(|n| n.eq_ignore_ascii_case(l)) {
             Some(false)
         } else {
             None
@@ -479,12 +488,12 @@ impl AccuracyTracker {
     }
 
     /// The predicted class of a classifier's prediction, if any.
-    fn predicted_class(p: &PendingPrediction) -> Option<String> {
-        p.label.clone().or_else(|| {
+    fn predicted_class(p: &PendingPrediction) -> Option<&str> {
+        p.label.as_deref().or_else(|| {
             p.scores
                 .iter()
                 .max_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                .map(|(k, _)| k.clone())
+                .map(|(k, _)| k.as_str())
         })
     }
 
@@ -518,7 +527,7 @@ impl AccuracyTracker {
         }
         match Self::predicted_class(p) {
             Some(predicted) => Ok(Outcome::Multiclass {
-                predicted,
+                predicted: predicted.to_string(),
                 actual: truth.to_string(),
             }),
             None => Err(format!(
@@ -538,13 +547,13 @@ impl AccuracyTracker {
             _ => None,
         };
         let multiclass_conf = Self::predicted_class(p)
-            .and_then(|c| p.scores.get(&c).copied())
+            .and_then(|c| p.scores.get(c).copied())
             .filter(|c| c.is_finite());
-        for key in self.keys(p) {
-            let empty = self.empty_eval();
-            let fresh = self.new_series();
-            let series = self.state.series.entry(key).or_insert(fresh);
-            let eval = series.buckets.entry(bucket).or_insert(empty);
+        let bins = self.config.score_bins;
+        let tagged = self.segments(p);
+        for segment in std::iter::once("").chain(tagged.iter().map(String::as_str)) {
+            let series = self.series_mut(p, segment);
+            let eval = series.buckets.entry(bucket).or_insert_with(|| evaluation(bins));
             eval.predictions += 1;
             if p.scores.is_empty() {
                 if let Some((s, predicted)) = predicted_binary {
@@ -564,10 +573,13 @@ impl AccuracyTracker {
         let horizon = now_ms - self.retention_ms();
         let outcome = self.outcome(&j.prediction, &j.label);
         let reference_labelled = self.config.reference_labelled;
-        for key in self.keys(&j.prediction) {
-            let empty = self.empty_eval();
-            let fresh = self.new_series();
-            let series = self.state.series.entry(key).or_insert(fresh);
+        let early_warning = self.config.early_warning.enabled;
+        let bucket_ms = self.config.bucket_secs as i64 * 1000;
+        let bins = self.config.score_bins;
+        let tagged = self.segments(&j.prediction);
+        let mut alarms = 0;
+        for segment in std::iter::once("").chain(tagged.iter().map(String::as_str)) {
+            let series = self.series_mut(&j.prediction, segment);
             let Ok(outcome) = &outcome else {
                 series.mismatched += 1;
                 continue;
@@ -578,24 +590,25 @@ impl AccuracyTracker {
                 Outcome::Regression { .. } => None,
             };
             if let Some(c) = correct
-                && self.config.early_warning.enabled
+                && early_warning
                 && series.detector.update(if c { 1.0 } else { 0.0 })
             {
                 series.alarms += 1;
                 series.last_alarm_ms = Some(now_ms);
-                self.state.early_warnings += 1;
+                alarms += 1;
             }
             if !series.reference_done {
                 add_outcome(&mut series.reference, outcome, j.lag_ms);
                 series.reference_done = series.reference.labelled >= reference_labelled;
             }
-            if bucket + self.config.bucket_secs as i64 * 1000 <= horizon {
+            if bucket + bucket_ms <= horizon {
                 series.too_old += 1;
                 continue;
             }
-            let eval = series.buckets.entry(bucket).or_insert(empty);
+            let eval = series.buckets.entry(bucket).or_insert_with(|| evaluation(bins));
             add_outcome(eval, outcome, j.lag_ms);
         }
+        self.state.early_warnings += alarms;
     }
 
     fn window(&self, series: &Series, window_secs: u64, now_ms: i64) -> Evaluation {
