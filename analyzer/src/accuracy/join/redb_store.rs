@@ -1,33 +1,18 @@
-//! The label join: predictions wait on disk for their label, labels that
-//! come first wait for their prediction, and every id is remembered for a
-//! while after it is settled so duplicates and late labels are recognised.
-//!
-//! One [`JoinStore`] holds one input partition (inferences and labels are
-//! both keyed by model, so partition `p` of the two topics holds the same
-//! models). It is a redb file: RAM is bounded by the page cache
-//! (`cache_bytes`), everything else is on disk and survives restarts. Each
-//! [`JoinStore::apply`] is one write transaction that also records the
-//! offsets it consumed, so after a crash the engine resumes exactly where
-//! the store stands, and counters are never double-counted.
-//!
-//! Each prediction ends in exactly one way: joined (its label arrived
-//! within `label_lag_secs` of the prediction), or expired (no label within
-//! the lag; a label arriving after that counts as late). Every label ends
-//! in exactly one way too: joined, duplicate, late, still waiting for its
-//! prediction, or expired while waiting. [`JoinCounts::balanced`] checks
-//! that bookkeeping.
-//!
-//! Time is whatever `now_ms` the caller passes: expiry is driven by the
-//! caller's clock, never read here.
+//! The `redb` backend of the join: one redb file per partition. RAM is
+//! bounded by the page cache (`cache_bytes`), everything else is on disk.
+//! Each apply is one write transaction that also records the offsets it
+//! consumed.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use mlwatch_proto::v1::{InferenceEvent, LabelEvent};
 use prost::Message as _;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
 
+use super::rules::{self, OnLabel, OnPrediction};
+use super::{
+    IdState, JoinConfig, JoinCounts, JoinEvent, JoinInput, JournalEntry, JournalRecord, PendingPrediction, Settled,
+    TruthLabel, Ttl, storage,
+};
 use crate::Error;
 
 /// Key: model NUL event id. Value: an encoded [`PendingPrediction`].
@@ -47,270 +32,6 @@ const SETTLED_TTL: TableDefinition<&[u8], ()> = TableDefinition::new("settled_tt
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
 /// Counters and applied offsets.
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
-
-/// The `[accuracy.join]` section.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct JoinConfig {
-    /// Directory of the per-partition store files.
-    pub dir: PathBuf,
-    /// How long after its prediction a label still joins; later labels are
-    /// counted as late. 24 h by default; 7 days (604800) and more work.
-    pub label_lag_secs: u64,
-    /// How long a label that arrived before its prediction waits for it.
-    pub label_wait_secs: u64,
-    /// How long an id is remembered after it was joined or expired, so a
-    /// duplicate or late label is recognised as such.
-    pub settled_retention_secs: u64,
-    /// Page cache of each store file, in bytes (bounds its RAM).
-    pub cache_bytes: u64,
-    /// Most expired entries removed per [`JoinStore::expire`] call.
-    pub expire_batch: usize,
-    /// Most journal entries kept when the engine does not trim them (the
-    /// oldest go first and are counted as `journal_dropped`).
-    pub journal_max_entries: u64,
-}
-
-impl Default for JoinConfig {
-    fn default() -> Self {
-        Self {
-            dir: PathBuf::from("data/accuracy"),
-            label_lag_secs: 86_400,
-            label_wait_secs: 86_400,
-            settled_retention_secs: 86_400,
-            cache_bytes: 64 << 20,
-            expire_batch: 100_000,
-            journal_max_entries: 2_000_000,
-        }
-    }
-}
-
-impl JoinConfig {
-    /// Checks values the types cannot; names the offending key.
-    pub fn validate(&self) -> Result<(), Error> {
-        if self.label_lag_secs == 0 {
-            return Err(Error::config("accuracy.join.label_lag_secs", "must be > 0"));
-        }
-        if self.cache_bytes < 1 << 20 {
-            return Err(Error::config(
-                "accuracy.join.cache_bytes",
-                format!("{} is below the 1 MiB minimum", self.cache_bytes),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A prediction as the join keeps it.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PendingPrediction {
-    #[prost(string, tag = "1")]
-    pub event_id: String,
-    #[prost(string, tag = "2")]
-    pub model: String,
-    #[prost(string, tag = "3")]
-    pub model_version: String,
-    #[prost(int64, tag = "4")]
-    pub timestamp_ms: i64,
-    #[prost(double, optional, tag = "5")]
-    pub score: Option<f64>,
-    #[prost(string, optional, tag = "6")]
-    pub label: Option<String>,
-    #[prost(double, optional, tag = "7")]
-    pub value: Option<f64>,
-    #[prost(map = "string, double", tag = "8")]
-    pub scores: HashMap<String, f64>,
-    #[prost(map = "string, string", tag = "9")]
-    pub tags: HashMap<String, String>,
-}
-
-impl From<&InferenceEvent> for PendingPrediction {
-    fn from(e: &InferenceEvent) -> Self {
-        let p = e.prediction.clone().unwrap_or_default();
-        Self {
-            event_id: e.event_id.clone(),
-            model: e.model.clone(),
-            model_version: e.model_version.clone(),
-            timestamp_ms: e.timestamp_ms,
-            score: p.score,
-            label: p.label,
-            value: p.value,
-            scores: p.scores,
-            tags: e.tags.clone(),
-        }
-    }
-}
-
-/// A ground-truth label as the join keeps it.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TruthLabel {
-    #[prost(string, tag = "1")]
-    pub event_id: String,
-    #[prost(string, tag = "2")]
-    pub model: String,
-    /// When the label became known; 0 means "when it arrived".
-    #[prost(int64, tag = "3")]
-    pub timestamp_ms: i64,
-    #[prost(string, optional, tag = "4")]
-    pub label: Option<String>,
-    #[prost(double, optional, tag = "5")]
-    pub value: Option<f64>,
-}
-
-impl From<&LabelEvent> for TruthLabel {
-    fn from(e: &LabelEvent) -> Self {
-        Self {
-            event_id: e.event_id.clone(),
-            model: e.model.clone(),
-            timestamp_ms: e.timestamp_ms,
-            label: e.label.clone(),
-            value: e.value,
-        }
-    }
-}
-
-/// One input to the join.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JoinInput {
-    Prediction(PendingPrediction),
-    Label(TruthLabel),
-}
-
-/// What one input produced, in order: a new (not duplicate) prediction,
-/// or a pair joined within the lag.
-#[derive(Debug, Clone, PartialEq)]
-pub enum JoinEvent {
-    Predicted(PendingPrediction),
-    Joined(Joined),
-}
-
-/// A [`JoinEvent`] with its place in the store's journal and the `now_ms`
-/// of the transaction that produced it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JournalEntry {
-    pub seq: u64,
-    pub now_ms: i64,
-    pub event: JoinEvent,
-}
-
-/// The journal's encoding of one entry.
-#[derive(Clone, PartialEq, prost::Message)]
-struct JournalRecord {
-    #[prost(int64, tag = "1")]
-    now_ms: i64,
-    #[prost(message, optional, tag = "2")]
-    prediction: Option<PendingPrediction>,
-    /// Present for a joined pair.
-    #[prost(message, optional, tag = "3")]
-    label: Option<TruthLabel>,
-    #[prost(int64, tag = "4")]
-    lag_ms: i64,
-}
-
-/// A prediction and its label, joined within the lag.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Joined {
-    pub prediction: PendingPrediction,
-    pub label: TruthLabel,
-    /// Label time − prediction time.
-    pub lag_ms: i64,
-}
-
-/// Running totals of one store (persisted with it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct JoinCounts {
-    /// Distinct predictions accepted.
-    pub predictions: i64,
-    pub duplicate_predictions: i64,
-    /// Every label received, duplicates included.
-    pub labels: i64,
-    pub joined: i64,
-    pub duplicate_labels: i64,
-    /// Labels that came after their prediction's lag had run out.
-    pub late_labels: i64,
-    /// Predictions whose lag ran out without a label.
-    pub expired_predictions: i64,
-    /// Labels that waited `label_wait_secs` for a prediction in vain.
-    pub expired_labels: i64,
-    /// Predictions waiting for a label now.
-    pub pending: i64,
-    /// Labels waiting for a prediction now.
-    pub waiting_labels: i64,
-    /// Journal entries dropped untrimmed at `journal_max_entries`.
-    pub journal_dropped: i64,
-    /// Sequence number of the newest journal entry.
-    pub journal_seq: i64,
-}
-
-impl JoinCounts {
-    const KEYS: [&'static str; 12] = [
-        "predictions",
-        "duplicate_predictions",
-        "labels",
-        "joined",
-        "duplicate_labels",
-        "late_labels",
-        "expired_predictions",
-        "expired_labels",
-        "pending",
-        "waiting_labels",
-        "journal_dropped",
-        "journal_seq",
-    ];
-
-    fn fields(&mut self) -> [&mut i64; 12] {
-        [
-            &mut self.predictions,
-            &mut self.duplicate_predictions,
-            &mut self.labels,
-            &mut self.joined,
-            &mut self.duplicate_labels,
-            &mut self.late_labels,
-            &mut self.expired_predictions,
-            &mut self.expired_labels,
-            &mut self.pending,
-            &mut self.waiting_labels,
-            &mut self.journal_dropped,
-            &mut self.journal_seq,
-        ]
-    }
-
-    /// Adds another store's totals (several owned partitions).
-    pub fn add(&mut self, other: &JoinCounts) {
-        let mut o = *other;
-        for (a, b) in self.fields().into_iter().zip(o.fields()) {
-            *a += *b;
-        }
-    }
-
-    /// Every prediction and every label is accounted for exactly once.
-    /// (A late label's prediction counts as expired.)
-    pub fn balanced(&self) -> bool {
-        self.predictions == self.joined + self.expired_predictions + self.pending
-            && self.labels
-                == self.joined + self.duplicate_labels + self.late_labels + self.waiting_labels + self.expired_labels
-    }
-}
-
-/// What one settled id became.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Settled {
-    Joined = 1,
-    /// The prediction expired unlabelled; no label seen yet.
-    Expired = 2,
-    /// The prediction expired and a late label came.
-    LateLabelled = 3,
-}
-
-impl Settled {
-    fn from_byte(b: u8) -> Self {
-        match b {
-            1 => Self::Joined,
-            3 => Self::LateLabelled,
-            _ => Self::Expired,
-        }
-    }
-}
 
 fn key(model: &str, event_id: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(model.len() + event_id.len() + 1);
@@ -332,17 +53,11 @@ fn ttl_bound(deadline_ms: i64) -> [u8; 8] {
     (deadline_ms as u64 ^ (1 << 63)).to_be_bytes()
 }
 
-fn storage(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Task("join store", format!("{what} {}: {e}", path.display()))
-}
-
 /// The on-disk join of one partition.
-pub struct JoinStore {
+pub struct RedbStore {
     db: Database,
     path: PathBuf,
-    lag_ms: i64,
-    wait_ms: i64,
-    retention_ms: i64,
+    ttl: Ttl,
     expire_batch: usize,
     journal_max: u64,
     counts: JoinCounts,
@@ -352,19 +67,7 @@ pub struct JoinStore {
     deferred: bool,
 }
 
-impl JoinStore {
-    /// The file of partition `partition` under `config.dir`.
-    pub fn path_for(config: &JoinConfig, partition: i32) -> PathBuf {
-        config.dir.join(format!("join-p{partition}.redb"))
-    }
-
-    /// Opens (or creates) the store of one partition.
-    pub fn open(config: &JoinConfig, partition: i32) -> Result<Self, Error> {
-        config.validate()?;
-        std::fs::create_dir_all(&config.dir).map_err(|e| storage(&config.dir, "cannot create", e))?;
-        Self::open_path(config, &Self::path_for(config, partition))
-    }
-
+impl RedbStore {
     /// Opens (or creates) a store at an explicit path.
     pub fn open_path(config: &JoinConfig, path: &Path) -> Result<Self, Error> {
         let db = Database::builder()
@@ -374,9 +77,7 @@ impl JoinStore {
         let mut store = Self {
             db,
             path: path.to_path_buf(),
-            lag_ms: (config.label_lag_secs as i64).saturating_mul(1000),
-            wait_ms: (config.label_wait_secs as i64).saturating_mul(1000),
-            retention_ms: (config.settled_retention_secs as i64).saturating_mul(1000),
+            ttl: Ttl::of(config),
             expire_batch: config.expire_batch.max(1),
             journal_max: config.journal_max_entries,
             counts: JoinCounts::default(),
@@ -386,13 +87,7 @@ impl JoinStore {
         Ok(store)
     }
 
-    /// Commits of [`JoinStore::apply`] stop waiting for the disk; only
-    /// [`JoinStore::sync`] does. A crash then loses the applies since the
-    /// last sync, which is safe when the caller syncs before every
-    /// checkpoint: the store is never behind a checkpoint, and the lost
-    /// messages come again from the broker (the store records the offsets
-    /// it applied and skips what it already has). One fsync per checkpoint
-    /// instead of one per message.
+    /// See [`super::JoinStore::defer_durability`].
     pub fn defer_durability(&mut self, deferred: bool) {
         self.deferred = deferred;
     }
@@ -428,7 +123,7 @@ impl JoinStore {
     }
 
     pub fn label_lag_ms(&self) -> i64 {
-        self.lag_ms
+        self.ttl.lag_ms
     }
 
     /// The last offset of `topic` applied to this store, if any.
@@ -445,22 +140,7 @@ impl JoinStore {
         Ok(v.map(|g| g.value()))
     }
 
-    /// Applies a batch in one transaction, together with the offsets it
-    /// consumed (`(topic, offset)`, the last offset of each topic in the
-    /// batch), and journals what it produced: each new prediction and each
-    /// joined pair, in input order, numbered after the previous batch's.
-    pub fn apply(
-        &mut self,
-        inputs: &[JoinInput],
-        now_ms: i64,
-        offsets: &[(&str, i64)],
-    ) -> Result<Vec<JournalEntry>, Error> {
-        self.apply_each(inputs.iter().map(|i| (i, now_ms)), offsets)
-    }
-
-    /// [`JoinStore::apply`] with each input's own `now_ms` (a poll's worth
-    /// of messages in one transaction, each at the clock it would have had
-    /// alone: the same result as one transaction per input).
+    /// See [`super::JoinStore::apply_each`]: one write transaction.
     pub fn apply_each<'i>(
         &mut self,
         inputs: impl IntoIterator<Item = (&'i JoinInput, i64)>,
@@ -484,18 +164,7 @@ impl JoinStore {
             Ok(())
         });
         result?;
-        let entries: Vec<JournalEntry> = events
-            .into_iter()
-            .zip(times)
-            .map(|(event, now_ms)| {
-                counts.journal_seq += 1;
-                JournalEntry {
-                    seq: counts.journal_seq as u64,
-                    now_ms,
-                    event,
-                }
-            })
-            .collect();
+        let entries = super::number(events, times, &mut counts);
         self.journal(&tx, &entries, &mut counts)?;
         self.finish(tx, counts, offsets)?;
         Ok(entries)
@@ -506,27 +175,14 @@ impl JoinStore {
             .open_table(JOURNAL)
             .map_err(|e| self.err("cannot open table in", e))?;
         for e in entries {
-            let record = match &e.event {
-                JoinEvent::Predicted(p) => JournalRecord {
-                    now_ms: e.now_ms,
-                    prediction: Some(p.clone()),
-                    label: None,
-                    lag_ms: 0,
-                },
-                JoinEvent::Joined(j) => JournalRecord {
-                    now_ms: e.now_ms,
-                    prediction: Some(j.prediction.clone()),
-                    label: Some(j.label.clone()),
-                    lag_ms: j.lag_ms,
-                },
-            };
+            let record = JournalRecord::of(e);
             table
                 .insert(e.seq, record.encode_to_vec().as_slice())
                 .map_err(|e| self.err("cannot write", e))?;
         }
         let len = table.len().map_err(|e| self.err("cannot read", e))?;
-        if len > self.journal_max {
-            let excess = len - self.journal_max;
+        let excess = rules::journal_excess(len, self.journal_max, counts);
+        if excess > 0 {
             let first = table
                 .first()
                 .map_err(|e| self.err("cannot read", e))?
@@ -535,7 +191,6 @@ impl JoinStore {
             table
                 .retain_in(first..first + excess, |_, _| false)
                 .map_err(|e| self.err("cannot write", e))?;
-            counts.journal_dropped += excess as i64;
         }
         Ok(())
     }
@@ -556,26 +211,12 @@ impl JoinStore {
         {
             let (k, v) = entry.map_err(|e| self.err("cannot read", e))?;
             let r = JournalRecord::decode(v.value()).map_err(|e| self.err("corrupt journal in", e))?;
-            let prediction = r.prediction.unwrap_or_default();
-            let event = match r.label {
-                Some(label) => JoinEvent::Joined(Joined {
-                    prediction,
-                    label,
-                    lag_ms: r.lag_ms,
-                }),
-                None => JoinEvent::Predicted(prediction),
-            };
-            out.push(JournalEntry {
-                seq: k.value(),
-                now_ms: r.now_ms,
-                event,
-            });
+            out.push(r.into_entry(k.value()));
         }
         Ok(out)
     }
 
-    /// Forgets journal entries up to `seq` (a checkpoint now covers them).
-    /// Usually that is nearly all of the journal: the table is then dropped
+    /// See [`super::JoinStore::trim_journal`]. Usually that is nearly all of the journal: the table is then dropped
     /// whole and the few newer entries written back (far cheaper than
     /// removing entries one by one). Under deferred durability the trim is
     /// not fsynced: a trim lost in a crash leaves entries the next restore
@@ -631,9 +272,8 @@ impl JoinStore {
         tx.commit().map_err(|e| self.err("cannot commit", e))
     }
 
-    /// Expires predictions whose lag ran out by `now_ms`, labels that waited
-    /// too long, and settled ids past retention; at most `expire_batch` of
-    /// each per call. Returns how many predictions expired unlabelled.
+    /// See [`super::JoinStore::expire`]: due entries oldest first, by
+    /// (deadline, key).
     pub fn expire(&mut self, now_ms: i64) -> Result<u64, Error> {
         let tx = self.db.begin_write().map_err(|e| self.err("cannot write", e))?;
         let mut counts = self.counts;
@@ -651,8 +291,7 @@ impl JoinStore {
                     .map_err(|e| storage(t.path, "cannot write", e))?
                     .is_some()
                 {
-                    counts.pending -= 1;
-                    counts.expired_predictions += 1;
+                    rules::expire_pending(&mut counts);
                     expired += 1;
                     t.settle(k, Settled::Expired, now_ms)?;
                 }
@@ -666,8 +305,7 @@ impl JoinStore {
                     .map_err(|e| self.err("cannot write", e))?
                     .is_some()
                 {
-                    counts.waiting_labels -= 1;
-                    counts.expired_labels += 1;
+                    rules::expire_waiting(&mut counts);
                 }
             }
             for ttl_key in t.due(TtlKind::Settled, &bound, self.expire_batch)? {
@@ -746,13 +384,11 @@ struct Tx<'a> {
     settled: redb::Table<'a, &'static [u8], &'static [u8]>,
     settled_ttl: redb::Table<'a, &'static [u8], ()>,
     path: &'a Path,
-    lag_ms: i64,
-    wait_ms: i64,
-    retention_ms: i64,
+    ttl: Ttl,
 }
 
 impl<'a> Tx<'a> {
-    fn new(tx: &'a WriteTransaction, store: &'a JoinStore) -> Result<Self, Error> {
+    fn new(tx: &'a WriteTransaction, store: &'a RedbStore) -> Result<Self, Error> {
         let e = |e: redb::TableError| store.err("cannot open table in", e);
         Ok(Self {
             pending: tx.open_table(PENDING).map_err(e)?,
@@ -762,9 +398,7 @@ impl<'a> Tx<'a> {
             settled: tx.open_table(SETTLED).map_err(e)?,
             settled_ttl: tx.open_table(SETTLED_TTL).map_err(e)?,
             path: &store.path,
-            lag_ms: store.lag_ms,
-            wait_ms: store.wait_ms,
-            retention_ms: store.retention_ms,
+            ttl: store.ttl,
         })
     }
 
@@ -778,7 +412,7 @@ impl<'a> Tx<'a> {
     }
 
     fn settle(&mut self, k: &[u8], state: Settled, now_ms: i64) -> Result<(), Error> {
-        let deadline = now_ms.saturating_add(self.retention_ms);
+        let deadline = self.ttl.settled(now_ms);
         let mut v = [0u8; 9];
         v[0] = state as u8;
         v[1..].copy_from_slice(&deadline.to_be_bytes());
@@ -791,35 +425,17 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Pairs a prediction with its label: joined within the lag, else late.
-    fn pair(
-        &mut self,
-        k: &[u8],
-        prediction: PendingPrediction,
-        label: TruthLabel,
-        now_ms: i64,
-        counts: &mut JoinCounts,
-        events: &mut Vec<JoinEvent>,
-    ) -> Result<(), Error> {
-        let label_ms = if label.timestamp_ms > 0 {
-            label.timestamp_ms
+    fn state(&self, k: &[u8]) -> Result<IdState, Error> {
+        let read = |e| storage(self.path, "cannot read", e);
+        Ok(if let Some(s) = self.settled_state(k)? {
+            IdState::Settled(s)
+        } else if self.pending.get(k).map_err(read)?.is_some() {
+            IdState::Pending
+        } else if self.waiting.get(k).map_err(read)?.is_some() {
+            IdState::Waiting
         } else {
-            now_ms
-        };
-        let lag_ms = label_ms - prediction.timestamp_ms;
-        if lag_ms > self.lag_ms {
-            counts.late_labels += 1;
-            counts.expired_predictions += 1;
-            self.settle(k, Settled::LateLabelled, now_ms)
-        } else {
-            counts.joined += 1;
-            events.push(JoinEvent::Joined(Joined {
-                prediction,
-                label,
-                lag_ms,
-            }));
-            self.settle(k, Settled::Joined, now_ms)
-        }
+            IdState::Unknown
+        })
     }
 
     fn prediction(
@@ -830,41 +446,34 @@ impl<'a> Tx<'a> {
         events: &mut Vec<JoinEvent>,
     ) -> Result<(), Error> {
         let k = key(&p.model, &p.event_id);
-        if self.settled_state(&k)?.is_some()
-            || self
-                .pending
-                .get(k.as_slice())
-                .map_err(|e| storage(self.path, "cannot read", e))?
-                .is_some()
-        {
-            counts.duplicate_predictions += 1;
+        let step = rules::on_prediction(self.state(&k)?, counts);
+        if step == OnPrediction::Duplicate {
             return Ok(());
         }
-        counts.predictions += 1;
         events.push(JoinEvent::Predicted(p.clone()));
-        let waiting = self
-            .waiting
-            .remove(k.as_slice())
-            .map_err(|e| storage(self.path, "cannot write", e))?
-            .map(|v| v.value().to_vec());
-        if let Some(bytes) = waiting {
-            counts.waiting_labels -= 1;
+        if step == OnPrediction::PairWithWaiting {
+            let bytes = self
+                .waiting
+                .remove(k.as_slice())
+                .map_err(|e| storage(self.path, "cannot write", e))?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default();
             let (deadline, encoded) = bytes.split_at(8.min(bytes.len()));
             let deadline = i64::from_be_bytes(deadline.try_into().unwrap_or([0; 8]));
             self.waiting_ttl
                 .remove(ttl_key(deadline, &k).as_slice())
                 .map_err(|e| storage(self.path, "cannot write", e))?;
             let label = TruthLabel::decode(encoded).map_err(|e| storage(self.path, "corrupt label in", e))?;
-            return self.pair(&k, p.clone(), label, now_ms, counts, events);
+            let settled = rules::pair(p.clone(), label, now_ms, self.ttl.lag_ms, counts, events);
+            return self.settle(&k, settled, now_ms);
         }
-        let deadline = p.timestamp_ms.saturating_add(self.lag_ms);
+        let deadline = self.ttl.pending(p);
         self.pending
             .insert(k.as_slice(), p.encode_to_vec().as_slice())
             .map_err(|e| storage(self.path, "cannot write", e))?;
         self.pending_ttl
             .insert(ttl_key(deadline, &k).as_slice(), ())
             .map_err(|e| storage(self.path, "cannot write", e))?;
-        counts.pending += 1;
         Ok(())
     }
 
@@ -876,54 +485,38 @@ impl<'a> Tx<'a> {
         events: &mut Vec<JoinEvent>,
     ) -> Result<(), Error> {
         let k = key(&l.model, &l.event_id);
-        counts.labels += 1;
-        match self.settled_state(&k)? {
-            Some(Settled::Joined | Settled::LateLabelled) => {
-                counts.duplicate_labels += 1;
-                return Ok(());
+        match rules::on_label(self.state(&k)?, counts) {
+            OnLabel::Duplicate => Ok(()),
+            OnLabel::Late => self.settle(&k, Settled::LateLabelled, now_ms),
+            OnLabel::PairWithPending => {
+                let bytes = self
+                    .pending
+                    .remove(k.as_slice())
+                    .map_err(|e| storage(self.path, "cannot write", e))?
+                    .map(|v| v.value().to_vec())
+                    .unwrap_or_default();
+                let prediction = PendingPrediction::decode(bytes.as_slice())
+                    .map_err(|e| storage(self.path, "corrupt prediction in", e))?;
+                self.pending_ttl
+                    .remove(ttl_key(self.ttl.pending(&prediction), &k).as_slice())
+                    .map_err(|e| storage(self.path, "cannot write", e))?;
+                let settled = rules::pair(prediction, l.clone(), now_ms, self.ttl.lag_ms, counts, events);
+                self.settle(&k, settled, now_ms)
             }
-            Some(Settled::Expired) => {
-                counts.late_labels += 1;
-                return self.settle(&k, Settled::LateLabelled, now_ms);
+            OnLabel::Wait => {
+                let deadline = self.ttl.waiting(now_ms);
+                let mut value = deadline.to_be_bytes().to_vec();
+                l.encode(&mut value)
+                    .map_err(|e| storage(self.path, "cannot encode label for", e))?;
+                self.waiting
+                    .insert(k.as_slice(), value.as_slice())
+                    .map_err(|e| storage(self.path, "cannot write", e))?;
+                self.waiting_ttl
+                    .insert(ttl_key(deadline, &k).as_slice(), ())
+                    .map_err(|e| storage(self.path, "cannot write", e))?;
+                Ok(())
             }
-            None => {}
         }
-        let pending = self
-            .pending
-            .remove(k.as_slice())
-            .map_err(|e| storage(self.path, "cannot write", e))?
-            .map(|v| v.value().to_vec());
-        if let Some(bytes) = pending {
-            counts.pending -= 1;
-            let prediction = PendingPrediction::decode(bytes.as_slice())
-                .map_err(|e| storage(self.path, "corrupt prediction in", e))?;
-            let deadline = prediction.timestamp_ms.saturating_add(self.lag_ms);
-            self.pending_ttl
-                .remove(ttl_key(deadline, &k).as_slice())
-                .map_err(|e| storage(self.path, "cannot write", e))?;
-            return self.pair(&k, prediction, l.clone(), now_ms, counts, events);
-        }
-        if self
-            .waiting
-            .get(k.as_slice())
-            .map_err(|e| storage(self.path, "cannot read", e))?
-            .is_some()
-        {
-            counts.duplicate_labels += 1;
-            return Ok(());
-        }
-        let deadline = now_ms.saturating_add(self.wait_ms);
-        let mut value = deadline.to_be_bytes().to_vec();
-        l.encode(&mut value)
-            .map_err(|e| storage(self.path, "cannot encode label for", e))?;
-        self.waiting
-            .insert(k.as_slice(), value.as_slice())
-            .map_err(|e| storage(self.path, "cannot write", e))?;
-        self.waiting_ttl
-            .insert(ttl_key(deadline, &k).as_slice(), ())
-            .map_err(|e| storage(self.path, "cannot write", e))?;
-        counts.waiting_labels += 1;
-        Ok(())
     }
 
     /// TTL keys due at or before `bound`, oldest first, at most `max`.
@@ -952,419 +545,5 @@ impl<'a> Tx<'a> {
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rand::rngs::StdRng;
-    use rand::seq::SliceRandom;
-    use rand::{Rng, SeedableRng};
-
-    use super::*;
-
-    const HOUR: i64 = 3_600_000;
-    const T0: i64 = 1_795_000_000_000;
-
-    fn config(dir: &Path) -> JoinConfig {
-        JoinConfig {
-            dir: dir.to_path_buf(),
-            label_lag_secs: 3600,
-            label_wait_secs: 3600,
-            settled_retention_secs: 7200,
-            cache_bytes: 4 << 20,
-            ..Default::default()
-        }
-    }
-
-    fn pred(id: &str, t: i64) -> JoinInput {
-        JoinInput::Prediction(PendingPrediction {
-            event_id: id.into(),
-            model: "fraud".into(),
-            model_version: "v1".into(),
-            timestamp_ms: t,
-            score: Some(0.8),
-            ..Default::default()
-        })
-    }
-
-    fn label(id: &str, t: i64) -> JoinInput {
-        JoinInput::Label(TruthLabel {
-            event_id: id.into(),
-            model: "fraud".into(),
-            timestamp_ms: t,
-            label: Some("1".into()),
-            value: None,
-        })
-    }
-
-    fn joined(entries: &[JournalEntry]) -> Vec<Joined> {
-        entries
-            .iter()
-            .filter_map(|e| match &e.event {
-                JoinEvent::Joined(j) => Some(j.clone()),
-                JoinEvent::Predicted(_) => None,
-            })
-            .collect()
-    }
-
-    fn ids(entries: &[JournalEntry]) -> Vec<String> {
-        joined(entries).iter().map(|j| j.prediction.event_id.clone()).collect()
-    }
-
-    #[test]
-    fn out_of_order_duplicate_late_and_restart_count_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path());
-        let mut s = JoinStore::open(&cfg, 0).unwrap();
-        let m = 60_000;
-        // p1 then its label; l2 before p2; p3 pending, label 2 h later (late);
-        // p6 twice; p7 before the restart, l8 before the restart.
-        let j = s
-            .apply(
-                &[
-                    pred("p1", T0),
-                    label("l-only", T0),
-                    label("p2", T0 + 5 * m),
-                    pred("p3", T0),
-                    pred("p4", T0),
-                    pred("p6", T0),
-                    pred("p6", T0),
-                    label("p1", T0 + 10 * m),
-                    pred("p2", T0 + m),
-                    label("p1", T0 + 11 * m),
-                    label("p3", T0 + 2 * HOUR),
-                    pred("p7", T0 + 2 * m),
-                    label("p8", T0 + 4 * m),
-                ],
-                T0 + 10 * m,
-                &[("inference", 41), ("labels", 17)],
-            )
-            .unwrap();
-        assert_eq!(ids(&j), ["p1", "p2"]);
-        assert_eq!(joined(&j)[0].lag_ms, 10 * m);
-        assert_eq!(joined(&j)[1].lag_ms, 4 * m);
-        // The journal holds each new prediction and each pair, in order.
-        let seqs: Vec<u64> = j.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, (1..=j.len() as u64).collect::<Vec<_>>());
-        drop(s);
-
-        // Restart: everything, counters and offsets included, is back.
-        let mut s = JoinStore::open(&cfg, 0).unwrap();
-        assert_eq!(s.applied_offset("inference").unwrap(), Some(41));
-        assert_eq!(s.applied_offset("labels").unwrap(), Some(17));
-        assert_eq!(s.counts().pending, 3, "{:?}", s.counts());
-        let j = s
-            .apply(
-                &[
-                    label("p7", T0 + 20 * m),
-                    pred("p8", T0 + 3 * m),
-                    label("p2", T0 + 30 * m),
-                ],
-                T0 + 30 * m,
-                &[],
-            )
-            .unwrap();
-        assert_eq!(ids(&j), ["p7", "p8"]);
-        // p4 and p6 run out of lag; the lonely label waits an hour in vain.
-        assert_eq!(s.expire(T0 + HOUR + 10 * m).unwrap(), 2);
-        s.expire(T0 + 2 * HOUR).unwrap();
-        let j = s
-            .apply(
-                &[label("p4", T0 + 2 * HOUR), label("p4", T0 + 2 * HOUR)],
-                T0 + 2 * HOUR,
-                &[],
-            )
-            .unwrap();
-        assert!(j.is_empty());
-        let journal = s.journal_since(0).unwrap();
-        assert_eq!(joined(&journal).len(), 4);
-        s.trim_journal(journal[journal.len() - 3].seq).unwrap();
-        assert_eq!(s.journal_since(0).unwrap().len(), 2);
-        drop(s);
-
-        let s = JoinStore::open(&cfg, 0).unwrap();
-        let c = s.counts();
-        assert_eq!(
-            c,
-            JoinCounts {
-                predictions: 7, // p1 p2 p3 p4 p6 p7 p8
-                duplicate_predictions: 1,
-                labels: 10,
-                joined: 4,              // p1 p2 p7 p8
-                duplicate_labels: 3,    // p1 again, p2 after join, p4 again
-                late_labels: 2,         // p3 (2 h after), p4 (after expiry)
-                expired_predictions: 3, // p3 p4 p6
-                expired_labels: 1,      // l-only
-                pending: 0,
-                waiting_labels: 0,
-                journal_dropped: 0,
-                journal_seq: 11, // 7 new predictions, 4 pairs
-            }
-        );
-        assert!(c.balanced());
-        assert_eq!(s.pending_len().unwrap(), 0);
-    }
-
-    #[test]
-    fn trimming_keeps_exactly_the_newer_entries_whether_few_or_many() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = JoinStore::open(&config(dir.path()), 0).unwrap();
-        s.defer_durability(true);
-        let inputs: Vec<JoinInput> = (0..100).map(|i| pred(&format!("p{i}"), T0)).collect();
-        s.apply(&inputs, T0, &[]).unwrap();
-        let seqs = |s: &JoinStore| s.journal_since(0).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>();
-        // Most entries stay: removed one by one.
-        s.trim_journal(10).unwrap();
-        assert_eq!(seqs(&s), (11..=100).collect::<Vec<u64>>());
-        // Few stay: the table is rewritten with them.
-        s.trim_journal(97).unwrap();
-        assert_eq!(seqs(&s), vec![98, 99, 100]);
-        // Later entries are numbered on, and a full trim empties it.
-        s.apply(&[pred("q", T0)], T0, &[]).unwrap();
-        assert_eq!(seqs(&s), vec![98, 99, 100, 101]);
-        s.trim_journal(101).unwrap();
-        assert!(seqs(&s).is_empty());
-        s.sync().unwrap();
-        drop(s);
-        let s = JoinStore::open(&config(dir.path()), 0).unwrap();
-        assert!(seqs(&s).is_empty());
-        assert_eq!(s.counts().journal_seq, 101);
-    }
-
-    #[test]
-    fn seven_day_lag_joins_and_expires_on_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = config(dir.path());
-        cfg.label_lag_secs = 7 * 86_400;
-        let mut s = JoinStore::open(&cfg, 1).unwrap();
-        s.apply(&[pred("a", T0), pred("b", T0)], T0, &[]).unwrap();
-        let day = 24 * HOUR;
-        assert_eq!(s.expire(T0 + 6 * day).unwrap(), 0);
-        let j = s.apply(&[label("a", T0 + 6 * day)], T0 + 6 * day, &[]).unwrap();
-        assert_eq!(joined(&j)[0].lag_ms, 6 * day);
-        assert_eq!(s.expire(T0 + 7 * day).unwrap(), 1);
-        assert_eq!(s.counts().expired_predictions, 1);
-    }
-
-    /// One message of a partition, as the engine sees it.
-    #[derive(Clone)]
-    struct Msg {
-        topic: &'static str,
-        offset: i64,
-        input: JoinInput,
-        /// Broker timestamp, used as `now` so a replay decides alike.
-        at_ms: i64,
-    }
-
-    /// A shuffled stream: every prediction once, labels with a random lag
-    /// (some beyond the 1 h lag), 20 % duplicated, some labels with no
-    /// prediction. Returns the stream and (joined, late, duplicates, waiting).
-    fn stream(seed: u64, n: usize) -> (Vec<Msg>, JoinCounts) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut events: Vec<(i64, JoinInput)> = Vec::new();
-        let mut want = JoinCounts::default();
-        for i in 0..n {
-            let id = format!("e{i}");
-            let t = T0 + rng.random_range(0..HOUR);
-            events.push((t, pred(&id, t)));
-            want.predictions += 1;
-            if rng.random_bool(0.9) {
-                let lag = rng.random_range(0..(3 * HOUR / 2));
-                let copies = if rng.random_bool(0.2) { 2 } else { 1 };
-                for _ in 0..copies {
-                    // Arrival jitter puts some labels before their prediction.
-                    let arrive = t + lag - rng.random_range(0..120_000);
-                    events.push((arrive, label(&id, t + lag)));
-                }
-                want.labels += copies;
-                want.duplicate_labels += copies - 1;
-                if lag > HOUR {
-                    want.late_labels += 1;
-                    want.expired_predictions += 1;
-                } else {
-                    want.joined += 1;
-                }
-            } else {
-                want.pending += 1;
-            }
-        }
-        for i in 0..n / 20 {
-            events.push((T0 + rng.random_range(0..HOUR), label(&format!("ghost{i}"), T0)));
-            want.labels += 1;
-            want.waiting_labels += 1;
-        }
-        want.journal_seq = want.predictions + want.joined;
-        events.sort_by_key(|(t, _)| *t);
-        // Local disorder on top of the time order.
-        for chunk in events.chunks_mut(7) {
-            chunk.shuffle(&mut rng);
-        }
-        let (mut inf, mut lab) = (0, 0);
-        let msgs = events
-            .into_iter()
-            .map(|(t, input)| {
-                let (topic, offset) = match input {
-                    JoinInput::Prediction(_) => ("inference", {
-                        inf += 1;
-                        inf
-                    }),
-                    JoinInput::Label(_) => ("labels", {
-                        lab += 1;
-                        lab
-                    }),
-                };
-                Msg {
-                    topic,
-                    offset,
-                    input,
-                    at_ms: t,
-                }
-            })
-            .collect();
-        (msgs, want)
-    }
-
-    /// Feeds messages in batches the way the engine does: skips what the
-    /// store already applied, records the batch's offsets with it.
-    fn feed(s: &mut JoinStore, msgs: &[Msg]) -> usize {
-        let mut joined = 0;
-        for batch in msgs.chunks(50) {
-            let mut inputs = Vec::new();
-            let mut offsets: Vec<(&str, i64)> = Vec::new();
-            for m in batch {
-                if s.applied_offset(m.topic).unwrap().is_some_and(|o| m.offset <= o) {
-                    continue;
-                }
-                inputs.push(m.input.clone());
-                offsets.retain(|(t, _)| *t != m.topic);
-                offsets.push((m.topic, m.offset));
-            }
-            let now = batch.iter().map(|m| m.at_ms).max().unwrap_or(0);
-            joined += self::joined(&s.apply(&inputs, now, &offsets).unwrap()).len();
-        }
-        joined
-    }
-
-    #[test]
-    fn shuffled_stream_with_restarts_and_redelivery_joins_exactly() {
-        let (msgs, want) = stream(7, 3000);
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path());
-        let mut joined = 0;
-        let mut from = 0;
-        // Restart every 700 messages; after each restart the consumer
-        // redelivers the last 120 messages (offsets committed late).
-        while from < msgs.len() {
-            let to = (from + 700).min(msgs.len());
-            let mut s = JoinStore::open(&cfg, 2).unwrap();
-            joined += feed(&mut s, &msgs[from.saturating_sub(120)..to]);
-            from = to;
-        }
-        let s = JoinStore::open(&cfg, 2).unwrap();
-        let got = s.counts();
-        assert_eq!(joined as i64, want.joined);
-        // The stream never runs expiry: unlabelled predictions stay pending.
-        assert_eq!(got, want);
-        assert!(got.balanced());
-    }
-
-    #[test]
-    fn partition_moved_to_a_fresh_instance_rebuilds_the_same_state() {
-        let (msgs, want) = stream(11, 2000);
-        let half = msgs.len() / 2;
-        // Instance A owns partition 5 for the first half.
-        let a = tempfile::tempdir().unwrap();
-        let mut sa = JoinStore::open(&config(a.path()), 5).unwrap();
-        let joined_a = feed(&mut sa, &msgs[..half]);
-        // The partition moves to instance B, whose disk has no store for it:
-        // B replays both topics of the partition from the retention horizon
-        // (here the start), then goes on with the live messages.
-        let b = tempfile::tempdir().unwrap();
-        let mut sb = JoinStore::open(&config(b.path()), 5).unwrap();
-        let joined_replay = feed(&mut sb, &msgs[..half]);
-        assert_eq!(joined_replay, joined_a);
-        assert_eq!(sb.counts(), sa.counts());
-        feed(&mut sb, &msgs[half..]);
-        // A store file copied with the partition (shared volume) resumes
-        // from its recorded offsets and ends in the same state.
-        drop(sa);
-        let moved = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            JoinStore::path_for(&config(a.path()), 5),
-            JoinStore::path_for(&config(moved.path()), 5),
-        )
-        .unwrap();
-        let mut sc = JoinStore::open(&config(moved.path()), 5).unwrap();
-        feed(&mut sc, &msgs);
-        assert_eq!(sb.counts(), want);
-        assert_eq!(sc.counts(), want);
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
-        /// Any mix of predictions, labels (repeated ids, any times), expiry
-        /// and reopening keeps every prediction and label accounted for
-        /// once, and never joins an id twice while the id is remembered
-        /// (`settled_retention_secs`; an id reused after that is a new
-        /// prediction).
-        #[test]
-        fn bookkeeping_balances_under_any_sequence(
-            ops in proptest::collection::vec((0u8..4, 0u8..12, 0i64..3 * HOUR), 1..60)
-        ) {
-            let dir = tempfile::tempdir().unwrap();
-            let cfg = config(dir.path());
-            let mut s = JoinStore::open(&cfg, 0).unwrap();
-            let mut now = T0;
-            let retention_ms = cfg.settled_retention_secs as i64 * 1000;
-            // Id -> when it was joined, and how many joins in all.
-            let mut joined_at = std::collections::HashMap::new();
-            let mut joins = 0usize;
-            for (kind, id, dt) in ops {
-                now += dt / 10;
-                let id = format!("x{id}");
-                let input = match kind {
-                    0 => Some(pred(&id, T0 + dt)),
-                    1 => Some(label(&id, T0 + dt)),
-                    _ => None,
-                };
-                match input {
-                    Some(input) => {
-                        for j in joined(&s.apply(&[input], now, &[]).unwrap()) {
-                            if let Some(before) = joined_at.insert(j.prediction.event_id.clone(), now) {
-                                proptest::prop_assert!(
-                                    now - before > retention_ms,
-                                    "{} joined twice within retention", j.prediction.event_id
-                                );
-                            }
-                            joins += 1;
-                        }
-                    }
-                    None if kind == 2 => {
-                        s.expire(now).unwrap();
-                    }
-                    None => {
-                        drop(s);
-                        s = JoinStore::open(&cfg, 0).unwrap();
-                    }
-                }
-                let c = s.counts();
-                proptest::prop_assert!(c.balanced(), "{:?}", c);
-                proptest::prop_assert_eq!(c.pending as u64, s.pending_len().unwrap());
-                proptest::prop_assert_eq!(c.joined as usize, joins);
-            }
-        }
-    }
-
-    #[test]
-    fn bad_config_names_the_key() {
-        let mut cfg = JoinConfig::default();
-        cfg.label_lag_secs = 0;
-        assert!(
-            cfg.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("accuracy.join.label_lag_secs")
-        );
     }
 }
