@@ -352,7 +352,7 @@ pub(crate) enum IdState {
 /// what the store knows of its id, with the counts it moves. The backends
 /// only look up the state and store the outcome.
 pub(crate) mod rules {
-    use super::{IdState, JoinCounts, JoinEvent, Joined, PendingPrediction, Settled, TruthLabel};
+    use super::{IdState, JoinCounts, Joined, PendingPrediction, Settled, TruthLabel};
 
     /// What a prediction does.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,16 +420,16 @@ pub(crate) mod rules {
         }
     }
 
-    /// Pairs a prediction with its label: joined within the lag (the pair is
-    /// journalled), else late. Returns what the id settles as.
+    /// Pairs a prediction with its label: joined within the lag (the pair,
+    /// to be journalled, is returned), else late. Returns what the id
+    /// settles as.
     pub(crate) fn pair(
         prediction: PendingPrediction,
         label: TruthLabel,
         now_ms: i64,
         max_lag_ms: i64,
         counts: &mut JoinCounts,
-        events: &mut Vec<JoinEvent>,
-    ) -> Settled {
+    ) -> (Settled, Option<Joined>) {
         let label_ms = if label.timestamp_ms > 0 {
             label.timestamp_ms
         } else {
@@ -439,15 +439,15 @@ pub(crate) mod rules {
         if lag_ms > max_lag_ms {
             counts.late_labels += 1;
             counts.expired_predictions += 1;
-            Settled::LateLabelled
+            (Settled::LateLabelled, None)
         } else {
             counts.joined += 1;
-            events.push(JoinEvent::Joined(Joined {
+            let joined = Joined {
                 prediction,
                 label,
                 lag_ms,
-            }));
-            Settled::Joined
+            };
+            (Settled::Joined, Some(joined))
         }
     }
 

@@ -1134,10 +1134,9 @@ impl LogStore {
         counts: &mut JoinCounts,
         entries: &mut Vec<JournalEntry>,
     ) -> Result<(), Error> {
-        let mut events = Vec::with_capacity(1);
-        let settled = rules::pair(p, l, now_ms, self.ttl.lag_ms, counts, &mut events);
+        let (settled, joined) = rules::pair(p, l, now_ms, self.ttl.lag_ms, counts);
         let deadline = self.ttl.settled(now_ms);
-        let Some(JoinEvent::Joined(joined)) = events.pop() else {
+        let Some(joined) = joined else {
             return self
                 .write(
                     &Change::Settled {

@@ -464,7 +464,8 @@ impl<'a> Tx<'a> {
                 .remove(ttl_key(deadline, &k).as_slice())
                 .map_err(|e| storage(self.path, "cannot write", e))?;
             let label = TruthLabel::decode(encoded).map_err(|e| storage(self.path, "corrupt label in", e))?;
-            let settled = rules::pair(p.clone(), label, now_ms, self.ttl.lag_ms, counts, events);
+            let (settled, joined) = rules::pair(p.clone(), label, now_ms, self.ttl.lag_ms, counts);
+            events.extend(joined.map(JoinEvent::Joined));
             return self.settle(&k, settled, now_ms);
         }
         let deadline = self.ttl.pending(p);
@@ -500,7 +501,8 @@ impl<'a> Tx<'a> {
                 self.pending_ttl
                     .remove(ttl_key(self.ttl.pending(&prediction), &k).as_slice())
                     .map_err(|e| storage(self.path, "cannot write", e))?;
-                let settled = rules::pair(prediction, l.clone(), now_ms, self.ttl.lag_ms, counts, events);
+                let (settled, joined) = rules::pair(prediction, l.clone(), now_ms, self.ttl.lag_ms, counts);
+                events.extend(joined.map(JoinEvent::Joined));
                 self.settle(&k, settled, now_ms)
             }
             OnLabel::Wait => {
