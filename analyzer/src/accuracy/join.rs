@@ -1405,6 +1405,39 @@ mod tests {
         assert_eq!(m.fingerprint(), before);
     }
 
+    /// A batch that fails half-way (a record too large for the log) leaves
+    /// the memory backend as it was before the batch: the next call reloads
+    /// the committed state, and the batch's first, already-written input is
+    /// not counted.
+    #[test]
+    fn failed_batch_leaves_the_memory_backend_at_its_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), JoinBackend::Memory);
+        let mut s = JoinStore::open(&cfg, 0).unwrap();
+        s.defer_durability(true);
+        s.apply(&[pred("a", T0)], T0, &[("inference", 1)]).unwrap();
+        let before = s.counts();
+        let mut huge = pred("huge", T0);
+        if let JoinInput::Prediction(p) = &mut huge {
+            p.tags.insert("blob".into(), "x".repeat(65 << 20));
+        }
+        let err = s.apply(&[pred("b", T0), huge], T0, &[("inference", 3)]).unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        let j = s
+            .apply(&[label("a", T0 + 1), pred("c", T0)], T0, &[("inference", 4)])
+            .unwrap();
+        assert_eq!(ids(&j), ["a"]);
+        let c = s.counts();
+        assert_eq!(c.predictions, before.predictions + 1, "{c:?}"); // c, not b
+        assert_eq!(c.journal_seq, before.journal_seq + 2);
+        assert_eq!(s.applied_offset("inference").unwrap(), Some(4));
+        assert!(c.balanced());
+        drop(s);
+        let s = JoinStore::open(&cfg, 0).unwrap();
+        assert_eq!(s.counts(), c);
+        assert_eq!(s.journal_since(0).unwrap().len(), 3);
+    }
+
     #[test]
     fn bad_config_names_the_key() {
         let mut cfg = JoinConfig::default();
