@@ -5,20 +5,26 @@
 //! ```sh
 //! cargo bench -p mlwatch-analyzer --bench accuracy_join
 //! ACCURACY_BENCH_PENDING=1000000 cargo bench -p mlwatch-analyzer --bench accuracy_join
+//! ACCURACY_BENCH_BACKEND=memory ACCURACY_BENCH_PENDING=1000000 cargo bench -p mlwatch-analyzer --bench accuracy_join
 //! ```
 //!
 //! Environment: `ACCURACY_BENCH_PENDING` (default 10,000,000),
 //! `ACCURACY_BENCH_LABELS` (default 1,000,000, 10 % of them duplicates),
 //! `ACCURACY_BENCH_BATCH` (events per transaction, default 10,000),
 //! `ACCURACY_BENCH_DIR` (store directory, default a temporary one under
-//! `target/`), `ACCURACY_BENCH_CACHE_MIB` (page cache, default 64).
+//! `target/`), `ACCURACY_BENCH_CACHE_MIB` (page cache, default 64),
+//! `ACCURACY_BENCH_BACKEND` (`redb`, the default, or `memory`). For the
+//! memory backend it also prints the bytes per tracked id: the index's own
+//! estimate (capacities) and the resident-memory growth while inserting.
 //! The journal is trimmed every 10 batches, as the engine does after each
 //! acknowledged checkpoint.
 #![allow(clippy::print_stdout)]
 
 use std::time::Instant;
 
-use mlwatch_analyzer::accuracy::join::{JoinConfig, JoinEvent, JoinInput, JoinStore, PendingPrediction, TruthLabel};
+use mlwatch_analyzer::accuracy::join::{
+    JoinBackend, JoinConfig, JoinEvent, JoinInput, JoinStore, PendingPrediction, TruthLabel,
+};
 
 const MIB: f64 = (1 << 20) as f64;
 /// Batches between journal trims (a checkpoint every ~100,000 events).
@@ -37,10 +43,14 @@ fn mix(mut x: u64) -> u64 {
 }
 
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
@@ -56,11 +66,18 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/accuracy-bench"));
     let _ = std::fs::remove_dir_all(&dir);
+    let backend = match std::env::var("ACCURACY_BENCH_BACKEND").as_deref() {
+        Ok("memory") => JoinBackend::Memory,
+        Ok("redb") | Err(_) => JoinBackend::Redb,
+        Ok(other) => panic!("ACCURACY_BENCH_BACKEND={other}: expected redb or memory"),
+    };
     let config = JoinConfig {
+        backend,
         dir: dir.clone(),
         cache_bytes: cache,
         ..Default::default()
     };
+    let rss_before = status_mib("VmRSS:");
     let mut store = JoinStore::open(&config, 0).expect("open store");
     let t0: i64 = 1_795_000_000_000;
     // 1,000 predictions/s: 10 M pending span 2.8 hours of a 24 h lag.
@@ -93,14 +110,30 @@ fn main() {
         }
     }
     let insert_secs = started.elapsed().as_secs_f64();
-    let (stored, fragmented, metadata) = store.storage_bytes().expect("stats");
-    println!(
-        "after insert: file_mib={:.0} stored_mib={:.0} fragmented_mib={:.0} metadata_mib={:.0}",
-        store.file_bytes() as f64 / MIB,
-        stored as f64 / MIB,
-        fragmented as f64 / MIB,
-        metadata as f64 / MIB
-    );
+    match &store {
+        JoinStore::Redb(redb) => {
+            let (stored, fragmented, metadata) = redb.storage_bytes().expect("stats");
+            println!(
+                "after insert: file_mib={:.0} stored_mib={:.0} fragmented_mib={:.0} metadata_mib={:.0}",
+                store.file_bytes() as f64 / MIB,
+                stored as f64 / MIB,
+                fragmented as f64 / MIB,
+                metadata as f64 / MIB
+            );
+        }
+        JoinStore::Memory(log) => {
+            let ids = log.tracked_ids().max(1) as f64;
+            println!(
+                "after insert: file_mib={:.0} segments={} tracked_ids={} index_bytes_per_id={:.1} \
+                 rss_growth_bytes_per_id={:.1}",
+                store.file_bytes() as f64 / MIB,
+                log.segment_count(),
+                log.tracked_ids(),
+                log.index_bytes() as f64 / ids,
+                (status_mib("VmRSS:") - rss_before) * MIB / ids,
+            );
+        }
+    }
     let rss_after_insert = peak_rss_mib();
 
     // Labels for random pending predictions, in random order, 10 % sent twice.
@@ -142,7 +175,7 @@ fn main() {
     let counts = store.counts();
     assert!(counts.balanced(), "{counts:?}");
     println!(
-        "pending={pending} insert_per_s={:.0} labels_sent={sent} joined={joined} duplicates={} \
+        "backend={backend:?} pending={pending} insert_per_s={:.0} labels_sent={sent} joined={joined} duplicates={} \
          labels_per_s={:.0} peak_rss_mib={:.0} rss_after_insert_mib={:.0} file_mib={:.0} cache_mib={} batch={batch}",
         pending as f64 / insert_secs,
         counts.duplicate_labels,

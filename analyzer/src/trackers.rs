@@ -3,8 +3,9 @@
 //! inference and label, evaluates on event-time ticks, and saves in the
 //! partition's checkpoint.
 //!
-//! Accuracy per partition = one on-disk [`JoinStore`] (I/O: a redb file
-//! under `[accuracy.join] dir`) and one [`AccuracyTracker`] (pure; its state
+//! Accuracy per partition = one [`JoinStore`] (I/O: a redb file, or a
+//! directory of log segments with `backend = "memory"`, under
+//! `[accuracy.join] dir`) and one [`AccuracyTracker`] (pure; its state
 //! goes into the checkpoint). Redelivered messages are skipped by the
 //! store's own applied offsets, so the store and the latency engine are
 //! each idempotent on their own. After a restore the tracker replays the

@@ -4,7 +4,9 @@
 //! several times (and, in the second test, a second instance joins and the
 //! first is killed). At the end the counts per model and window that the
 //! surviving instance serves equal what was sent: nothing lost, nothing
-//! counted twice.
+//! counted twice. The kill -9 test runs with each backend of the label join
+//! (`redb`, `memory`) and also checks that the join holds every prediction
+//! exactly once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mlwatch_common::kafka::KafkaConfig;
-use mlwatch_proto::v1::InferenceEvent;
+use mlwatch_proto::v1::{InferenceEvent, Prediction};
 use prost::Message as _;
 use rdkafka::producer::FutureRecord;
 use tokio::process::{Child, Command};
@@ -31,6 +33,8 @@ struct Setup {
     group: String,
     state_topic: String,
     dir: PathBuf,
+    /// `[accuracy.join] backend`.
+    backend: &'static str,
 }
 
 /// The state directory (join stores, configs, logs) goes when the test
@@ -44,7 +48,7 @@ impl Drop for Setup {
 }
 
 impl Setup {
-    fn new(name: &str) -> Self {
+    fn new(name: &str, backend: &'static str) -> Self {
         let (kafka, suffix) = mlwatch_tests::kafka_for_test(name);
         let dir = std::env::temp_dir().join(format!("mlwatch-analyzer-{suffix}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -53,6 +57,7 @@ impl Setup {
             group: format!("analyzer-{suffix}"),
             state_topic: format!("mlwatch.analyzer.state.v1.{suffix}"),
             dir,
+            backend,
         }
     }
 
@@ -76,7 +81,9 @@ checkpoint_interval_secs = 1
 idle_advance_after_secs = 0
 [accuracy.join]
 dir = "{join}"
+backend = "{backend}"
 "#,
+            backend = self.backend,
             join = self.dir.join("join").display(),
             kafka = mlwatch_tests::kafka_toml(&self.kafka),
             group = self.group,
@@ -133,6 +140,11 @@ fn start_stream(kafka: &KafkaConfig, per_sec: u64, sent: Arc<AtomicU64>) -> toki
                         timestamp_ms: base + n as i64 * EVENT_SPACING_MS,
                         latency_ms: 5.0 + (n % 97) as f64,
                         status: if n % 50 == 0 { 2 } else { 1 },
+                        // Joinable (status ok): the label join keeps it pending.
+                        prediction: Some(Prediction {
+                            score: Some(0.5),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     };
                     let payload = event.encode_to_vec();
@@ -250,13 +262,51 @@ async fn assert_final_counts(client: &reqwest::Client, addrs: &[String]) {
     }
 }
 
+/// Waits until the join of the instance at `addr` holds every prediction of
+/// an ok event exactly once (no labels are sent: all stay pending), and
+/// checks no prediction was counted as a duplicate.
+async fn assert_join_exact(client: &reqwest::Client, addr: &str) {
+    let want = (0..EVENTS_PER_MODEL * MODELS as u64).filter(|n| n % 50 != 0).count() as f64;
+    let metric = |text: &str, name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let pending = r#"mlwatch_analyzer_label_join_pending{state="predictions"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut text = String::new();
+    while tokio::time::Instant::now() < deadline {
+        text = match client.get(format!("http://{addr}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if metric(&text, pending) == Some(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(metric(&text, pending), Some(want), "pending predictions in\n{text}");
+    let duplicates = r#"mlwatch_analyzer_label_join_total{outcome="duplicate_prediction"}"#;
+    assert_eq!(metric(&text, duplicates).unwrap_or(0.0), 0.0, "{text}");
+}
+
 fn kill9(child: &mut Child) {
     child.start_kill().expect("SIGKILL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_repeatedly_loses_and_duplicates_nothing() {
-    let setup = Setup::new("kill9");
+    kill_dash_nine_with("kill9", "redb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_with_the_memory_join_backend() {
+    kill_dash_nine_with("kill9mem", "memory").await;
+}
+
+async fn kill_dash_nine_with(name: &str, backend: &'static str) {
+    let setup = Setup::new(name, backend);
     setup
         .kafka
         .ensure_topics(&[&setup.kafka.topics.inference])
@@ -292,12 +342,13 @@ async fn kill_dash_nine_repeatedly_loses_and_duplicates_nothing() {
     stream.await.expect("stream");
     assert_eq!(sent.load(Ordering::SeqCst), EVENTS_PER_MODEL * MODELS as u64);
     assert_final_counts(&client, std::slice::from_ref(&addr)).await;
+    assert_join_exact(&client, &addr).await;
     kill9(&mut child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_rebalance_and_a_killed_one_is_taken_over() {
-    let setup = Setup::new("rebalance");
+    let setup = Setup::new("rebalance", "redb");
     setup
         .kafka
         .ensure_topics(&[&setup.kafka.topics.inference])

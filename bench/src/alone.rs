@@ -4,8 +4,8 @@
 //! encoded as protobuf exactly as they arrive from Kafka, then handed to the
 //! service's own apply path ([`mlwatch_analyzer::consumer::Core::apply`]) in
 //! poll-sized batches: protobuf decoding, the latency engine, the drift
-//! monitors (a reference profile per model) and the accuracy join (the redb
-//! join store, labels for half of the events), with a checkpoint of the
+//! monitors (a reference profile per model) and the accuracy join (the join
+//! store's memory backend, labels for half of the events), with a checkpoint of the
 //! join every 5 s of event time as the service does.
 //!
 //! Runs in its own process (`--measure-alone`) so that its peak memory is
@@ -60,6 +60,8 @@ pub struct Figures {
     pub joined: i64,
     pub drift_monitored: bool,
     pub alerts: usize,
+    /// `[accuracy.join] backend` of the measured analyzer.
+    pub join_backend: String,
 }
 
 /// CPU time of the calling thread, in seconds (`/proc/thread-self/schedstat`).
@@ -172,6 +174,7 @@ pub fn measure(n: u64) -> anyhow::Result<Figures> {
 
     let mut config = mlwatch_analyzer::Config::default();
     config.accuracy.join.dir = dir.path().join("accuracy");
+    config.accuracy.join.backend = mlwatch_analyzer::accuracy::join::JoinBackend::Memory;
     let drift = DriftSection {
         profile_dir: dir.path().join("profiles"),
         ..config.drift.clone()
@@ -257,5 +260,6 @@ pub fn measure(n: u64) -> anyhow::Result<Figures> {
         joined,
         drift_monitored,
         alerts,
+        join_backend: format!("{:?}", config.accuracy.join.backend).to_lowercase(),
     })
 }

@@ -11,11 +11,13 @@
 //! The accuracy API shows exactly the joined counts; `fraud` fires
 //! `AccuracyDecay` (configured baseline 0.90) on the alerts topic, `churn`
 //! fires nothing. The analyzer restarts between the on-time labels and the
-//! duplicates and late ones: the counts stay exact.
+//! duplicates and late ones: the counts stay exact. The test runs with each
+//! backend of the label join (`redb`, `memory`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use mlwatch_analyzer::accuracy::join::JoinBackend;
 use mlwatch_common::config::AdminConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_proto::v1::{Alert, AlertStatus};
@@ -80,8 +82,17 @@ async fn get(client: &reqwest::Client, url: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delayed_labels_join_exactly_and_decay_fires_only_on_the_drop() {
+    delayed_labels_with(JoinBackend::Redb, "accuracy").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delayed_labels_join_exactly_with_the_memory_join_backend() {
+    delayed_labels_with(JoinBackend::Memory, "accuracy-memory").await;
+}
+
+async fn delayed_labels_with(backend: JoinBackend, name: &str) {
     init_logs();
-    let (kafka, suffix) = kafka_for_test("accuracy");
+    let (kafka, suffix) = kafka_for_test(name);
     let shutdown = CancellationToken::new();
     let dir = std::env::temp_dir().join(format!("mlwatch-accuracy-{suffix}"));
 
@@ -102,6 +113,7 @@ async fn delayed_labels_join_exactly_and_decay_fires_only_on_the_drop() {
     c.analyzer.checkpoint_interval_secs = 1;
     c.analyzer.idle_advance_after_secs = 1;
     c.accuracy.join.dir = dir.clone();
+    c.accuracy.join.backend = backend;
     c.accuracy.join.label_lag_secs = LAG_SECS as u64;
     for model in ["fraud", "churn"] {
         c.accuracy

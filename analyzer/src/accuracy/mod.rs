@@ -4,7 +4,8 @@
 //! - [`metrics`]: mergeable accumulators (binary, multiclass, regression,
 //!   label lag, CBPE) and the metrics they yield; pure.
 //! - [`join`]: the on-disk store of pending predictions and early labels
-//!   (redb), one per input partition, with TTL and idempotent replay.
+//!   (redb, or an in-memory index over an append-only log), one per input
+//!   partition, with TTL and idempotent replay.
 //! - [`decay`]: significance tests and the decay decision against a
 //!   baseline; pure.
 //! - [`sequential`]: Page-Hinkley on the per-prediction correctness stream
