@@ -4,7 +4,8 @@
 //! - **Index**: a hash map from the 128-bit xxh3 hash (seeded per store) of
 //!   `model NUL event id` to a 16-byte [`Slot`]: the id's state (pending,
 //!   waiting, settled and how), its deadline, and where its record sits in
-//!   the log. Payloads (the prediction, the waiting label) stay in the log.
+//!   the log. Payloads (the prediction, the waiting label) stay in the log,
+//!   in a plain length-prefixed layout ([`payload`]).
 //! - **Expiry**: one coarse time wheel per state (1 s buckets in a B-tree)
 //!   with lazy deletion: an entry whose id moved on is dropped when its
 //!   bucket comes due.
