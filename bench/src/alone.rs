@@ -4,9 +4,9 @@
 //! encoded as protobuf exactly as they arrive from Kafka, then handed to the
 //! service's own apply path ([`mlwatch_analyzer::consumer::Core::apply`]) in
 //! poll-sized batches: protobuf decoding, the latency engine, the drift
-//! monitors (a reference profile per model) and the accuracy join (the join
-//! store's memory backend, labels for half of the events), with a checkpoint of the
-//! join every 5 s of event time as the service does.
+//! monitors (a reference profile per model) and the accuracy join (with the
+//! join backend asked for, labels for half of the events), with a
+//! checkpoint of the join every 5 s of event time as the service does.
 //!
 //! Runs in its own process (`--measure-alone`) so that its peak memory is
 //! its own; prints one JSON line of figures.
@@ -14,6 +14,7 @@
 use std::io::{BufRead as _, Write as _};
 use std::time::Instant;
 
+use mlwatch_analyzer::accuracy::join::JoinBackend;
 use mlwatch_analyzer::consumer::{self, Decoded, Decoding};
 use mlwatch_analyzer::engine::{Engine, EngineConfig, RulesConfig};
 use mlwatch_analyzer::trackers::{DriftSection, Trackers};
@@ -163,7 +164,7 @@ fn load(path: &std::path::Path, now_ms: i64) -> anyhow::Result<Vec<Message>> {
 }
 
 /// The measurement (child process side).
-pub fn measure(n: u64) -> anyhow::Result<Figures> {
+pub fn measure(n: u64, backend: JoinBackend) -> anyhow::Result<Figures> {
     let dir = tempfile::tempdir()?;
     let now = mlwatch_common::now_ms();
     let t0 = now - 3_600_000;
@@ -174,7 +175,7 @@ pub fn measure(n: u64) -> anyhow::Result<Figures> {
 
     let mut config = mlwatch_analyzer::Config::default();
     config.accuracy.join.dir = dir.path().join("accuracy");
-    config.accuracy.join.backend = mlwatch_analyzer::accuracy::join::JoinBackend::Memory;
+    config.accuracy.join.backend = backend;
     let drift = DriftSection {
         profile_dir: dir.path().join("profiles"),
         ..config.drift.clone()
