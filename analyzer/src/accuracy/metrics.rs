@@ -137,6 +137,49 @@ impl BinaryStats {
         cell[1] += w_neg;
     }
 
+    /// [`BinaryStats::merge`] of each of `others` in turn, with the same
+    /// result to the bit: the histogram cells of all are gathered, sorted
+    /// by bin (stable, so equal bins add up in the same order) and folded,
+    /// and the map is built once from sorted cells, instead of one map
+    /// insertion per cell per part (a window of many buckets).
+    pub fn merge_all(&mut self, others: &[&Self]) {
+        if others.iter().any(|o| o.bins != self.bins) {
+            for o in others {
+                self.merge(o);
+            }
+            return;
+        }
+        // (bin, cell, whether it is one of this accumulator's own cells).
+        let mut cells: Vec<(u32, [f64; 2], bool)> = std::mem::take(&mut self.hist)
+            .into_iter()
+            .map(|(b, c)| (b, c, true))
+            .collect();
+        for o in others {
+            self.tp += o.tp;
+            self.fp += o.fp;
+            self.tn += o.tn;
+            self.fn_ += o.fn_;
+            self.scored += o.scored;
+            self.log_loss_sum += o.log_loss_sum;
+            self.brier_sum += o.brier_sum;
+            cells.extend(o.hist.iter().map(|(b, c)| (*b, *c, false)));
+        }
+        cells.sort_by_key(|(b, _, _)| *b);
+        let mut folded: Vec<(u32, [f64; 2])> = Vec::with_capacity(cells.len());
+        for (bin, [p, n], own) in cells {
+            match folded.last_mut() {
+                Some((last, cell)) if *last == bin => {
+                    cell[0] += p;
+                    cell[1] += n;
+                }
+                _ if own => folded.push((bin, [p, n])),
+                // As `merge` does: a cell new to this one starts from zero.
+                _ => folded.push((bin, [0.0 + p, 0.0 + n])),
+            }
+        }
+        self.hist = folded.into_iter().collect();
+    }
+
     pub fn merge(&mut self, other: &Self) {
         self.tp += other.tp;
         self.fp += other.fp;
@@ -516,6 +559,22 @@ impl Evaluation {
         self.lag.merge(&other.lag);
     }
 
+    /// [`Evaluation::merge`] of each of `others` in turn (the same result),
+    /// with the score histograms summed in one pass each.
+    pub fn merge_all(&mut self, others: &[&Self]) {
+        let binary: Vec<&BinaryStats> = others.iter().map(|o| &o.binary).collect();
+        self.binary.merge_all(&binary);
+        let estimated: Vec<&BinaryStats> = others.iter().map(|o| &o.estimated).collect();
+        self.estimated.merge_all(&estimated);
+        for o in others {
+            self.predictions += o.predictions;
+            self.labelled += o.labelled;
+            self.multiclass.merge(&o.multiclass);
+            self.regression.merge(&o.regression);
+            self.lag.merge(&o.lag);
+        }
+    }
+
     /// Share of predictions that got a label (`None` before any prediction).
     pub fn coverage(&self) -> Option<f64> {
         (self.predictions > 0).then(|| (self.labelled as f64 / self.predictions as f64).min(1.0))
@@ -592,6 +651,52 @@ pub(crate) mod tests {
     use serde_json::Value;
 
     use super::*;
+
+    proptest! {
+        /// Merging many at once gives exactly what merging one by one
+        /// gives, cells and sums to the bit.
+        #[test]
+        fn merge_all_equals_merging_one_by_one(
+            parts in proptest::collection::vec(
+                proptest::collection::vec(
+                    (proptest::option::of(0.0..1.0f64), any::<bool>(), any::<bool>(), 0.0..1.0f64),
+                    0..40,
+                ),
+                0..8,
+            ),
+            own in proptest::collection::vec((0.0..1.0f64, any::<bool>()), 0..10),
+        ) {
+            let empty = || Evaluation {
+                binary: BinaryStats::new(50),
+                estimated: BinaryStats::new(50),
+                ..Default::default()
+            };
+            let parts: Vec<Evaluation> = parts
+                .iter()
+                .map(|outcomes| {
+                    let mut e = empty();
+                    for (score, predicted, actual, expected) in outcomes {
+                        e.labelled += 1;
+                        e.predictions += 1;
+                        e.binary.add(*score, *predicted, *actual);
+                        e.estimated.add_expected(*expected, *predicted);
+                    }
+                    e
+                })
+                .collect();
+            let mut start = empty();
+            for (x, predicted) in own {
+                start.estimated.add_expected(x, predicted);
+            }
+            let mut one_by_one = start.clone();
+            for p in &parts {
+                one_by_one.merge(p);
+            }
+            let mut at_once = start;
+            at_once.merge_all(&parts.iter().collect::<Vec<_>>());
+            prop_assert_eq!(format!("{one_by_one:?}"), format!("{at_once:?}"));
+        }
+    }
 
     pub(crate) fn fixture(name: &str) -> Value {
         let path = format!("{}/tests/fixtures/accuracy/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -614,14 +614,13 @@ impl AccuracyTracker {
     fn window(&self, series: &Series, window_secs: u64, now_ms: i64) -> Evaluation {
         let from = now_ms - window_secs as i64 * 1000;
         let mut out = self.empty_eval();
-        for (start, eval) in series
+        let parts: Vec<&Evaluation> = series
             .buckets
             .range(from.div_euclid(self.bucket_ms()) * self.bucket_ms()..)
-        {
-            if *start + self.bucket_ms() > from && *start <= now_ms {
-                out.merge(eval);
-            }
-        }
+            .filter(|(start, _)| **start + self.bucket_ms() > from && **start <= now_ms)
+            .map(|(_, eval)| eval)
+            .collect();
+        out.merge_all(&parts);
         out
     }
 
