@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use mlwatch_analyzer::accuracy::join::JoinBackend;
+use mlwatch_collector::grpc_client::{EncodedClient, INFERENCES, LABELS};
 use mlwatch_common::kafka::{KafkaConfig, Topics};
 use mlwatch_proto::v1::collector_client::CollectorClient;
 use mlwatch_proto::v1::{IngestInferencesRequest, IngestLabelsRequest};
@@ -321,31 +322,28 @@ async fn end_to_end(args: &Args, ceiling: Option<f64>, rows: &mut Vec<Row>) -> a
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let t = Instant::now();
-    let mut senders = Vec::new();
-    let chunks: Vec<Vec<(IngestInferencesRequest, IngestLabelsRequest)>> = {
+    // The requests are encoded before the clock starts, as the ceiling's
+    // raw producer gets its events (the model servers' encoding is theirs).
+    let chunks: Vec<Vec<(bytes::Bytes, bytes::Bytes)>> = {
         let n = args.senders.max(1);
         let mut v: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
-        for (i, b) in batches.into_iter().enumerate() {
-            v[i % n].push(b);
+        for (i, (inferences, labels)) in batches.into_iter().enumerate() {
+            v[i % n].push((inferences.encode_to_vec().into(), labels.encode_to_vec().into()));
         }
         v
     };
-    for chunk in chunks {
-        let endpoint = endpoint.clone();
+    let mut clients = Vec::new();
+    for _ in 0..chunks.len() {
+        clients.push(EncodedClient::connect(&endpoint).await?);
+    }
+    let t = Instant::now();
+    let mut senders = Vec::new();
+    for (chunk, mut client) in chunks.into_iter().zip(clients) {
         senders.push(tokio::spawn(async move {
-            let mut client = CollectorClient::connect(endpoint)
-                .await?
-                .max_encoding_message_size(64 << 20);
             for (inferences, labels) in chunk {
-                for is_label in [false, true] {
+                for (path, body) in [(INFERENCES, inferences), (LABELS, labels)] {
                     loop {
-                        let sent = if is_label {
-                            client.ingest_labels(labels.clone()).await
-                        } else {
-                            client.ingest_inferences(inferences.clone()).await
-                        };
-                        match sent {
+                        match client.send(path, body.clone()).await {
                             Ok(_) => break,
                             Err(s) if s.code() == tonic::Code::ResourceExhausted => {
                                 tokio::time::sleep(Duration::from_millis(20)).await
@@ -646,7 +644,8 @@ async fn main() -> anyhow::Result<()> {
          back; then both run at once on fresh topics (the ceiling a pipeline can reach).\n\
          - **End to end**: the collector and the analyzer run in this process (drift profiles uploaded \
          for the ten models, so drift and the accuracy join are on, with `[accuracy.join] backend = \"memory\"`); {senders} gRPC clients (`--senders`) send batches of \
-         1,000 inferences, each followed by the labels of half of them; the clock stops when the analyzer's \
+         1,000 inferences, each followed by the labels of half of them, encoded before the clock starts (as the \
+         ceiling's events are); the clock stops when the analyzer's \
          `mlwatch_analyzer_events_total` reaches the inferences and labels sent. The figure counts both, \
          like the ceiling.\n- **Analyzer alone**: a child process writes the standard events (and labels) \
          as JSON Lines, reads them back through the collector's validation and encodes them as the \

@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod grpc;
+pub mod grpc_client;
 pub mod http;
 pub mod ingest;
 pub mod kserve;

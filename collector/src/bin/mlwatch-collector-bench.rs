@@ -18,11 +18,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use futures::future::join_all;
 use mlwatch_collector::Config;
+use mlwatch_collector::grpc_client::{EncodedClient, INFERENCES};
 use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::{KafkaConfig, Topics};
-use mlwatch_proto::v1::{
-    FeatureValue, InferenceEvent, IngestInferencesRequest, IngestResponse, Prediction, feature_value,
-};
+use mlwatch_proto::v1::{FeatureValue, InferenceEvent, IngestInferencesRequest, Prediction, feature_value};
 use prost::Message as _;
 use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
@@ -106,39 +105,6 @@ async fn raw_round(producer: &rdkafka::producer::FutureProducer, topic: &str, re
     acked as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Sends already-encoded `IngestInferencesRequest` bytes: the clients'
-/// encoding (done on the model servers in production) stays out of the
-/// collector's figure.
-#[derive(Clone, Default)]
-struct PreEncoded;
-
-struct BytesEncoder;
-
-impl tonic::codec::Encoder for BytesEncoder {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Self::Item, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Self::Error> {
-        bytes::BufMut::put_slice(dst, &item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Codec for PreEncoded {
-    type Encode = bytes::Bytes;
-    type Decode = IngestResponse;
-    type Encoder = BytesEncoder;
-    type Decoder = tonic_prost::ProstDecoder<IngestResponse>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        BytesEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic::codec::Codec::decoder(&mut tonic_prost::ProstCodec::<(), IngestResponse>::default())
-    }
-}
-
 /// The collector over gRPC: `senders` concurrent clients, each sending its
 /// share of the batches, encoded before the clock starts (as the raw
 /// producer's events are). Events per second accepted (= broker
@@ -153,28 +119,18 @@ async fn grpc_round(url: &str, batches: &[bytes::Bytes], senders: usize) -> anyh
     }
     let mut clients = Vec::new();
     for _ in 0..work.len() {
-        let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-            .initial_stream_window_size(Some(1 << 20))
-            .initial_connection_window_size(Some(8 << 20))
-            .connect()
-            .await?;
-        clients.push(tonic::client::Grpc::new(channel).max_encoding_message_size(64 << 20));
+        clients.push(EncodedClient::connect(url).await?);
     }
     let started = Instant::now();
     let tasks = work.into_iter().zip(clients).map(|(mine, mut client)| {
         tokio::spawn(async move {
             let mut accepted = 0usize;
             for body in mine {
-                client.ready().await.map_err(|e| anyhow::anyhow!("grpc channel: {e}"))?;
                 let answer = client
-                    .unary(
-                        tonic::Request::new(body),
-                        tonic::codegen::http::uri::PathAndQuery::from_static("/mlwatch.v1.Collector/IngestInferences"),
-                        PreEncoded,
-                    )
+                    .send(INFERENCES, body)
                     .await
                     .map_err(|s| anyhow::anyhow!("grpc ingest failed: {s}"))?;
-                accepted += answer.into_inner().accepted as usize;
+                accepted += answer.accepted as usize;
             }
             anyhow::Ok(accepted)
         })
