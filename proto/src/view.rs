@@ -425,22 +425,53 @@ fn map_entry<'a, V>(
 
 /// Keeps the last entry of every key (a protobuf map's rule for repeated
 /// keys); the order of the kept entries is by key.
-fn last_per_key<V>(entries: &mut Vec<(&str, V)>) {
+fn last_per_key<V: Copy>(entries: &mut Vec<(&str, V)>) {
     // Usually already so: one pass of comparisons (see `encode_sorted`).
     if entries.windows(2).all(|w| by_key(w[0].0, w[1].0).is_lt()) {
         return;
     }
-    // Stable: entries of one key keep their arrival order.
-    entries.sort_by(|a, b| by_key(a.0, b.0));
-    let mut keep = 0;
-    for i in 0..entries.len() {
-        if i + 1 < entries.len() && by_key(entries[i + 1].0, entries[i].0).is_eq() {
+    // Sort positions by (first 8 bytes as a word, arrival): cheap to compare
+    // and to move. Names sharing their first 8 bytes are then put in string
+    // order, still by arrival within one name.
+    let mut order: Vec<(u64, u32)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (head(k), i as u32))
+        .collect();
+    order.sort_unstable();
+    let mut start = 0;
+    while start < order.len() {
+        let end = start + order[start..].iter().take_while(|(h, _)| *h == order[start].0).count();
+        if end - start > 1 {
+            order[start..end].sort_by(|a, b| entries[a.1 as usize].0.cmp(entries[b.1 as usize].0).then(a.1.cmp(&b.1)));
+        }
+        start = end;
+    }
+    let mut kept: Vec<(&str, V)> = Vec::with_capacity(entries.len());
+    for (i, (_, at)) in order.iter().enumerate() {
+        let key = entries[*at as usize].0;
+        // The last arrival of a name is the last of its run.
+        if order
+            .get(i + 1)
+            .is_some_and(|(_, next)| entries[*next as usize].0 == key)
+        {
             continue;
         }
-        entries.swap(keep, i);
-        keep += 1;
+        kept.push(entries[*at as usize]);
     }
-    entries.truncate(keep);
+    entries.clear();
+    entries.extend_from_slice(&kept);
+}
+
+/// The first 8 bytes of `s`, zero-padded, as a big-endian word: ordered as
+/// the strings are, except that strings equal in those bytes tie.
+#[inline]
+fn head(s: &str) -> u64 {
+    let mut word = [0u8; 8];
+    for (w, b) in word.iter_mut().zip(s.as_bytes()) {
+        *w = *b;
+    }
+    u64::from_be_bytes(word)
 }
 
 /// String order, decided by the first 8 bytes (zero-padded, compared as
@@ -448,13 +479,6 @@ fn last_per_key<V>(entries: &mut Vec<(&str, V)>) {
 /// there, and a word comparison is much cheaper than a `memcmp` call.
 #[inline]
 fn by_key(a: &str, b: &str) -> std::cmp::Ordering {
-    fn head(s: &str) -> u64 {
-        let mut word = [0u8; 8];
-        for (w, b) in word.iter_mut().zip(s.as_bytes()) {
-            *w = *b;
-        }
-        u64::from_be_bytes(word)
-    }
     head(a).cmp(&head(b)).then_with(|| a.cmp(b))
 }
 
@@ -898,6 +922,18 @@ mod tests {
     }
 
     proptest! {
+        /// One entry per key, the last one sent, in key order: as a map
+        /// filled in arrival order (names sharing their first 8 bytes too).
+        #[test]
+        fn last_per_key_is_a_map(
+            names in proptest::collection::vec("(feature_long_[a-c]{0,2}|[a-c]{0,3}|x{8}|x{8}y)", 0..40),
+        ) {
+            let mut entries: Vec<(&str, usize)> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+            let expected: std::collections::BTreeMap<&str, usize> = entries.iter().copied().collect();
+            last_per_key(&mut entries);
+            prop_assert_eq!(entries, expected.into_iter().collect::<Vec<_>>());
+        }
+
         /// The word-first comparison is string order.
         #[test]
         fn by_key_is_string_order(a in "[a-c\\x00é]{0,12}", b in "[a-c\\x00é]{0,12}") {
