@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use mlwatch_analyzer::accuracy::join::JoinBackend;
+use mlwatch_analyzer::consumer::FETCH_SETTINGS;
 use mlwatch_collector::grpc_client::{EncodedClient, INFERENCES, LABELS};
 use mlwatch_common::kafka::{KafkaConfig, Topics};
 use mlwatch_proto::v1::collector_client::CollectorClient;
@@ -144,6 +145,9 @@ async fn consume_count(
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
         .set("fetch.max.bytes", "52428800")
+        // Fetched as the analyzer fetches.
+        .set(FETCH_SETTINGS[0].0, FETCH_SETTINGS[0].1)
+        .set(FETCH_SETTINGS[1].0, FETCH_SETTINGS[1].1)
         .create()?;
     consumer.subscribe(topics)?;
     let mut joined = joined;

@@ -448,12 +448,13 @@ fn last_per_key<V: Copy>(entries: &mut Vec<(&str, V)>) {
         start = end;
     }
     let mut kept: Vec<(&str, V)> = Vec::with_capacity(entries.len());
-    for (i, (_, at)) in order.iter().enumerate() {
+    for (i, (word, at)) in order.iter().enumerate() {
         let key = entries[*at as usize].0;
-        // The last arrival of a name is the last of its run.
+        // The last arrival of a name is the last of its run (different
+        // words: different names, no need to compare them).
         if order
             .get(i + 1)
-            .is_some_and(|(_, next)| entries[*next as usize].0 == key)
+            .is_some_and(|(next_word, next)| next_word == word && entries[*next as usize].0 == key)
         {
             continue;
         }
@@ -466,7 +467,7 @@ fn last_per_key<V: Copy>(entries: &mut Vec<(&str, V)>) {
 /// The first 8 bytes of `s`, zero-padded, as a big-endian word: ordered as
 /// the strings are, except that strings equal in those bytes tie.
 #[inline]
-fn head(s: &str) -> u64 {
+pub fn head(s: &str) -> u64 {
     let mut word = [0u8; 8];
     for (w, b) in word.iter_mut().zip(s.as_bytes()) {
         *w = *b;

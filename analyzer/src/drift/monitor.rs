@@ -22,7 +22,7 @@ use super::DriftError;
 use super::profile::{CategoricalProfile, FeatureProfile, NumericProfile, Profile, Value, format_number};
 use super::stats;
 use crate::rules::{self, AlertSpec, Transition};
-use mlwatch_proto::view::{FeatureRef, InferenceRef};
+use mlwatch_proto::view::{self, FeatureRef, InferenceRef};
 
 use super::names::NameIndex as NameMap;
 
@@ -572,8 +572,8 @@ struct Slot {
 /// What [`DriftMonitor::observe_view`] keeps between events.
 struct FastPath {
     /// The feature names of the previous event, in its order, with their
-    /// slots (`None`: not in the profile).
-    order: Vec<(String, Option<usize>)>,
+    /// first words (`view::head`) and slots (`None`: not in the profile).
+    order: Vec<(String, u64, Option<usize>)>,
     /// Slots of the prediction outputs.
     score: Option<usize>,
     label: Option<usize>,
@@ -584,8 +584,8 @@ struct FastPath {
 
 impl FastPath {
     fn heap_bytes(&self) -> usize {
-        self.order.iter().map(|(n, _)| n.capacity()).sum::<usize>()
-            + self.order.capacity() * std::mem::size_of::<(String, Option<usize>)>()
+        self.order.iter().map(|(n, _, _)| n.capacity()).sum::<usize>()
+            + self.order.capacity() * std::mem::size_of::<(String, u64, Option<usize>)>()
             + self.classes.heap_bytes()
     }
 
@@ -736,12 +736,21 @@ impl DriftMonitor {
     pub fn observe_view(&mut self, event: &InferenceRef<'_>) {
         self.events += 1;
         for (i, (name, value)) in event.features.iter().enumerate() {
+            // Names of up to 8 bytes are equal when their lengths and
+            // first words are; longer ones are compared whole.
+            let word = view::head(name);
             let slot = match self.fast.order.get(i) {
-                Some((cached, slot)) if cached.as_str() == *name => *slot,
+                Some((cached, cached_word, slot))
+                    if *cached_word == word
+                        && cached.len() == name.len()
+                        && (name.len() <= 8 || cached.as_str() == *name) =>
+                {
+                    *slot
+                }
                 _ => {
                     let slot = self.features.get(name).copied();
                     self.fast.order.truncate(i);
-                    self.fast.order.push((name.to_string(), slot));
+                    self.fast.order.push((name.to_string(), word, slot));
                     slot
                 }
             };
