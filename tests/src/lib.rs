@@ -100,6 +100,19 @@ pub async fn read_topic(
     out
 }
 
+/// The inference events on the inference topic once there are at least
+/// `min` (or `secs` passed), decoded and sorted by event id.
+pub async fn read_inferences(kafka: &KafkaConfig, min: usize, secs: u64) -> Vec<mlwatch_proto::InferenceEvent> {
+    use prost::Message as _;
+    let messages = read_topic(kafka, &kafka.topics.inference, secs, |ms| ms.len() >= min).await;
+    let mut events: Vec<mlwatch_proto::InferenceEvent> = messages
+        .iter()
+        .map(|m| mlwatch_proto::InferenceEvent::decode(m.payload().unwrap_or_default()).expect("an inference event"))
+        .collect();
+    events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    events
+}
+
 /// A header's value as text.
 pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
     use rdkafka::message::Headers;

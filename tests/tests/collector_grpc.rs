@@ -10,9 +10,10 @@ use std::collections::{BTreeSet, HashMap};
 use collector_support::TestCollector;
 use mlwatch_proto::v1::collector_client::CollectorClient;
 use mlwatch_proto::v1::{
-    FeatureValue, InferenceEvent, IngestInferencesRequest, IngestLabelsRequest, LabelEvent, feature_value,
+    FeatureValue, InferenceEvent, IngestInferencesRequest, IngestLabelsRequest, IngestResponse, LabelEvent,
+    feature_value,
 };
-use mlwatch_tests::read_topic;
+use mlwatch_tests::{read_inferences, read_topic};
 use prost::Message as _;
 use rdkafka::Message;
 use tonic::codegen::tokio_stream;
@@ -67,11 +68,7 @@ async fn batches_and_streams_are_published_with_precise_rejections() {
         .unwrap()
         .into_inner();
     assert_eq!(answer.accepted, 2);
-    let got: Vec<_> = answer
-        .rejected
-        .iter()
-        .map(|r| (r.index, r.field.as_str(), r.reason.as_str()))
-        .collect();
+    let got = rejections(&answer);
     assert_eq!(
         got,
         vec![
@@ -224,11 +221,7 @@ async fn events_are_published_as_received_with_their_defaults() {
     let events = vec![good, wrong_type, unknown, vec![0xff]];
     let answer = send_raw(&collector.grpc(), RawInferences { events }).await.unwrap();
     assert_eq!(answer.accepted, 2);
-    let got: Vec<_> = answer
-        .rejected
-        .iter()
-        .map(|r| (r.index, r.field.as_str(), r.reason.as_str()))
-        .collect();
+    let got = rejections(&answer);
     assert_eq!(
         got,
         vec![
@@ -250,15 +243,7 @@ async fn events_are_published_as_received_with_their_defaults() {
     );
 
     let before = mlwatch_common::now_ms();
-    let messages = read_topic(&collector.kafka, &collector.kafka.topics.inference, 30, |ms| {
-        ms.len() >= 2
-    })
-    .await;
-    let mut events: Vec<InferenceEvent> = messages
-        .iter()
-        .map(|m| InferenceEvent::decode(m.payload().unwrap()).unwrap())
-        .collect();
-    events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    let events = read_inferences(&collector.kafka, 2, 30).await;
     assert_eq!(events.len(), 2);
     for (e, id) in events.iter().zip(["w1", "w3"]) {
         assert_eq!(e.event_id, id);
@@ -273,4 +258,13 @@ async fn events_are_published_as_received_with_their_defaults() {
     }
     collector.assert_healthy().await;
     collector.stop().await;
+}
+
+/// (index, field, reason) of each rejected event of an answer.
+fn rejections(answer: &IngestResponse) -> Vec<(u32, &str, &str)> {
+    answer
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.field.as_str(), r.reason.as_str()))
+        .collect()
 }

@@ -8,11 +8,8 @@ mod collector_support;
 
 use collector_support::TestCollector;
 use mlwatch_collector::validate::format_rfc3339_ms;
-use mlwatch_proto::v1::InferenceEvent;
 use mlwatch_proto::v1::feature_value::Kind;
-use mlwatch_tests::read_topic;
-use prost::Message as _;
-use rdkafka::Message;
+use mlwatch_tests::read_inferences;
 use serde_json::{Value, json};
 
 async fn post_ce(http: &reqwest::Client, url: &str, id: &str, kind: &str, time: &str, body: Value) -> (u16, Value) {
@@ -88,15 +85,7 @@ async fn kserve_logger_pairs_become_inference_events() {
     );
 
     // On the broker: the mapping documented in docs/collector.md.
-    let messages = read_topic(&collector.kafka, &collector.kafka.topics.inference, 30, |ms| {
-        ms.len() >= 3
-    })
-    .await;
-    let mut events: Vec<InferenceEvent> = messages
-        .iter()
-        .map(|m| InferenceEvent::decode(m.payload().unwrap()).unwrap())
-        .collect();
-    events.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+    let events = read_inferences(&collector.kafka, 3, 30).await;
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids, ["ce-1-0", "ce-1-1", "ce-2"]);
     let e = &events[1];
