@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 
 use mlwatch_proto::v1::{Alert, AlertStatus, Severity};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Resolved parameters of one threshold rule instance (global rule, then
 /// the model's overrides applied), in the units the engine uses.
@@ -200,32 +199,7 @@ impl From<SeverityName> for Severity {
     }
 }
 
-/// Stable identity of an alert: hex SHA-256 (first 16 bytes) of its type
-/// and sorted labels.
-pub fn fingerprint(alert_type: &str, labels: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
-    h.update(alert_type.as_bytes());
-    for (k, v) in labels {
-        h.update([0]);
-        h.update(k.as_bytes());
-        h.update([1]);
-        h.update(v.as_bytes());
-    }
-    hex(&h.finalize()[..16])
-}
-
-/// Deterministic id of one alert state change.
-pub fn alert_id(fingerprint: &str, status: AlertStatus, starts_at_ms: i64) -> String {
-    let mut h = Sha256::new();
-    h.update(fingerprint.as_bytes());
-    h.update(status.name().as_bytes());
-    h.update(starts_at_ms.to_be_bytes());
-    hex(&h.finalize()[..16])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use mlwatch_proto::identity::{alert_id, fingerprint};
 
 /// Where one rule instance stands.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -9,12 +9,15 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 //! - [`view`]: inference and label events read as borrowed views straight
 //!   from their bytes (the collector's and the analyzer's hot path).
+//! - [`identity`]: alert fingerprints and ids, shared by every service that
+//!   reads or writes alerts.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("mlwatch.v1");
 }
 
+pub mod identity;
 pub mod view;
 
 /// Encoded `FileDescriptorSet` of every mlwatch proto, for gRPC reflection.

@@ -1064,8 +1064,8 @@ pub fn remediation_failed_alert(failed: &ActionRecord, status: AlertStatus, now_
     }
     labels.insert("alert_type".to_string(), failed.alert_type.clone());
     labels.insert("action".to_string(), kind.to_string());
-    let fingerprint = mlwatch_analyzer::rules::fingerprint(REMEDIATION_FAILED, &labels);
-    let id = mlwatch_analyzer::rules::alert_id(&fingerprint, status, starts_at_ms);
+    let fingerprint = mlwatch_proto::identity::fingerprint(REMEDIATION_FAILED, &labels);
+    let id = mlwatch_proto::identity::alert_id(&fingerprint, status, starts_at_ms);
     let mut annotations = HashMap::new();
     annotations.insert(
         "summary".to_string(),

@@ -102,11 +102,11 @@ async fn an_action_that_does_not_help_raises_remediation_failed_and_is_not_repea
     assert_eq!(failed.labels["action"], "scale");
     let labels: std::collections::BTreeMap<String, String> =
         failed.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let fp = mlwatch_analyzer::rules::fingerprint("RemediationFailed", &labels);
+    let fp = mlwatch_proto::identity::fingerprint("RemediationFailed", &labels);
     assert_eq!(failed.fingerprint, fp);
     assert_eq!(
         failed.id,
-        mlwatch_analyzer::rules::alert_id(&fp, AlertStatus::Firing, failed.starts_at_ms)
+        mlwatch_proto::identity::alert_id(&fp, AlertStatus::Firing, failed.starts_at_ms)
     );
     // It does not act on its own alert (the alert was consumed: a record
     // would exist by the time the next one is handled).

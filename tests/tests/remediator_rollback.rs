@@ -54,10 +54,10 @@ async fn an_approved_rollback_restores_accuracy() {
     let mut labels = BTreeMap::new();
     labels.insert("model".to_string(), "fraud".to_string());
     labels.insert("model_version".to_string(), "v3".to_string());
-    let fingerprint = mlwatch_analyzer::rules::fingerprint("AccuracyDecay", &labels);
+    let fingerprint = mlwatch_proto::identity::fingerprint("AccuracyDecay", &labels);
     let starts_at_ms = mlwatch_common::now_ms();
     let alert = Alert {
-        id: mlwatch_analyzer::rules::alert_id(&fingerprint, AlertStatus::Firing, starts_at_ms),
+        id: mlwatch_proto::identity::alert_id(&fingerprint, AlertStatus::Firing, starts_at_ms),
         fingerprint: fingerprint.clone(),
         status: AlertStatus::Firing as i32,
         r#type: "AccuracyDecay".into(),

@@ -84,9 +84,9 @@ impl Remediator {
 pub fn alert(alert_type: &str, severity: Severity, model: &str, status: AlertStatus, starts_at_ms: i64) -> Alert {
     let mut labels = BTreeMap::new();
     labels.insert("model".to_string(), model.to_string());
-    let fingerprint = mlwatch_analyzer::rules::fingerprint(alert_type, &labels);
+    let fingerprint = mlwatch_proto::identity::fingerprint(alert_type, &labels);
     Alert {
-        id: mlwatch_analyzer::rules::alert_id(&fingerprint, status, starts_at_ms),
+        id: mlwatch_proto::identity::alert_id(&fingerprint, status, starts_at_ms),
         fingerprint,
         status: status as i32,
         r#type: alert_type.to_string(),
