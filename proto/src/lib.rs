@@ -14,7 +14,7 @@
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
-    tonic::include_proto!("mlwatch.v1");
+    include!(concat!(env!("OUT_DIR"), "/mlwatch.v1.rs"));
 }
 
 pub mod identity;

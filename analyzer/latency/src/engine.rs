@@ -1,0 +1,995 @@
+//! The analyzer's state and evaluation (pure: no I/O, no clock).
+//!
+//! State is kept per source partition ([`PartitionState`]): events are keyed
+//! by model, so a model lives in exactly one partition, and a partition's
+//! state moves between instances as a whole, checkpointed together with the
+//! next offset to read. Inside a partition, one [`Series`] per model, version
+//! and (optionally) tag segment holds the sliding windows, the detectors'
+//! memory and the phase of every rule instance.
+//!
+//! Time is event time. Each partition has a clock (the newest event time it
+//! has seen); rules are evaluated at every multiple of the evaluation
+//! interval that the clock passes, before the event that passed it is
+//! added. The alerts are therefore a function of the partition's event
+//! sequence alone: a replay after a crash yields the same alerts with the
+//! same ids. [`Engine::advance`] moves an idle partition's clock forward (the
+//! service does it from wall time when no event arrived for a while), so a
+//! model that stops sending is still judged.
+//!
+//! Plug-in point for further trackers (accuracy, drift): a tracker becomes a
+//! field of [`PartitionState`] (serde, so it is checkpointed with the rest),
+//! is fed from [`Engine::observe`] (or a sibling for label events), and is
+//! evaluated from [`PartitionState::evaluate_at`], producing alerts through
+//! [`rules::step`] and [`rules::alert_for`] (same fingerprint and id scheme).
+
+use std::collections::{BTreeMap, HashMap};
+
+use mlwatch_proto::v1::{Alert, InferenceEvent, InferenceStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::detectors::{self, P99History, SlaForecast, SlaRule, SpikeRule};
+use crate::thresholds::{ErrorRateRule, LatencyRule, ModelOverrides, RuleParams, SlowRateRule, ThroughputRule};
+use crate::window::{SlidingWindow, Stats, Summary};
+use mlwatch_analyzer_core::clock::window_name;
+use mlwatch_analyzer_core::rules::{self, AlertSpec, Phase, SeverityName};
+use mlwatch_analyzer_core::series::{SeriesId, SeriesKey, labels, series_name};
+use mlwatch_proto::view::InferenceRef;
+
+/// Evaluations replayed at most when a partition's clock jumps forward;
+/// older boundaries are skipped (deterministically).
+const MAX_CATCH_UP_EVALS: i64 = 3600;
+
+/// The windowing part of the `[analyzer]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Sliding windows kept per series, in seconds (rule windows are added).
+    pub windows_secs: Vec<u64>,
+    /// Slots per window (resolution of the slide).
+    pub slots_per_window: i64,
+    /// How far behind the partition's newest event an event may arrive and
+    /// still count in its window; later ones are counted as late.
+    pub allowed_lateness_secs: u64,
+    /// A request slower than this counts as slow, in milliseconds.
+    pub slow_threshold_ms: f64,
+    /// Tag names to segment by: an event with tag `region=eu` also counts in
+    /// the series (model, version, `region=eu`). Keep them low-cardinality.
+    pub segment_tags: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            windows_secs: vec![60, 300, 3600],
+            slots_per_window: 30,
+            allowed_lateness_secs: 60,
+            slow_threshold_ms: 1000.0,
+            segment_tags: Vec::new(),
+        }
+    }
+}
+
+/// The `[rules]` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// p99 latency above a threshold (`HighP99Latency`).
+    pub p99_latency: LatencyRule,
+    /// Throughput below a minimum (`LowThroughput`).
+    pub throughput: ThroughputRule,
+    /// Slow-request share above a maximum (`HighSlowRequestRate`).
+    pub slow_rate: SlowRateRule,
+    /// Error share above a maximum (`HighErrorRate`).
+    pub error_rate: ErrorRateRule,
+    /// Latency spike by z-score (`LatencySpike`).
+    pub latency_spike: SpikeRule,
+    /// SLA-breach prediction from the p99 trend (`PredictedSlaBreach`).
+    pub sla_prediction: SlaRule,
+    /// Per-model overrides of the threshold rules, by model name.
+    pub models: BTreeMap<String, ModelOverrides>,
+}
+
+/// One model version (or segment of it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Series {
+    /// `(window length in seconds, window)`, in the configured order.
+    windows: Vec<(u64, SlidingWindow)>,
+    events: u64,
+    first_event_ms: i64,
+    last_event_ms: i64,
+    /// Latencies added since the last evaluation: their mean is the latest
+    /// latency the spike detector judges.
+    recent_sum_ms: f64,
+    recent_count: u64,
+    last_z: Option<f64>,
+    p99_history: P99History,
+    /// Rule phases by alert type.
+    phases: BTreeMap<String, Phase>,
+}
+
+/// Everything the analyzer knows about one source partition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Offset of the next message to apply; earlier ones are already in.
+    pub next_offset: i64,
+    /// The partition's event-time clock (newest event time, or advanced).
+    pub clock_ms: i64,
+    /// The next evaluation boundary (0 before the first event).
+    pub next_eval_ms: i64,
+    /// Events applied.
+    pub events: u64,
+    /// Offset of the next message of the same partition of the labels
+    /// topic to apply (labels feed the accuracy trackers; the checkpoint
+    /// records both topics' positions).
+    #[serde(default)]
+    pub label_next_offset: i64,
+    #[serde(with = "mlwatch_analyzer_core::series::pairs")]
+    series: BTreeMap<SeriesKey, Series>,
+}
+
+/// The outcome of offering an event to the engine.
+#[derive(Debug, PartialEq)]
+pub enum Observed {
+    /// Applied; the alerts of the evaluations its event time triggered.
+    Applied(Vec<Alert>),
+    /// Its offset is below the partition's next offset: already counted.
+    Duplicate,
+}
+
+/// Statistics of one series over one window, as served by the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowReport {
+    pub model: String,
+    pub model_version: String,
+    pub segment: String,
+    pub window: String,
+    pub window_secs: u64,
+    /// Event time the window ends at (the partition's clock).
+    pub as_of_ms: i64,
+    /// Events that arrived beyond the allowed lateness (counted here only).
+    pub late_events: u64,
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// z-score of the latest latency at the last evaluation.
+    pub latest_z_score: Option<f64>,
+    /// SLA-breach forecast from the p99 trend, once there is enough history.
+    pub sla_forecast: Option<SlaForecast>,
+}
+
+/// One tracked series, as served by `GET /v1/models`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesInfo {
+    pub model: String,
+    pub model_version: String,
+    pub segment: String,
+    pub partition: i32,
+    pub events: u64,
+    pub first_event_ms: i64,
+    pub last_event_ms: i64,
+    pub alerts_firing: Vec<String>,
+    /// Approximate bytes of state held for the series.
+    pub state_bytes: usize,
+}
+
+/// Configuration resolved once and shared by every partition.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    config: EngineConfig,
+    rules: RulesConfig,
+    eval_interval_ms: i64,
+    /// The distinct windows that rules and detectors read.
+    rule_windows: Vec<u64>,
+}
+
+impl Settings {
+    pub fn new(mut config: EngineConfig, rules: RulesConfig, eval_interval_ms: u64) -> Self {
+        let mut rule_windows = vec![
+            rules.p99_latency.window_secs,
+            rules.throughput.window_secs,
+            rules.slow_rate.window_secs,
+            rules.error_rate.window_secs,
+            rules.latency_spike.window_secs,
+            rules.sla_prediction.window_secs,
+        ];
+        rule_windows.retain(|w| *w > 0);
+        rule_windows.sort_unstable();
+        rule_windows.dedup();
+        config.windows_secs.extend(&rule_windows);
+        config.windows_secs.retain(|w| *w > 0);
+        config.windows_secs.sort_unstable();
+        config.windows_secs.dedup();
+        Self {
+            config,
+            rules,
+            eval_interval_ms: i64::try_from(eval_interval_ms.max(1)).unwrap_or(1000),
+            rule_windows,
+        }
+    }
+
+    pub fn windows_secs(&self) -> &[u64] {
+        &self.config.windows_secs
+    }
+
+    fn new_window(&self, secs: u64) -> SlidingWindow {
+        SlidingWindow::new(
+            secs as i64 * 1000,
+            self.config.slots_per_window,
+            self.config.allowed_lateness_secs as i64 * 1000,
+        )
+    }
+
+    fn new_series(&self, t_ms: i64) -> Series {
+        Series {
+            windows: self.windows_secs().iter().map(|w| (*w, self.new_window(*w))).collect(),
+            events: 0,
+            first_event_ms: t_ms,
+            last_event_ms: t_ms,
+            recent_sum_ms: 0.0,
+            recent_count: 0,
+            last_z: None,
+            p99_history: P99History::default(),
+            phases: BTreeMap::new(),
+        }
+    }
+}
+
+impl Series {
+    fn window(&self, secs: u64) -> Option<&SlidingWindow> {
+        self.windows.iter().find(|(w, _)| *w == secs).map(|(_, w)| w)
+    }
+
+    fn add(&mut self, t_ms: i64, latency_ms: f64, error: bool, slow: bool) {
+        for (_, w) in &mut self.windows {
+            w.add(t_ms, latency_ms, error, slow);
+        }
+        self.events += 1;
+        self.first_event_ms = self.first_event_ms.min(t_ms);
+        self.last_event_ms = self.last_event_ms.max(t_ms);
+        self.recent_sum_ms += latency_ms;
+        self.recent_count += 1;
+    }
+
+    /// Makes the windows match the configuration (after a restore under a
+    /// changed configuration): unknown windows go, missing ones start empty.
+    fn reconcile(&mut self, settings: &Settings) {
+        let mut old: HashMap<u64, SlidingWindow> = std::mem::take(&mut self.windows).into_iter().collect();
+        self.windows = settings
+            .windows_secs()
+            .iter()
+            .map(|w| (*w, old.remove(w).unwrap_or_else(|| settings.new_window(*w))))
+            .collect();
+    }
+
+    /// Approximate heap bytes.
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.windows.iter().map(|(_, w)| w.heap_bytes()).sum::<usize>()
+    }
+
+    /// The SLA forecast, once the history spans half the trend window.
+    fn forecast(&self, rule: &SlaRule, current_p99: f64) -> Option<SlaForecast> {
+        if self.p99_history.span_ms() < rule.trend_window_secs as i64 * 500 {
+            return None;
+        }
+        let slope = self.p99_history.slope_ms_per_min()?;
+        Some(detectors::forecast(current_p99, slope, rule.horizon_mins, rule.sla_ms))
+    }
+}
+
+/// The four threshold rules, in evaluation order.
+#[derive(Debug, Clone, Copy)]
+enum Threshold {
+    P99,
+    Throughput,
+    SlowRate,
+    ErrorRate,
+}
+
+impl Threshold {
+    const ALL: [Threshold; 4] = [Self::P99, Self::Throughput, Self::SlowRate, Self::ErrorRate];
+
+    fn alert_type(self) -> &'static str {
+        match self {
+            Self::P99 => "HighP99Latency",
+            Self::Throughput => "LowThroughput",
+            Self::SlowRate => "HighSlowRequestRate",
+            Self::ErrorRate => "HighErrorRate",
+        }
+    }
+
+    fn params(self, rules: &RulesConfig, model: &str) -> RuleParams {
+        let o = rules.models.get(model);
+        match self {
+            Self::P99 => rules.p99_latency.params().with(o.and_then(|o| o.p99_latency.as_ref())),
+            Self::Throughput => rules.throughput.params().with(o.and_then(|o| o.throughput.as_ref())),
+            Self::SlowRate => rules.slow_rate.params().with(o.and_then(|o| o.slow_rate.as_ref())),
+            Self::ErrorRate => rules.error_rate.params().with(o.and_then(|o| o.error_rate.as_ref())),
+        }
+    }
+
+    fn recommendations(self) -> Vec<String> {
+        let r: &[&str] = match self {
+            Self::P99 | Self::SlowRate => &[
+                "scale up the model's replicas",
+                "check recent deployments and upstream dependencies",
+            ],
+            Self::Throughput => &[
+                "check that clients reach the model (routing, DNS, load balancer)",
+                "check the model server's health and recent deployments",
+            ],
+            Self::ErrorRate => &[
+                "roll back the latest deployment if errors started with it",
+                "check the model server's logs and upstream dependencies",
+            ],
+        };
+        r.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// What one threshold rule sees in one window.
+struct Judgement {
+    value: f64,
+    breach: bool,
+    clear: bool,
+    text: String,
+}
+
+fn judge(kind: Threshold, p: &RuleParams, stats: &Stats, window_secs: u64, judged_long_enough: bool) -> Judgement {
+    let enough = stats.count >= p.min_samples;
+    let n = stats.count as f64;
+    let ratio = |k: u64| if stats.count > 0 { k as f64 / n } else { 0.0 };
+    let above = |v: f64| Judgement {
+        value: v,
+        breach: enough && v > p.threshold,
+        clear: !enough || v <= p.threshold * (1.0 - p.hysteresis),
+        text: String::new(),
+    };
+    match kind {
+        Threshold::P99 => above(stats.sketch.quantile(0.99).unwrap_or(0.0)),
+        Threshold::SlowRate => above(ratio(stats.slow)),
+        Threshold::ErrorRate => above(ratio(stats.errors)),
+        Threshold::Throughput => {
+            let v = n / window_secs.max(1) as f64;
+            let on = p.threshold > 0.0 && judged_long_enough;
+            Judgement {
+                value: v,
+                breach: on && v < p.threshold,
+                clear: !on || v >= p.threshold * (1.0 + p.hysteresis),
+                text: String::new(),
+            }
+        }
+    }
+}
+
+fn describe(kind: Threshold, key: &SeriesKey, j: &Judgement, p: &RuleParams, stats: &Stats, wname: &str) -> String {
+    let who = series_name(key);
+    match kind {
+        Threshold::P99 => format!(
+            "p99 latency of {who} is {:.1} ms over {wname} (threshold {} ms)",
+            j.value, p.threshold
+        ),
+        Threshold::Throughput => format!(
+            "throughput of {who} is {:.2} req/s over {wname} (minimum {} req/s)",
+            j.value, p.threshold
+        ),
+        Threshold::SlowRate => format!(
+            "{:.2} % of requests to {who} were slow over {wname} (maximum {:.2} %, {} of {})",
+            j.value * 100.0,
+            p.threshold * 100.0,
+            stats.slow,
+            stats.count
+        ),
+        Threshold::ErrorRate => format!(
+            "{:.2} % of requests to {who} failed over {wname} (maximum {:.2} %, {} of {})",
+            j.value * 100.0,
+            p.threshold * 100.0,
+            stats.errors,
+            stats.count
+        ),
+    }
+}
+
+impl PartitionState {
+    /// Moves the clock to `t_ms`, evaluating every boundary passed.
+    fn advance(&mut self, settings: &Settings, t_ms: i64) -> Vec<Alert> {
+        let iv = settings.eval_interval_ms;
+        let mut alerts = Vec::new();
+        if self.next_eval_ms == 0 {
+            self.next_eval_ms = (t_ms.div_euclid(iv) + 1) * iv;
+        }
+        if t_ms - self.next_eval_ms > MAX_CATCH_UP_EVALS * iv {
+            self.next_eval_ms = (t_ms.div_euclid(iv) - MAX_CATCH_UP_EVALS + 1) * iv;
+        }
+        while self.next_eval_ms <= t_ms {
+            alerts.extend(self.evaluate_at(settings, self.next_eval_ms));
+            self.next_eval_ms += iv;
+        }
+        self.clock_ms = self.clock_ms.max(t_ms);
+        alerts
+    }
+
+    /// Evaluates every rule and detector of every series at event time `at_ms`.
+    pub fn evaluate_at(&mut self, settings: &Settings, at_ms: i64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for (key, series) in &mut self.series {
+            evaluate_series(settings, key, series, at_ms, &mut alerts);
+        }
+        alerts
+    }
+
+    /// Approximate heap bytes.
+    pub fn heap_bytes(&self) -> usize {
+        self.series.values().map(Series::heap_bytes).sum()
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+}
+
+fn evaluate_series(settings: &Settings, key: &SeriesKey, series: &mut Series, at_ms: i64, out: &mut Vec<Alert>) {
+    let rules = &settings.rules;
+    // Each window the rules read is merged once per evaluation.
+    let merged: Vec<(u64, Stats)> = settings
+        .rule_windows
+        .iter()
+        .map(|w| (*w, series.window(*w).map(|x| x.stats(at_ms)).unwrap_or_default()))
+        .collect();
+    let empty = Stats::default();
+    let stats_of = |secs: u64| merged.iter().find(|(w, _)| *w == secs).map_or(&empty, |(_, s)| s);
+    for kind in Threshold::ALL {
+        let p = kind.params(rules, &key.model);
+        if !p.enabled {
+            continue;
+        }
+        let stats = stats_of(p.window_secs);
+        let window_ms = p.window_secs as i64 * 1000;
+        let mut j = judge(
+            kind,
+            &p,
+            stats,
+            p.window_secs,
+            at_ms - series.first_event_ms >= window_ms,
+        );
+        let wname = window_name(p.window_secs);
+        j.text = describe(kind, key, &j, &p, stats, &wname);
+        let phase = series.phases.entry(kind.alert_type().to_string()).or_default();
+        let transition = rules::step(phase, at_ms, j.breach, j.clear, p.for_ms, p.resolve_for_ms);
+        let spec = AlertSpec {
+            alert_type: kind.alert_type(),
+            severity: p.severity.into(),
+            labels: labels(key),
+            summary: j.text,
+            description: format!(
+                "{} requests in the last {wname}; quantiles within {:.1} % relative error",
+                stats.count,
+                stats.sketch.alpha() * 100.0
+            ),
+            value: j.value,
+            threshold: p.threshold,
+            recommendations: kind.recommendations(),
+        };
+        out.extend(rules::alert_for(spec, &transition, at_ms));
+    }
+    evaluate_spike(
+        &rules.latency_spike,
+        key,
+        series,
+        stats_of(rules.latency_spike.window_secs),
+        at_ms,
+        out,
+    );
+    evaluate_sla(
+        &rules.sla_prediction,
+        key,
+        series,
+        stats_of(rules.sla_prediction.window_secs),
+        at_ms,
+        out,
+    );
+    series.recent_sum_ms = 0.0;
+    series.recent_count = 0;
+}
+
+fn evaluate_spike(
+    rule: &SpikeRule,
+    key: &SeriesKey,
+    series: &mut Series,
+    stats: &Stats,
+    at_ms: i64,
+    out: &mut Vec<Alert>,
+) {
+    if !rule.enabled {
+        return;
+    }
+    let (mean_ms, std_ms) = stats.mean_std();
+    let latest = (series.recent_count > 0).then(|| series.recent_sum_ms / series.recent_count as f64);
+    let z = latest
+        .filter(|_| stats.count >= rule.min_samples)
+        .and_then(|l| detectors::z_score(l, mean_ms, std_ms));
+    series.last_z = z;
+    let severity = z.and_then(|z| detectors::spike_severity(rule, z));
+    let phase = series.phases.entry("LatencySpike".to_string()).or_default();
+    let breach = severity.is_some();
+    let clear = z.is_none_or(|z| z <= rule.z_threshold);
+    let transition = rules::step(
+        phase,
+        at_ms,
+        breach,
+        clear,
+        rule.for_secs as i64 * 1000,
+        rule.resolve_for_secs as i64 * 1000,
+    );
+    let z = z.unwrap_or(0.0);
+    let spec = AlertSpec {
+        alert_type: "LatencySpike",
+        severity: severity.unwrap_or(SeverityName::Medium).into(),
+        labels: labels(key),
+        summary: format!(
+            "latency of {} spiked: latest {:.1} ms is {z:.1} standard deviations above the {} mean {:.1} ms",
+            series_name(key),
+            latest.unwrap_or(0.0),
+            window_name(rule.window_secs),
+            mean_ms
+        ),
+        description: format!("z-score threshold {}, high above {}", rule.z_threshold, rule.high_z),
+        value: z,
+        threshold: rule.z_threshold,
+        recommendations: vec!["check the model server and its dependencies for a sudden slowdown".into()],
+    };
+    out.extend(rules::alert_for(spec, &transition, at_ms));
+}
+
+fn evaluate_sla(rule: &SlaRule, key: &SeriesKey, series: &mut Series, stats: &Stats, at_ms: i64, out: &mut Vec<Alert>) {
+    if !rule.enabled {
+        return;
+    }
+    let every_ms = rule.sample_every_secs.max(1) as i64 * 1000;
+    if series
+        .p99_history
+        .last_sample_ms()
+        .is_some_and(|t| at_ms - t < every_ms)
+    {
+        return;
+    }
+    let Some(p99) = stats.sketch.quantile(0.99).filter(|_| stats.count >= rule.min_samples) else {
+        return;
+    };
+    series
+        .p99_history
+        .push(at_ms, p99, rule.trend_window_secs as i64 * 1000);
+    let Some(f) = series.forecast(rule, p99) else {
+        return;
+    };
+    let phase = series.phases.entry("PredictedSlaBreach".to_string()).or_default();
+    let breach = f.breach_probability > rule.fire_probability;
+    let clear = f.breach_probability <= 0.2;
+    let transition = rules::step(phase, at_ms, breach, clear, 0, rule.resolve_for_secs as i64 * 1000);
+    let severity = if f.breach_probability > 0.8 {
+        SeverityName::High
+    } else {
+        SeverityName::Medium
+    };
+    let spec = AlertSpec {
+        alert_type: "PredictedSlaBreach",
+        severity: severity.into(),
+        labels: labels(key),
+        summary: format!(
+            "p99 of {} is {:.1} ms and rising {:.2} ms/min: {:.1} ms predicted in {} min (SLA {} ms), breach probability {:.2}",
+            series_name(key),
+            f.current_p99_ms,
+            f.trend_ms_per_min,
+            f.predicted_p99_ms,
+            rule.horizon_mins,
+            rule.sla_ms,
+            f.breach_probability
+        ),
+        description: format!(
+            "least-squares trend of p99 over the last {}",
+            window_name(rule.trend_window_secs)
+        ),
+        value: f.breach_probability,
+        threshold: rule.fire_probability,
+        recommendations: vec![f.recommendation.to_string()],
+    };
+    out.extend(rules::alert_for(spec, &transition, at_ms));
+}
+
+/// Per-partition state of the partitions this instance owns.
+pub struct Engine {
+    settings: Settings,
+    partitions: BTreeMap<i32, PartitionState>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, rules: RulesConfig, eval_interval_ms: u64) -> Self {
+        Self {
+            settings: Settings::new(config, rules, eval_interval_ms),
+            partitions: BTreeMap::new(),
+        }
+    }
+
+    pub fn windows_secs(&self) -> &[u64] {
+        self.settings.windows_secs()
+    }
+
+    pub fn owns(&self, partition: i32) -> bool {
+        self.partitions.contains_key(&partition)
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = (i32, &PartitionState)> {
+        self.partitions.iter().map(|(p, s)| (*p, s))
+    }
+
+    /// Takes ownership of a partition's (restored) state.
+    pub fn insert_partition(&mut self, partition: i32, mut state: PartitionState) {
+        for s in state.series.values_mut() {
+            s.reconcile(&self.settings);
+        }
+        self.partitions.insert(partition, state);
+    }
+
+    /// Gives a partition's state up (revoked).
+    pub fn remove_partition(&mut self, partition: i32) -> Option<PartitionState> {
+        self.partitions.remove(&partition)
+    }
+
+    pub fn partition(&self, partition: i32) -> Option<&PartitionState> {
+        self.partitions.get(&partition)
+    }
+
+    /// Whether the message at `offset` of `partition` is already applied.
+    pub fn is_applied(&self, partition: i32, offset: i64) -> bool {
+        self.partitions.get(&partition).is_some_and(|s| offset < s.next_offset)
+    }
+
+    /// Records that the message at `offset` was handled without touching
+    /// the statistics (a poison message sent to the dead-letter topic).
+    pub fn mark_applied(&mut self, partition: i32, offset: i64) {
+        let state = self.partitions.entry(partition).or_default();
+        state.next_offset = state.next_offset.max(offset + 1);
+    }
+
+    /// Whether the label message at `offset` of `partition` is already applied.
+    pub fn is_label_applied(&self, partition: i32, offset: i64) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|s| offset < s.label_next_offset)
+    }
+
+    /// Records that the label message at `offset` was handled.
+    pub fn mark_label_applied(&mut self, partition: i32, offset: i64) {
+        let state = self.partitions.entry(partition).or_default();
+        state.label_next_offset = state.label_next_offset.max(offset + 1);
+    }
+
+    /// Applies the event at `offset` of `partition` (an empty state is
+    /// created for a partition not owned yet).
+    pub fn observe(&mut self, partition: i32, offset: i64, event: &InferenceEvent) -> Observed {
+        self.observe_view(partition, offset, &InferenceRef::of(event))
+    }
+
+    /// [`Engine::observe`] of a decoded message.
+    pub fn observe_view(&mut self, partition: i32, offset: i64, event: &InferenceRef<'_>) -> Observed {
+        let settings = &self.settings;
+        let state = self.partitions.entry(partition).or_default();
+        if offset < state.next_offset {
+            return Observed::Duplicate;
+        }
+        state.next_offset = offset + 1;
+        let t = event.timestamp_ms;
+        let alerts = state.advance(settings, t);
+        let error = event.status == InferenceStatus::Error as i32;
+        let slow = event.latency_ms > settings.config.slow_threshold_ms;
+        let segments = settings
+            .config
+            .segment_tags
+            .iter()
+            .filter_map(|tag| event.tag(tag).map(|v| format!("{tag}={v}")));
+        for segment in std::iter::once(String::new()).chain(segments) {
+            // Found by reference: no key is built for a known series.
+            let id = (event.model, event.model_version, segment.as_str());
+            let series = match state.series.get_mut(&id as &dyn SeriesId) {
+                Some(s) => s,
+                None => state
+                    .series
+                    .entry(SeriesKey {
+                        model: event.model.to_string(),
+                        model_version: event.model_version.to_string(),
+                        segment,
+                    })
+                    .or_insert_with(|| settings.new_series(t)),
+            };
+            series.add(t, event.latency_ms, error, slow);
+        }
+        state.events += 1;
+        Observed::Applied(alerts)
+    }
+
+    /// Moves an idle partition's clock to `t_ms` (no-op when behind it).
+    pub fn advance(&mut self, partition: i32, t_ms: i64) -> Vec<Alert> {
+        let settings = &self.settings;
+        match self.partitions.get_mut(&partition) {
+            Some(state) if state.next_eval_ms > 0 && t_ms > state.clock_ms => state.advance(settings, t_ms),
+            _ => Vec::new(),
+        }
+    }
+
+    fn all_series(&self) -> impl Iterator<Item = (i32, &PartitionState, &SeriesKey, &Series)> {
+        self.partitions
+            .iter()
+            .flat_map(|(p, st)| st.series.iter().map(move |(k, s)| (*p, st, k, s)))
+    }
+
+    /// Statistics of every series of `model` (all when `None`) over the
+    /// window of `window_secs`, each as of its partition's clock. `None`
+    /// when the window is not tracked.
+    pub fn reports(&self, model: Option<&str>, window_secs: u64) -> Option<Vec<WindowReport>> {
+        if !self.settings.windows_secs().contains(&window_secs) {
+            return None;
+        }
+        let sla = &self.settings.rules.sla_prediction;
+        let out = self
+            .all_series()
+            .filter(|(_, _, k, _)| model.is_none_or(|m| k.model == m))
+            .filter_map(|(_, st, k, s)| {
+                let w = s.window(window_secs)?;
+                let summary = w.stats(st.clock_ms).summary(w.window_ms());
+                let forecast = s
+                    .window(sla.window_secs)
+                    .and_then(|sw| sw.stats(st.clock_ms).sketch.quantile(0.99))
+                    .and_then(|p99| s.forecast(sla, p99));
+                Some(WindowReport {
+                    model: k.model.clone(),
+                    model_version: k.model_version.clone(),
+                    segment: k.segment.clone(),
+                    window: window_name(window_secs),
+                    window_secs,
+                    as_of_ms: st.clock_ms,
+                    late_events: w.late(),
+                    summary,
+                    latest_z_score: s.last_z,
+                    sla_forecast: forecast,
+                })
+            })
+            .collect();
+        Some(out)
+    }
+
+    /// Every tracked series, sorted by model, version, segment.
+    pub fn series(&self) -> Vec<SeriesInfo> {
+        let mut out: Vec<SeriesInfo> = self
+            .all_series()
+            .map(|(p, _, k, s)| SeriesInfo {
+                model: k.model.clone(),
+                model_version: k.model_version.clone(),
+                segment: k.segment.clone(),
+                partition: p,
+                events: s.events,
+                first_event_ms: s.first_event_ms,
+                last_event_ms: s.last_event_ms,
+                alerts_firing: s
+                    .phases
+                    .iter()
+                    .filter(|(_, ph)| ph.is_firing())
+                    .map(|(t, _)| t.clone())
+                    .collect(),
+                state_bytes: s.heap_bytes(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.model, &a.model_version, &a.segment).cmp(&(&b.model, &b.model_version, &b.segment)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mlwatch_proto::v1::AlertStatus;
+
+    use super::*;
+
+    fn event(model: &str, t: i64, latency: f64) -> InferenceEvent {
+        InferenceEvent {
+            event_id: format!("{model}-{t}"),
+            model: model.into(),
+            model_version: "v1".into(),
+            timestamp_ms: t,
+            latency_ms: latency,
+            status: InferenceStatus::Ok as i32,
+            ..Default::default()
+        }
+    }
+
+    fn quiet_rules() -> RulesConfig {
+        let mut rules = RulesConfig::default();
+        rules.latency_spike.enabled = false;
+        rules.sla_prediction.enabled = false;
+        rules
+    }
+
+    /// Feeds 10 events/s of event time through three phases of latency;
+    /// returns every alert.
+    fn run(engine: &mut Engine, phases: &[f64], secs_per_phase: i64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        let mut t = 1_000_000;
+        let mut offset = 0;
+        for latency in phases {
+            for _ in 0..secs_per_phase * 10 {
+                if let Observed::Applied(a) = engine.observe(0, offset, &event("fraud", t, *latency)) {
+                    alerts.extend(a);
+                }
+                offset += 1;
+                t += 100;
+            }
+        }
+        alerts
+    }
+
+    #[test]
+    fn p99_regression_fires_then_resolves_on_event_time() {
+        let mut rules = quiet_rules();
+        rules.p99_latency.window_secs = 10;
+        rules.p99_latency.resolve_for_secs = 2;
+        let mut e = Engine::new(EngineConfig::default(), rules, 1000);
+        let fired = run(&mut e, &[20.0, 450.0, 20.0], 30);
+        let kinds: Vec<(&str, i32)> = fired.iter().map(|a| (a.r#type.as_str(), a.status)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("HighP99Latency", AlertStatus::Firing as i32),
+                ("HighP99Latency", AlertStatus::Resolved as i32)
+            ]
+        );
+        assert_eq!(fired[0].fingerprint, fired[1].fingerprint);
+        assert!(fired[0].value > 200.0);
+        // The regression began at t = 1_030_000; one slot of the 10 s window
+        // (> 1 % of 100 events) is slow after the first whole second.
+        assert_eq!(fired[0].starts_at_ms, 1_031_000);
+    }
+
+    #[test]
+    fn replay_gives_identical_alerts_and_duplicates_are_skipped() {
+        let mut rules = RulesConfig::default();
+        rules.p99_latency.window_secs = 10;
+        let mut a = Engine::new(EngineConfig::default(), rules.clone(), 1000);
+        let mut b = Engine::new(EngineConfig::default(), rules, 1000);
+        let first = run(&mut a, &[20.0, 450.0, 20.0], 30);
+        let second = run(&mut b, &[20.0, 450.0, 20.0], 30);
+        assert!(!first.is_empty());
+        assert_eq!(first, second);
+        // Offsets already applied are duplicates.
+        assert_eq!(a.observe(0, 5, &event("fraud", 1, 1.0)), Observed::Duplicate);
+        assert_eq!(a.series()[0].events, 900);
+    }
+
+    #[test]
+    fn checkpoint_round_trip_continues_identically() {
+        let mut rules = quiet_rules();
+        rules.p99_latency.window_secs = 10;
+        let mut whole = Engine::new(EngineConfig::default(), rules.clone(), 1000);
+        let all = run(&mut whole, &[20.0, 450.0, 20.0], 30);
+
+        // Stop after the first phase, serialise, restore into a new engine
+        // and feed the rest: same alerts, same counts.
+        let mut first = Engine::new(EngineConfig::default(), rules.clone(), 1000);
+        let mut alerts = run(&mut first, &[20.0], 30);
+        let json = serde_json::to_vec(first.partition(0).unwrap()).unwrap();
+        let mut second = Engine::new(EngineConfig::default(), rules, 1000);
+        second.insert_partition(0, serde_json::from_slice(&json).unwrap());
+        let mut t = 1_030_000;
+        for offset in 300..900 {
+            let latency = if offset < 600 { 450.0 } else { 20.0 };
+            if let Observed::Applied(a) = second.observe(0, offset, &event("fraud", t, latency)) {
+                alerts.extend(a);
+            }
+            t += 100;
+        }
+        assert_eq!(alerts, all);
+        assert_eq!(second.series()[0].events, whole.series()[0].events);
+        let r1 = whole.reports(Some("fraud"), 60).unwrap();
+        let r2 = second.reports(Some("fraud"), 60).unwrap();
+        assert_eq!(r1[0].summary, r2[0].summary);
+    }
+
+    #[test]
+    fn rate_rules_and_overrides() {
+        let mut rules = quiet_rules();
+        rules.p99_latency.enabled = false;
+        rules.slow_rate.window_secs = 10;
+        rules.slow_rate.min_samples = 10;
+        rules.error_rate.window_secs = 10;
+        rules.models.insert(
+            "fraud".into(),
+            ModelOverrides {
+                error_rate: Some(crate::thresholds::RuleOverride {
+                    enabled: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        let mut e = Engine::new(EngineConfig::default(), rules, 1000);
+        let mut alerts = Vec::new();
+        for i in 0..200 {
+            let mut ev = event("fraud", 1_000_000 + i * 100, if i % 10 == 0 { 1500.0 } else { 10.0 });
+            ev.status = if i % 5 == 0 { 2 } else { 1 };
+            if let Observed::Applied(a) = e.observe(0, i, &ev) {
+                alerts.extend(a);
+            }
+        }
+        let types: Vec<&str> = alerts.iter().map(|a| a.r#type.as_str()).collect();
+        assert_eq!(types, vec!["HighSlowRequestRate"]);
+        assert_eq!(alerts[0].severity, mlwatch_proto::v1::Severity::Medium as i32);
+        assert!((alerts[0].value - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn throughput_below_minimum_fires_when_traffic_stops() {
+        let mut rules = quiet_rules();
+        rules.throughput.min_rps = 5.0;
+        rules.throughput.window_secs = 10;
+        rules.throughput.for_secs = 2;
+        let mut e = Engine::new(EngineConfig::default(), rules, 1000);
+        let fired = run(&mut e, &[10.0], 20);
+        assert!(fired.is_empty(), "{fired:?}");
+        // No events for a while: the idle partition is advanced.
+        let alerts = e.advance(0, 1_000_000 + 40_000);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].r#type, "LowThroughput");
+    }
+
+    #[test]
+    fn spike_and_sla_prediction() {
+        let mut rules = RulesConfig::default();
+        rules.p99_latency.enabled = false;
+        rules.slow_rate.enabled = false;
+        let mut e = Engine::new(EngineConfig::default(), rules, 1000);
+        let mut alerts = Vec::new();
+        // 5 minutes of p99 rising 10 ms per minute, with noise for spread.
+        let mut t = 1_000_000;
+        for i in 0..3000i64 {
+            let base = 50.0 + 10.0 * (i as f64 / 600.0);
+            let latency = base + (i % 7) as f64;
+            if let Observed::Applied(a) = e.observe(0, i, &event("fraud", t, latency)) {
+                alerts.extend(a);
+            }
+            t += 100;
+        }
+        let r = e.reports(Some("fraud"), 60).unwrap();
+        let f = r[0].sla_forecast.clone().unwrap();
+        assert!((f.trend_ms_per_min - 10.0).abs() < 1.5, "{f:?}");
+        assert!(f.breach_probability > 0.5, "{f:?}");
+        assert!(alerts.iter().any(|a| a.r#type == "PredictedSlaBreach"));
+        assert!(!alerts.iter().any(|a| a.r#type == "LatencySpike"), "{alerts:?}");
+        // One very slow outlier is not a spike; slow seconds for longer
+        // than `for_secs` are, of high severity.
+        let mut a = Vec::new();
+        for i in 3000..3080 {
+            let latency = if i == 3000 || i >= 3020 { 5000.0 } else { 100.0 };
+            if let Observed::Applied(x) = e.observe(0, i, &event("fraud", t, latency)) {
+                if i < 3020 {
+                    assert!(x.iter().all(|a| a.r#type != "LatencySpike"), "{x:?}");
+                }
+                a.extend(x);
+            }
+            t += 100;
+        }
+        let spike: Vec<&Alert> = a.iter().filter(|a| a.r#type == "LatencySpike").collect();
+        assert_eq!(spike.len(), 1, "{a:?}");
+        assert_eq!(spike[0].severity, mlwatch_proto::v1::Severity::High as i32);
+    }
+
+    #[test]
+    fn segments_are_tracked_separately() {
+        let mut config = EngineConfig::default();
+        config.segment_tags = vec!["region".into()];
+        let mut e = Engine::new(config, quiet_rules(), 1000);
+        let mut ev = event("fraud", 1_000_000, 10.0);
+        ev.tags.insert("region".into(), "eu".into());
+        e.observe(0, 0, &ev);
+        e.observe(0, 1, &event("fraud", 1_000_001, 10.0));
+        let s = e.series();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].segment.as_str(), s[0].events), ("", 2));
+        assert_eq!((s[1].segment.as_str(), s[1].events), ("region=eu", 1));
+    }
+}
