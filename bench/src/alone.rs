@@ -2,8 +2,8 @@
 //! the public JSON shape are written to a JSON Lines file, read back and
 //! converted by the collector's own validation (JSON parsing is not timed),
 //! encoded as protobuf exactly as they arrive from Kafka, then handed to the
-//! service's own apply path ([`mlwatch_analyzer::consumer::Core::apply`]) in
-//! poll-sized batches: protobuf decoding, the latency engine, the drift
+//! service's own apply path ([`mlwatch_analyzer::partition::Partitions::apply`])
+//! in poll-sized batches: protobuf decoding, the latency part, the drift
 //! monitors (a reference profile per model) and the accuracy join (with the
 //! join backend asked for, labels for half of the events), with a
 //! checkpoint of the join every 5 s of event time as the service does.
@@ -15,9 +15,8 @@ use std::io::{BufRead as _, Write as _};
 use std::time::Instant;
 
 use mlwatch_analyzer::accuracy::join::JoinBackend;
-use mlwatch_analyzer::consumer::{self, Decoded, Decoding};
-use mlwatch_analyzer::engine::{Engine, EngineConfig, RulesConfig};
-use mlwatch_analyzer::trackers::{DriftSection, Trackers};
+use mlwatch_analyzer::consumer::{self, Decoding};
+use mlwatch_analyzer::partition::{Decoded, Partitions, Settings};
 use mlwatch_collector::validate::{self, Limits};
 use prost::Message as _;
 use rand::SeedableRng;
@@ -176,29 +175,16 @@ pub fn measure(n: u64, backend: JoinBackend) -> anyhow::Result<Figures> {
     let mut config = mlwatch_analyzer::Config::default();
     config.accuracy.join.dir = dir.path().join("accuracy");
     config.accuracy.join.backend = backend;
-    let drift = DriftSection {
-        profile_dir: dir.path().join("profiles"),
-        ..config.drift.clone()
-    };
-    let a = &config.analyzer;
-    let mut trackers = Trackers::new(
-        config.accuracy.clone(),
-        "bench",
-        "inference",
-        "labels",
-        a.eval_interval_ms,
-        drift,
-    );
+    config.drift.profile_dir = dir.path().join("profiles");
+    config.analyzer.group_id = "bench".into();
+    let mut partitions = Partitions::new(Settings::from_config(&config));
     for m in 0..MODELS {
-        trackers.put_profile(events::profile(&model_name(m))?)?;
+        partitions.put_profile(events::profile(&model_name(m))?)?;
     }
-    let engine = Engine::new(EngineConfig::default(), RulesConfig::default(), a.eval_interval_ms);
-    let shared = consumer::shared(engine, trackers);
+    let shared = consumer::shared(partitions);
     let mut core = consumer::lock(&shared);
     for p in 0..PARTITIONS {
-        core.engine.insert_partition(p, Default::default());
-        core.trackers.restore(p, None)?;
-        core.trackers.restore_drift(p, Vec::new());
+        core.own(p)?;
     }
     // Peak memory from here on.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -235,20 +221,20 @@ pub fn measure(n: u64, backend: JoinBackend) -> anyhow::Result<Figures> {
         inferences += applied.inferences;
         labels += applied.labels;
         alerts += core.take_outbox().len();
-        let clock = core.engine.partitions().map(|(_, s)| s.clock_ms).max().unwrap_or(0);
+        let clock = core.iter().map(|(_, s)| s.clock_ms()).max().unwrap_or(0);
         if clock >= next_checkpoint {
             next_checkpoint = clock + CHECKPOINT_EVERY_MS;
             for p in 0..PARTITIONS {
-                if let Some(cp) = core.trackers.checkpoint(p)? {
-                    core.trackers.checkpointed(p, cp.tracker.journal_seq);
+                if let Some((_, Some(accuracy), _)) = core.checkpoint(p) {
+                    core.checkpointed(p, accuracy.tracker.journal_seq);
                 }
             }
         }
     }
     let cpu_secs = thread_cpu_secs() - cpu0;
     let wall_secs = wall.elapsed().as_secs_f64();
-    let joined = core.trackers.accuracy_parts().map(|(_, c, _)| c.joined).sum();
-    let drift_monitored = !core.trackers.drift_report(&model_name(0), None).is_empty();
+    let joined = core.accuracy_parts().map(|(_, c, _)| c.joined).sum();
+    let drift_monitored = !core.drift_report(&model_name(0), None).is_empty();
     Ok(Figures {
         inferences,
         labels,

@@ -489,11 +489,18 @@ fn memory_per_version(rows: &mut Vec<Row>) -> anyhow::Result<()> {
 
 /// The child side: bytes of resident memory per tracked model version.
 fn measure_memory() -> f64 {
-    use mlwatch_analyzer::engine::{Engine, EngineConfig, RulesConfig};
+    use mlwatch_analyzer::partition::{Decoded, Partitions, Settings};
+    use mlwatch_proto::view::InferenceRef;
     let names = events::Names::default();
     let mut rng = SmallRng::seed_from_u64(3);
     let before = rss_bytes();
-    let mut engine = Engine::new(EngineConfig::default(), RulesConfig::default(), 1000);
+    let mut config = mlwatch_analyzer::Config::default();
+    config.accuracy.enabled = false;
+    config.drift.enabled = false;
+    let mut engine = Partitions::new(Settings::from_config(&config));
+    for p in 0..6 {
+        engine.own(p).expect("partition");
+    }
     let now = mlwatch_common::now_ms();
     // 1,000 model versions, each with a minute of events spread over the
     // windows' slots so that every slot holds a sketch.
@@ -509,7 +516,8 @@ fn measure_memory() -> f64 {
                 10.0 + i as f64,
             );
             e.model_version = format!("v{v}");
-            engine.observe((v % 6) as i32, offset, &e);
+            let decoded = Decoded::Inference(Ok(InferenceRef::of(&e)));
+            engine.apply([((v % 6) as i32, offset, &decoded)]);
             offset += 1;
         }
     }

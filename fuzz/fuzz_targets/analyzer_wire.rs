@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
-use mlwatch_analyzer::wire::Decoder;
+use mlwatch_analyzer_core::wire::Decoder;
 use mlwatch_proto::v1::InferenceEvent;
 use prost::Message;
 

@@ -11,8 +11,10 @@
 //! - [`sequential`]: Page-Hinkley on the per-prediction correctness stream
 //!   (early warning); pure.
 //! - [`trend`]: least-squares slope and one-hour-ahead prediction; pure.
-//! - [`tracker`]: per model/version/segment state tying the above together
-//!   into what the engine calls, exports and serves; pure.
+//! - [`tracker`]: per model/version/segment state tying the above together:
+//!   where accuracy decay and early-warning alerts fire; pure.
+//! - [`part`]: one partition's store and tracker, fed in message order and
+//!   evaluated on the partition's event clock.
 //!
 //! docs/accuracy.md describes how the service drives these modules; the
 //! Prometheus gauges are the service's (`mlwatch-analyzer`, `metrics`).
@@ -20,6 +22,7 @@
 pub mod decay;
 pub mod join;
 pub mod metrics;
+pub mod part;
 pub mod sequential;
 pub mod tracker;
 pub mod trend;

@@ -4,7 +4,8 @@
 //!   its alerts, serde helpers for maps keyed by it.
 //! - [`rules`]: the rule state machine (inactive, pending, firing; `for` and
 //!   hysteresis) and alert building with the contract's fingerprint and id.
-//! - [`clock`]: event time: window names (`5m`, `1h`).
+//! - [`clock`]: the one event-time clock a partition is driven by, the
+//!   schedules its parts evaluate on, and window names (`5m`, `1h`).
 //! - [`sketch`]: a mergeable relative-error quantile sketch (DDSketch).
 //! - [`wire`]: inference events read as borrowed views into reused memory.
 //! - [`error`]: the libraries' error type.
@@ -21,5 +22,6 @@ pub mod series;
 pub mod sketch;
 pub mod wire;
 
+pub use clock::{EventClock, Schedule};
 pub use error::{Error, Result};
 pub use series::{SeriesId, SeriesKey};

@@ -10,6 +10,10 @@
 //! - [`monitor`]: one model's drift and quality state: `observe` events,
 //!   `evaluate` at the end of a window to get decisions (`FeatureDrift`,
 //!   `PredictionDrift`, `DataQuality`), read the report and metric values.
+//! - [`part`]: one partition's monitors (a [`DriftMonitor`] per model
+//!   version, deciding at the end of its windows of the partition's clock)
+//!   and the `[drift]` section; where drift and quality alerts fire.
+//! - [`capture`]: reference profiles captured from a model's own events.
 //! - [`registry`]: the profiles an instance knows and their local file
 //!   cache.
 //! - `names`: lookup of a profile's names by an event's bytes.
@@ -18,10 +22,12 @@
 //!
 //! The statistical method and the integration points are in `docs/drift.md`.
 
+pub mod capture;
 #[cfg(feature = "files")]
 pub mod ingest;
 pub mod monitor;
 mod names;
+pub mod part;
 pub mod profile;
 pub mod registry;
 pub mod sim;

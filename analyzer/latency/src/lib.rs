@@ -5,11 +5,13 @@
 //! - [`thresholds`]: the four threshold rules (p99, throughput, slow and
 //!   error rate) and their per-model overrides.
 //! - [`detectors`]: latency spikes (z-score) and SLA-breach prediction.
-//! - [`engine`]: one partition's latency part ([`engine::PartitionState`]):
-//!   a series per model, version and segment, evaluated on event time;
-//!   where latency and traffic alerts fire (`evaluate_series`).
+//! - [`part`]: one partition's latency part ([`part::LatencyPart`]): a
+//!   series per model, version and segment, evaluated on the partition's
+//!   event clock; where latency and traffic alerts fire.
 
 pub mod detectors;
-pub mod engine;
+pub mod part;
 pub mod thresholds;
 pub mod window;
+
+pub use part::{LatencyConfig, LatencyPart, RulesConfig, Settings};

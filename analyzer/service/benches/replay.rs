@@ -1,6 +1,6 @@
 //! Bench binary: processes a JSON Lines file of inference events in-process
 //! (read, parse and validate with the collector's own code, apply to the
-//! engine) on one thread, then prints events/s per core, peak memory and
+//! partition's latency part) on one thread, then prints events/s per core, peak memory and
 //! memory per tracked model version.
 //!
 //! `cargo bench -p mlwatch-analyzer --bench replay [-- FILE]`
@@ -14,8 +14,9 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use mlwatch_analyzer::engine::{Engine, EngineConfig, Observed, RulesConfig};
+use mlwatch_analyzer::partition::{Decoded, Partitions, Settings};
 use mlwatch_collector::validate::{Limits, inference_from_json};
+use mlwatch_proto::view::InferenceRef;
 
 const EVENTS: u64 = 600_000;
 const SERIES: u64 = 200;
@@ -97,7 +98,11 @@ fn main() -> anyhow::Result<()> {
         ..Limits::default()
     };
     let rss_before = current_rss_bytes().unwrap_or(0);
-    let mut engine = Engine::new(EngineConfig::default(), RulesConfig::default(), 1000);
+    let mut config = mlwatch_analyzer::Config::default();
+    config.accuracy.enabled = false;
+    config.drift.enabled = false;
+    let mut engine = Partitions::new(Settings::from_config(&config));
+    engine.own(0)?;
     let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&path)?);
     let start = Instant::now();
     let cpu_start = cpu_time();
@@ -115,13 +120,12 @@ fn main() -> anyhow::Result<()> {
             rejected += 1;
             continue;
         };
-        let observed = engine.observe(0, i as i64, &event);
+        let decoded = Decoded::Inference(Ok(InferenceRef::of(&event)));
+        engine.apply([(0, i as i64, &decoded)]);
         apply_ns += t1.elapsed().as_nanos();
-        if let Observed::Applied(a) = observed {
-            alerts += a.len();
-            for a in a {
-                *by_type.entry(a.r#type).or_default() += 1;
-            }
+        for (_, a) in engine.take_outbox() {
+            alerts += 1;
+            *by_type.entry(a.r#type).or_default() += 1;
         }
         events += 1;
     }
@@ -129,11 +133,11 @@ fn main() -> anyhow::Result<()> {
     let cpu = cpu_time().zip(cpu_start).map(|(b, a)| b - a).unwrap_or(wall);
     let series = engine.series();
     let whole: Vec<_> = series.iter().filter(|s| s.segment.is_empty()).collect();
-    let state_bytes: usize = engine.partitions().map(|(_, p)| p.heap_bytes()).sum();
+    let state_bytes: usize = engine.latency_size().0;
     let checkpoint_bytes: usize = engine
-        .partitions()
-        .map(|(_, p)| serde_json::to_vec(p).map(|v| v.len()).unwrap_or(0))
-        .sum();
+        .checkpoint(0)
+        .map(|(record, _, _)| serde_json::to_vec(&record).map(|v| v.len()).unwrap_or(0))
+        .unwrap_or(0);
     let rss_after = current_rss_bytes().unwrap_or(0);
     let peak = peak_rss_bytes().unwrap_or(0);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

@@ -1,7 +1,7 @@
 //! Checkpoints of per-partition state on a compacted Kafka topic.
 //!
-//! A checkpoint is the whole [`PartitionState`] of one source partition
-//! (which carries the offset of the next message to apply), encoded as
+//! A checkpoint is the whole state of one source partition (positions,
+//! clock, latency, accuracy and drift parts), encoded as
 //! JSON, keyed by `group/topic/partition` and written to partition
 //! `source partition mod state partitions` of the state topic, so a restore
 //! reads one state partition. The newest record of a key wins; the topic is
@@ -24,7 +24,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::PartitionState;
+use mlwatch_analyzer_accuracy::part::AccuracyCheckpoint;
+use mlwatch_analyzer_drift::part::DriftCheckpoint;
+
+use crate::partition::PartitionRecord;
 
 /// Format version written into every checkpoint.
 pub const FORMAT_VERSION: u32 = 1;
@@ -54,13 +57,13 @@ pub struct Checkpoint {
     pub topic: String,
     pub partition: i32,
     pub written_at_ms: i64,
-    pub state: PartitionState,
+    pub state: PartitionRecord,
     /// The partition's accuracy tracker (absent when accuracy is off).
     #[serde(default)]
-    pub accuracy: Option<crate::trackers::AccuracyCheckpoint>,
+    pub accuracy: Option<AccuracyCheckpoint>,
     /// The partition's drift monitors, by model.
     #[serde(default)]
-    pub drift: Vec<crate::trackers::DriftCheckpoint>,
+    pub drift: Vec<DriftCheckpoint>,
 }
 
 /// The record key of a source partition's checkpoint.

@@ -1,5 +1,5 @@
 //! The analyzer's own consume loop: partition ownership, checkpoints and
-//! alert publication (the I/O around [`Engine`]).
+//! alert publication (the I/O around [`Partitions`]).
 //!
 //! Ordering that makes `kill -9` and rebalances exact:
 //! 1. On assignment, a partition's newest checkpoint is loaded before any of
@@ -20,14 +20,14 @@
 //! from its offset: each event is applied exactly once to the state, and
 //! the replayed evaluations publish alerts with the same ids as before.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
 use mlwatch_common::kafka::{DeadLetter, KafkaConfig};
 use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_proto::v1::{Alert, AlertStatus};
+use mlwatch_proto::v1::AlertStatus;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -35,31 +35,13 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
-use crate::Metrics;
 use crate::checkpoint::{self, Checkpoint, CheckpointStore};
-use crate::engine::{Engine, Observed};
-use crate::trackers::{Feed, Trackers};
-use crate::wire;
+use crate::metrics::Metrics;
+use crate::partition::{Decoded, Partitions, Position};
+use mlwatch_analyzer_core::wire;
 use mlwatch_proto::view::{self, InferenceRef, LabelRef};
 
-/// The engine and the alerts it produced that are not yet acknowledged.
-pub struct Core {
-    pub engine: Engine,
-    /// Accuracy (and drift) trackers of the owned partitions.
-    pub trackers: Trackers,
-    outbox: Vec<(i32, Alert)>,
-}
-
-pub type Shared = Arc<Mutex<Core>>;
-
-/// A message decoded outside the lock (`Err`: why it is poison); an
-/// inference event borrows from its message.
-// Not boxed: a box per event is the allocation the decoding avoids.
-#[allow(clippy::large_enum_variant)]
-pub enum Decoded<'m> {
-    Inference(Result<InferenceRef<'m>, String>),
-    Label(Result<LabelRef<'m>, String>),
-}
+pub type Shared = Arc<Mutex<Partitions>>;
 
 /// Decodes messages with lists reused from earlier batches (one per
 /// consume loop): inference events are [`wire::Decoder`] views, whose
@@ -89,99 +71,8 @@ impl Decoding {
     }
 }
 
-/// What [`Core::apply`] did with a run of messages.
-#[derive(Debug, Default)]
-pub struct Applied<'d> {
-    /// The poison message that ended the run (its index and why).
-    pub poison: Option<(usize, &'d str)>,
-    /// Inference events newly applied.
-    pub inferences: u64,
-    /// Label events newly applied.
-    pub labels: u64,
-    /// Messages already applied before (redelivered).
-    pub duplicates: u64,
-    /// The join store failed: the latency engine and the drift monitors
-    /// have the inferences, the join does not; applying the same messages
-    /// again completes it (each side skips what it already has).
-    pub error: Option<mlwatch_analyzer_core::Error>,
-}
-
-impl Core {
-    /// Takes the alerts not yet published (tools that apply messages
-    /// without publishing, like the bench).
-    pub fn take_outbox(&mut self) -> Vec<(i32, Alert)> {
-        std::mem::take(&mut self.outbox)
-    }
-
-    /// Applies `(partition, offset, message)` in order until the first
-    /// poison message: inferences to the latency engine and the drift
-    /// monitors, then each partition's predictions and labels to its join
-    /// in one go; labels count as applied once the join has them. Alerts go
-    /// to the outbox.
-    pub fn apply<'d, 'm: 'd>(
-        &mut self,
-        messages: impl IntoIterator<Item = (i32, i64, &'d Decoded<'m>)>,
-    ) -> Applied<'d> {
-        let mut feeds: BTreeMap<i32, Vec<Feed<'d>>> = BTreeMap::new();
-        let mut out = Applied::default();
-        for (i, (p, offset, d)) in messages.into_iter().enumerate() {
-            match d {
-                Decoded::Inference(Ok(event)) => {
-                    match self.engine.observe_view(p, offset, event) {
-                        Observed::Applied(alerts) => {
-                            self.outbox.extend(alerts.into_iter().map(|a| (p, a)));
-                            // Drift state is checkpointed with the engine's
-                            // offset, so it sees exactly the events the
-                            // engine applies.
-                            match self.trackers.observe_drift_view(p, event) {
-                                Ok(alerts) => self.outbox.extend(alerts.into_iter().map(|a| (p, a))),
-                                Err(error) => {
-                                    tracing::warn!(%error, partition = p, "drift monitor skipped an event")
-                                }
-                            }
-                            out.inferences += 1;
-                        }
-                        Observed::Duplicate => out.duplicates += 1,
-                    }
-                    // The join store skips what it already has.
-                    feeds.entry(p).or_default().push(Feed::Inference(offset, event));
-                }
-                Decoded::Label(_) if self.engine.is_label_applied(p, offset) => out.duplicates += 1,
-                Decoded::Label(Ok(event)) => feeds.entry(p).or_default().push(Feed::Label(offset, event)),
-                Decoded::Inference(Err(_)) if self.engine.is_applied(p, offset) => out.duplicates += 1,
-                Decoded::Inference(Err(reason)) | Decoded::Label(Err(reason)) => {
-                    out.poison = Some((i, reason.as_str()));
-                    break;
-                }
-            }
-        }
-        for (p, feed) in &feeds {
-            match self.trackers.on_batch(*p, feed) {
-                Ok(alerts) => self.outbox.extend(alerts.into_iter().map(|a| (*p, a))),
-                Err(error) => {
-                    out.error = Some(error);
-                    return out;
-                }
-            }
-        }
-        for (p, feed) in &feeds {
-            for f in feed {
-                if let Feed::Label(offset, _) = f {
-                    self.engine.mark_label_applied(*p, *offset);
-                    out.labels += 1;
-                }
-            }
-        }
-        out
-    }
-}
-
-pub fn shared(engine: Engine, trackers: Trackers) -> Shared {
-    Arc::new(Mutex::new(Core {
-        engine,
-        trackers,
-        outbox: Vec::new(),
-    }))
+pub fn shared(partitions: Partitions) -> Shared {
+    Arc::new(Mutex::new(partitions))
 }
 
 /// An encoded checkpoint and the positions it reflects.
@@ -192,7 +83,7 @@ struct Snapshot {
     journal_seq: Option<u64>,
 }
 
-pub fn lock(core: &Shared) -> MutexGuard<'_, Core> {
+pub fn lock(core: &Shared) -> MutexGuard<'_, Partitions> {
     core.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -238,22 +129,8 @@ impl Owner {
     /// it has alerts not yet acknowledged or nothing to save.
     fn snapshot(&self, partition: i32) -> Option<Snapshot> {
         let mut core = lock(&self.core);
-        if core.outbox.iter().any(|(p, _)| *p == partition) {
-            return None;
-        }
-        let state = core.engine.partition(partition)?.clone();
-        if state.next_offset == 0 && state.label_next_offset == 0 {
-            return None;
-        }
-        let accuracy = match core.trackers.checkpoint(partition) {
-            Ok(a) => a,
-            Err(error) => {
-                tracing::error!(%error, partition, "join store not durable; checkpoint postponed");
-                return None;
-            }
-        };
+        let (state, accuracy, drift) = core.checkpoint(partition)?;
         let journal_seq = accuracy.as_ref().map(|a| a.tracker.journal_seq);
-        let drift = core.trackers.drift_checkpoint(partition);
         let checkpoint = Checkpoint {
             format: checkpoint::FORMAT_VERSION,
             group: self.group.clone(),
@@ -297,7 +174,7 @@ impl Owner {
     /// After partition `p`'s checkpoint was acknowledged.
     fn checkpointed(&self, partition: i32, snap: &Snapshot) {
         if let Some(seq) = snap.journal_seq {
-            lock(&self.core).trackers.checkpointed(partition, seq);
+            lock(&self.core).checkpointed(partition, seq);
         }
     }
 
@@ -336,10 +213,7 @@ impl Owner {
                     }
                 }
             }
-            let mut core = lock(&self.core);
-            core.engine.remove_partition(p);
-            core.trackers.remove(p);
-            core.outbox.retain(|(q, _)| *q != p);
+            lock(&self.core).remove(p);
         }
         tracing::info!(?partitions, "partitions revoked");
     }
@@ -432,8 +306,6 @@ pub struct LoopConfig {
     pub produce_timeout: Duration,
 }
 
-type Position = (i64, i64, i64, Option<i64>);
-
 /// Most messages handled as one batch (one lock of the shared state, one
 /// join-store transaction per partition).
 const MAX_BATCH: usize = 1000;
@@ -445,8 +317,8 @@ pub struct Loop {
     pub producer: FutureProducer,
     pub dead_letter: DeadLetter,
     pub config: LoopConfig,
-    /// `(next offset, next label offset, clock, accuracy clock)` of each
-    /// partition's last checkpoint.
+    /// `(next offset, next label offset, clock)` of each partition's last
+    /// checkpoint.
     saved: HashMap<i32, Position>,
     last_message: HashMap<i32, Instant>,
     decoding: Decoding,
@@ -510,21 +382,17 @@ impl Loop {
                     last_tick = Instant::now();
                     self.advance_idle(elapsed);
                     self.publish(&shutdown).await;
-                    let core = lock(&self.owner.core);
-                    crate::export(&self.owner.metrics, &core.engine);
-                    core.trackers.export(&mut self.owner.metrics.accuracy.lock().unwrap_or_else(|p| p.into_inner()));
-                    core.trackers.export_drift(&self.owner.metrics.drift_score, &self.owner.metrics.quality_score);
+                    self.owner.metrics.export(&lock(&self.owner.core));
                 }
                 _ = checkpoint.tick() => self.checkpoint_all(false).await,
             }
         }
         self.publish(&shutdown).await;
         self.checkpoint_all(true).await;
-        let owned: Vec<i32> = lock(&self.owner.core).engine.partitions().map(|(p, _)| p).collect();
         let mut core = lock(&self.owner.core);
+        let owned: Vec<i32> = core.iter().map(|(p, _)| p).collect();
         for p in owned {
-            core.engine.remove_partition(p);
-            core.trackers.remove(p);
+            core.remove(p);
         }
     }
 
@@ -541,7 +409,7 @@ impl Loop {
             let core = lock(&self.owner.core);
             partitions
                 .into_iter()
-                .filter(|p| !core.engine.owns(*p) && self.owner.is_assigned(*p))
+                .filter(|p| !core.owns(*p) && self.owner.is_assigned(*p))
                 .map(|p| (p, self.owner.key(p)))
                 .collect()
         };
@@ -558,30 +426,19 @@ impl Loop {
                     let mut core = lock(&self.owner.core);
                     let mut failed = None;
                     for (p, _) in &missing {
-                        let (state, accuracy, drift) = found
-                            .remove(p)
-                            .map(|c| (c.state, c.accuracy, c.drift))
-                            .unwrap_or_default();
-                        core.trackers.restore_drift(*p, drift);
-                        if let Err(error) = core.trackers.restore(*p, accuracy) {
+                        let c = found.remove(p);
+                        let events = c.as_ref().map_or(0, |c| c.state.events);
+                        let next_offset = c.as_ref().map_or(0, |c| c.state.next_offset);
+                        let (state, accuracy, drift) = c.map(|c| (c.state, c.accuracy, c.drift)).unwrap_or_default();
+                        if let Err(error) = core.restore(*p, state, accuracy, drift) {
                             failed = Some(error);
                             break;
                         }
-                        tracing::info!(
-                            partition = p,
-                            next_offset = state.next_offset,
-                            events = state.events,
-                            "partition state restored"
-                        );
-                        let position = (
-                            state.next_offset,
-                            state.label_next_offset,
-                            state.clock_ms,
-                            core.trackers.clock_ms(*p),
-                        );
-                        self.saved.insert(*p, position);
+                        tracing::info!(partition = p, next_offset, events, "partition state restored");
+                        if let Some((_, part)) = core.iter().find(|(q, _)| q == p) {
+                            self.saved.insert(*p, part.position());
+                        }
                         self.last_message.insert(*p, Instant::now());
-                        core.engine.insert_partition(*p, state);
                     }
                     match failed {
                         None => return,
@@ -623,16 +480,12 @@ impl Loop {
             .collect();
         let unowned: BTreeSet<i32> = {
             let core = lock(&self.owner.core);
-            batch
-                .iter()
-                .map(|m| m.partition())
-                .filter(|p| !core.engine.owns(*p))
-                .collect()
+            batch.iter().map(|m| m.partition()).filter(|p| !core.owns(*p)).collect()
         };
         if !unowned.is_empty() {
             self.load(unowned.into_iter().collect(), shutdown).await;
             let core = lock(&self.owner.core);
-            batch.retain(|m| core.engine.owns(m.partition())); // else shutting down
+            batch.retain(|m| core.owns(m.partition())); // else shutting down
         }
         let now = Instant::now();
         for m in &batch {
@@ -715,12 +568,7 @@ impl Loop {
             }
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        let mut core = lock(&self.owner.core);
-        if m.topic() == self.owner.labels_topic {
-            core.engine.mark_label_applied(p, m.offset());
-        } else {
-            core.engine.mark_applied(p, m.offset());
-        }
+        lock(&self.owner.core).mark_applied(p, m.topic() == self.owner.labels_topic, m.offset());
     }
 
     /// Moves the clocks of partitions without messages for `idle_after`.
@@ -729,22 +577,12 @@ impl Loop {
             return;
         };
         let mut core = lock(&self.owner.core);
-        let owned: Vec<(i32, i64)> = core.engine.partitions().map(|(p, s)| (p, s.clock_ms)).collect();
-        let step = elapsed.as_millis() as i64;
-        for (p, clock) in owned {
-            if self.last_message.get(&p).is_some_and(|t| t.elapsed() >= idle_after) {
-                let alerts = core.engine.advance(p, clock + step);
-                core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
-                let alerts = core.trackers.advance_drift(p, clock + step);
-                core.outbox.extend(alerts.into_iter().map(|a| (p, a)));
-                if let Some(acc_clock) = core.trackers.clock_ms(p) {
-                    match core.trackers.advance(p, acc_clock + step) {
-                        Ok(alerts) => core.outbox.extend(alerts.into_iter().map(|a| (p, a))),
-                        Err(error) => tracing::warn!(%error, partition = p, "accuracy evaluation failed"),
-                    }
-                }
-            }
-        }
+        let idle: Vec<i32> = core
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| self.last_message.get(p).is_some_and(|t| t.elapsed() >= idle_after))
+            .collect();
+        core.advance_idle(&idle, elapsed.as_millis() as i64);
     }
 
     /// Publishes the outbox in order, retrying until acknowledged or
@@ -752,7 +590,7 @@ impl Loop {
     async fn publish(&mut self, shutdown: &CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let next = lock(&self.owner.core).outbox.first().cloned();
+            let next = lock(&self.owner.core).outbox().first().cloned();
             let Some((_, alert)) = next else { return };
             let payload = alert.encode_to_vec();
             let record = FutureRecord::to(&self.config.alerts_topic)
@@ -776,10 +614,7 @@ impl Loop {
                         .alerts
                         .with_label_values(&[&alert.r#type, status])
                         .inc();
-                    let mut core = lock(&self.owner.core);
-                    if core.outbox.first().is_some_and(|(_, a)| a.id == alert.id) {
-                        core.outbox.remove(0);
-                    }
+                    lock(&self.owner.core).published(&alert.id);
                     backoff = Duration::from_millis(100);
                 }
                 Err((error, _)) => {
@@ -797,23 +632,7 @@ impl Loop {
     /// Checkpoints every owned partition that changed since its last
     /// checkpoint (all of them when `all`), then commits their offsets.
     async fn checkpoint_all(&mut self, all: bool) {
-        let owned: Vec<(i32, Position)> = {
-            let core = lock(&self.owner.core);
-            core.engine
-                .partitions()
-                .map(|(p, s)| {
-                    (
-                        p,
-                        (
-                            s.next_offset,
-                            s.label_next_offset,
-                            s.clock_ms,
-                            core.trackers.clock_ms(p),
-                        ),
-                    )
-                })
-                .collect()
-        };
+        let owned: Vec<(i32, Position)> = lock(&self.owner.core).iter().map(|(p, s)| (p, s.position())).collect();
         let mut commit = TopicPartitionList::new();
         for (p, position) in owned {
             if !all && self.saved.get(&p) == Some(&position) {

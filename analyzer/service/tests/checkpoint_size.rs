@@ -2,9 +2,10 @@
 //! well past librdkafka's default 1 MB message limit, and come back intact.
 
 use mlwatch_analyzer::checkpoint::{Checkpoint, CheckpointStore, key};
-use mlwatch_analyzer::engine::{Engine, EngineConfig, RulesConfig};
+use mlwatch_analyzer::partition::{Decoded, Partitions, Settings};
 use mlwatch_common::kafka::{KafkaConfig, Topics};
 use mlwatch_proto::v1::{InferenceEvent, InferenceStatus};
+use mlwatch_proto::view::InferenceRef;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_with_hundreds_of_model_versions_checkpoints_and_restores() {
@@ -18,7 +19,11 @@ async fn a_partition_with_hundreds_of_model_versions_checkpoints_and_restores() 
     let state_topic = format!("mlwatch.analyzer.state.v1.{suffix}");
     let store = CheckpointStore::open(&kafka, &state_topic).await.expect("state topic");
 
-    let mut engine = Engine::new(EngineConfig::default(), RulesConfig::default(), 1000);
+    let mut config = mlwatch_analyzer::Config::default();
+    config.accuracy.enabled = false;
+    config.drift.enabled = false;
+    let mut partitions = Partitions::new(Settings::from_config(&config));
+    partitions.own(0).unwrap();
     let t0 = 1_795_000_000_000i64;
     let mut offset = 0i64;
     for v in 0..300 {
@@ -32,11 +37,13 @@ async fn a_partition_with_hundreds_of_model_versions_checkpoints_and_restores() 
                 status: InferenceStatus::Ok as i32,
                 ..Default::default()
             };
-            engine.observe(0, offset, &e);
+            let decoded = Decoded::Inference(Ok(InferenceRef::of(&e)));
+            let applied = partitions.apply([(0, offset, &decoded)]);
+            assert_eq!(applied.inferences, 1);
             offset += 1;
         }
     }
-    let state = engine.remove_partition(0).expect("partition state");
+    let (state, _, _) = partitions.checkpoint(0).expect("partition state");
     let checkpoint = Checkpoint {
         format: 1,
         group: "g".into(),

@@ -1,48 +1,36 @@
-//! The analyzer's state and evaluation (pure: no I/O, no clock).
+//! One partition's latency and traffic ([`LatencyPart`]): a [`Series`] per
+//! model, version and (optionally) tag segment holds the sliding windows,
+//! the detectors' memory and the phase of every rule instance (pure: no
+//! I/O, no clock reads).
 //!
-//! State is kept per source partition ([`PartitionState`]): events are keyed
-//! by model, so a model lives in exactly one partition, and a partition's
-//! state moves between instances as a whole, checkpointed together with the
-//! next offset to read. Inside a partition, one [`Series`] per model, version
-//! and (optionally) tag segment holds the sliding windows, the detectors'
-//! memory and the phase of every rule instance.
+//! Time is the partition's event clock, passed in: rules are evaluated at
+//! every multiple of the evaluation interval the clock passes, before the
+//! event that passed it is added ([`LatencyPart::observe`]), and when an
+//! idle partition's clock is advanced ([`LatencyPart::advance`]), so a
+//! model that stops sending is still judged. The alerts are a function of
+//! the partition's event sequence alone: a replay after a crash yields the
+//! same alerts with the same ids.
 //!
-//! Time is event time. Each partition has a clock (the newest event time it
-//! has seen); rules are evaluated at every multiple of the evaluation
-//! interval that the clock passes, before the event that passed it is
-//! added. The alerts are therefore a function of the partition's event
-//! sequence alone: a replay after a crash yields the same alerts with the
-//! same ids. [`Engine::advance`] moves an idle partition's clock forward (the
-//! service does it from wall time when no event arrived for a while), so a
-//! model that stops sending is still judged.
-//!
-//! Plug-in point for further trackers (accuracy, drift): a tracker becomes a
-//! field of [`PartitionState`] (serde, so it is checkpointed with the rest),
-//! is fed from [`Engine::observe`] (or a sibling for label events), and is
-//! evaluated from [`PartitionState::evaluate_at`], producing alerts through
-//! [`rules::step`] and [`rules::alert_for`] (same fingerprint and id scheme).
+//! Where latency and traffic alerts fire: `evaluate_series` (threshold
+//! rules), `evaluate_spike` and `evaluate_sla` below.
 
 use std::collections::{BTreeMap, HashMap};
 
-use mlwatch_proto::v1::{Alert, InferenceEvent, InferenceStatus};
+use mlwatch_proto::v1::{Alert, InferenceStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::detectors::{self, P99History, SlaForecast, SlaRule, SpikeRule};
 use crate::thresholds::{ErrorRateRule, LatencyRule, ModelOverrides, RuleParams, SlowRateRule, ThroughputRule};
 use crate::window::{SlidingWindow, Stats, Summary};
-use mlwatch_analyzer_core::clock::window_name;
+use mlwatch_analyzer_core::clock::{Schedule, window_name};
 use mlwatch_analyzer_core::rules::{self, AlertSpec, Phase, SeverityName};
 use mlwatch_analyzer_core::series::{SeriesId, SeriesKey, labels, series_name};
 use mlwatch_proto::view::InferenceRef;
 
-/// Evaluations replayed at most when a partition's clock jumps forward;
-/// older boundaries are skipped (deterministically).
-const MAX_CATCH_UP_EVALS: i64 = 3600;
-
 /// The windowing part of the `[analyzer]` section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct EngineConfig {
+pub struct LatencyConfig {
     /// Sliding windows kept per series, in seconds (rule windows are added).
     pub windows_secs: Vec<u64>,
     /// Slots per window (resolution of the slide).
@@ -57,7 +45,7 @@ pub struct EngineConfig {
     pub segment_tags: Vec<String>,
 }
 
-impl Default for EngineConfig {
+impl Default for LatencyConfig {
     fn default() -> Self {
         Self {
             windows_secs: vec![60, 300, 3600],
@@ -107,33 +95,14 @@ pub struct Series {
     phases: BTreeMap<String, Phase>,
 }
 
-/// Everything the analyzer knows about one source partition.
+/// The latency and traffic state of one source partition.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PartitionState {
-    /// Offset of the next message to apply; earlier ones are already in.
-    pub next_offset: i64,
-    /// The partition's event-time clock (newest event time, or advanced).
-    pub clock_ms: i64,
+pub struct LatencyPart {
     /// The next evaluation boundary (0 before the first event).
-    pub next_eval_ms: i64,
-    /// Events applied.
-    pub events: u64,
-    /// Offset of the next message of the same partition of the labels
-    /// topic to apply (labels feed the accuracy trackers; the checkpoint
-    /// records both topics' positions).
-    #[serde(default)]
-    pub label_next_offset: i64,
+    #[serde(rename = "next_eval_ms")]
+    schedule: Schedule,
     #[serde(with = "mlwatch_analyzer_core::series::pairs")]
     series: BTreeMap<SeriesKey, Series>,
-}
-
-/// The outcome of offering an event to the engine.
-#[derive(Debug, PartialEq)]
-pub enum Observed {
-    /// Applied; the alerts of the evaluations its event time triggered.
-    Applied(Vec<Alert>),
-    /// Its offset is below the partition's next offset: already counted.
-    Duplicate,
 }
 
 /// Statistics of one series over one window, as served by the API.
@@ -174,7 +143,7 @@ pub struct SeriesInfo {
 /// Configuration resolved once and shared by every partition.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    config: EngineConfig,
+    config: LatencyConfig,
     rules: RulesConfig,
     eval_interval_ms: i64,
     /// The distinct windows that rules and detectors read.
@@ -182,7 +151,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(mut config: EngineConfig, rules: RulesConfig, eval_interval_ms: u64) -> Self {
+    pub fn new(mut config: LatencyConfig, rules: RulesConfig, eval_interval_ms: u64) -> Self {
         let mut rule_windows = vec![
             rules.p99_latency.window_secs,
             rules.throughput.window_secs,
@@ -388,23 +357,62 @@ fn describe(kind: Threshold, key: &SeriesKey, j: &Judgement, p: &RuleParams, sta
     }
 }
 
-impl PartitionState {
-    /// Moves the clock to `t_ms`, evaluating every boundary passed.
-    fn advance(&mut self, settings: &Settings, t_ms: i64) -> Vec<Alert> {
-        let iv = settings.eval_interval_ms;
-        let mut alerts = Vec::new();
-        if self.next_eval_ms == 0 {
-            self.next_eval_ms = (t_ms.div_euclid(iv) + 1) * iv;
+impl LatencyPart {
+    /// Applies one inference event at the partition's time `now_ms` (the
+    /// clock after this event): first evaluates every boundary the clock
+    /// passed, then counts the event in its series (and its segments').
+    pub fn observe(&mut self, settings: &Settings, now_ms: i64, event: &InferenceRef<'_>) -> Vec<Alert> {
+        let alerts = self.evaluate_due(settings, now_ms);
+        let t = event.timestamp_ms;
+        let error = event.status == InferenceStatus::Error as i32;
+        let slow = event.latency_ms > settings.config.slow_threshold_ms;
+        let segments = settings
+            .config
+            .segment_tags
+            .iter()
+            .filter_map(|tag| event.tag(tag).map(|v| format!("{tag}={v}")));
+        for segment in std::iter::once(String::new()).chain(segments) {
+            // Found by reference: no key is built for a known series.
+            let id = (event.model, event.model_version, segment.as_str());
+            let series = match self.series.get_mut(&id as &dyn SeriesId) {
+                Some(s) => s,
+                None => self
+                    .series
+                    .entry(SeriesKey {
+                        model: event.model.to_string(),
+                        model_version: event.model_version.to_string(),
+                        segment,
+                    })
+                    .or_insert_with(|| settings.new_series(t)),
+            };
+            series.add(t, event.latency_ms, error, slow);
         }
-        if t_ms - self.next_eval_ms > MAX_CATCH_UP_EVALS * iv {
-            self.next_eval_ms = (t_ms.div_euclid(iv) - MAX_CATCH_UP_EVALS + 1) * iv;
-        }
-        while self.next_eval_ms <= t_ms {
-            alerts.extend(self.evaluate_at(settings, self.next_eval_ms));
-            self.next_eval_ms += iv;
-        }
-        self.clock_ms = self.clock_ms.max(t_ms);
         alerts
+    }
+
+    /// An idle partition's clock moved to `now_ms`: evaluates the
+    /// boundaries it passed (nothing before the first event).
+    pub fn advance(&mut self, settings: &Settings, now_ms: i64) -> Vec<Alert> {
+        if !self.schedule.started() {
+            return Vec::new();
+        }
+        self.evaluate_due(settings, now_ms)
+    }
+
+    fn evaluate_due(&mut self, settings: &Settings, now_ms: i64) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for at in self.schedule.due_all(now_ms, settings.eval_interval_ms) {
+            alerts.extend(self.evaluate_at(settings, at));
+        }
+        alerts
+    }
+
+    /// Makes every series' windows match the configuration (after a restore
+    /// under a changed configuration).
+    pub fn reconcile(&mut self, settings: &Settings) {
+        for s in self.series.values_mut() {
+            s.reconcile(settings);
+        }
     }
 
     /// Evaluates every rule and detector of every series at event time `at_ms`.
@@ -594,149 +602,31 @@ fn evaluate_sla(rule: &SlaRule, key: &SeriesKey, series: &mut Series, stats: &St
     out.extend(rules::alert_for(spec, &transition, at_ms));
 }
 
-/// Per-partition state of the partitions this instance owns.
-pub struct Engine {
-    settings: Settings,
-    partitions: BTreeMap<i32, PartitionState>,
-}
-
-impl Engine {
-    pub fn new(config: EngineConfig, rules: RulesConfig, eval_interval_ms: u64) -> Self {
-        Self {
-            settings: Settings::new(config, rules, eval_interval_ms),
-            partitions: BTreeMap::new(),
-        }
-    }
-
-    pub fn windows_secs(&self) -> &[u64] {
-        self.settings.windows_secs()
-    }
-
-    pub fn owns(&self, partition: i32) -> bool {
-        self.partitions.contains_key(&partition)
-    }
-
-    pub fn partitions(&self) -> impl Iterator<Item = (i32, &PartitionState)> {
-        self.partitions.iter().map(|(p, s)| (*p, s))
-    }
-
-    /// Takes ownership of a partition's (restored) state.
-    pub fn insert_partition(&mut self, partition: i32, mut state: PartitionState) {
-        for s in state.series.values_mut() {
-            s.reconcile(&self.settings);
-        }
-        self.partitions.insert(partition, state);
-    }
-
-    /// Gives a partition's state up (revoked).
-    pub fn remove_partition(&mut self, partition: i32) -> Option<PartitionState> {
-        self.partitions.remove(&partition)
-    }
-
-    pub fn partition(&self, partition: i32) -> Option<&PartitionState> {
-        self.partitions.get(&partition)
-    }
-
-    /// Whether the message at `offset` of `partition` is already applied.
-    pub fn is_applied(&self, partition: i32, offset: i64) -> bool {
-        self.partitions.get(&partition).is_some_and(|s| offset < s.next_offset)
-    }
-
-    /// Records that the message at `offset` was handled without touching
-    /// the statistics (a poison message sent to the dead-letter topic).
-    pub fn mark_applied(&mut self, partition: i32, offset: i64) {
-        let state = self.partitions.entry(partition).or_default();
-        state.next_offset = state.next_offset.max(offset + 1);
-    }
-
-    /// Whether the label message at `offset` of `partition` is already applied.
-    pub fn is_label_applied(&self, partition: i32, offset: i64) -> bool {
-        self.partitions
-            .get(&partition)
-            .is_some_and(|s| offset < s.label_next_offset)
-    }
-
-    /// Records that the label message at `offset` was handled.
-    pub fn mark_label_applied(&mut self, partition: i32, offset: i64) {
-        let state = self.partitions.entry(partition).or_default();
-        state.label_next_offset = state.label_next_offset.max(offset + 1);
-    }
-
-    /// Applies the event at `offset` of `partition` (an empty state is
-    /// created for a partition not owned yet).
-    pub fn observe(&mut self, partition: i32, offset: i64, event: &InferenceEvent) -> Observed {
-        self.observe_view(partition, offset, &InferenceRef::of(event))
-    }
-
-    /// [`Engine::observe`] of a decoded message.
-    pub fn observe_view(&mut self, partition: i32, offset: i64, event: &InferenceRef<'_>) -> Observed {
-        let settings = &self.settings;
-        let state = self.partitions.entry(partition).or_default();
-        if offset < state.next_offset {
-            return Observed::Duplicate;
-        }
-        state.next_offset = offset + 1;
-        let t = event.timestamp_ms;
-        let alerts = state.advance(settings, t);
-        let error = event.status == InferenceStatus::Error as i32;
-        let slow = event.latency_ms > settings.config.slow_threshold_ms;
-        let segments = settings
-            .config
-            .segment_tags
-            .iter()
-            .filter_map(|tag| event.tag(tag).map(|v| format!("{tag}={v}")));
-        for segment in std::iter::once(String::new()).chain(segments) {
-            // Found by reference: no key is built for a known series.
-            let id = (event.model, event.model_version, segment.as_str());
-            let series = match state.series.get_mut(&id as &dyn SeriesId) {
-                Some(s) => s,
-                None => state
-                    .series
-                    .entry(SeriesKey {
-                        model: event.model.to_string(),
-                        model_version: event.model_version.to_string(),
-                        segment,
-                    })
-                    .or_insert_with(|| settings.new_series(t)),
-            };
-            series.add(t, event.latency_ms, error, slow);
-        }
-        state.events += 1;
-        Observed::Applied(alerts)
-    }
-
-    /// Moves an idle partition's clock to `t_ms` (no-op when behind it).
-    pub fn advance(&mut self, partition: i32, t_ms: i64) -> Vec<Alert> {
-        let settings = &self.settings;
-        match self.partitions.get_mut(&partition) {
-            Some(state) if state.next_eval_ms > 0 && t_ms > state.clock_ms => state.advance(settings, t_ms),
-            _ => Vec::new(),
-        }
-    }
-
-    fn all_series(&self) -> impl Iterator<Item = (i32, &PartitionState, &SeriesKey, &Series)> {
-        self.partitions
-            .iter()
-            .flat_map(|(p, st)| st.series.iter().map(move |(k, s)| (*p, st, k, s)))
-    }
-
+impl LatencyPart {
     /// Statistics of every series of `model` (all when `None`) over the
-    /// window of `window_secs`, each as of its partition's clock. `None`
+    /// window of `window_secs`, as of the partition's time `now_ms`. `None`
     /// when the window is not tracked.
-    pub fn reports(&self, model: Option<&str>, window_secs: u64) -> Option<Vec<WindowReport>> {
-        if !self.settings.windows_secs().contains(&window_secs) {
+    pub fn reports(
+        &self,
+        settings: &Settings,
+        model: Option<&str>,
+        window_secs: u64,
+        now_ms: i64,
+    ) -> Option<Vec<WindowReport>> {
+        if !settings.windows_secs().contains(&window_secs) {
             return None;
         }
-        let sla = &self.settings.rules.sla_prediction;
+        let sla = &settings.rules.sla_prediction;
         let out = self
-            .all_series()
-            .filter(|(_, _, k, _)| model.is_none_or(|m| k.model == m))
-            .filter_map(|(_, st, k, s)| {
+            .series
+            .iter()
+            .filter(|(k, _)| model.is_none_or(|m| k.model == m))
+            .filter_map(|(k, s)| {
                 let w = s.window(window_secs)?;
-                let summary = w.stats(st.clock_ms).summary(w.window_ms());
+                let summary = w.stats(now_ms).summary(w.window_ms());
                 let forecast = s
                     .window(sla.window_secs)
-                    .and_then(|sw| sw.stats(st.clock_ms).sketch.quantile(0.99))
+                    .and_then(|sw| sw.stats(now_ms).sketch.quantile(0.99))
                     .and_then(|p99| s.forecast(sla, p99));
                 Some(WindowReport {
                     model: k.model.clone(),
@@ -744,7 +634,7 @@ impl Engine {
                     segment: k.segment.clone(),
                     window: window_name(window_secs),
                     window_secs,
-                    as_of_ms: st.clock_ms,
+                    as_of_ms: now_ms,
                     late_events: w.late(),
                     summary,
                     latest_z_score: s.last_z,
@@ -755,37 +645,69 @@ impl Engine {
         Some(out)
     }
 
-    /// Every tracked series, sorted by model, version, segment.
-    pub fn series(&self) -> Vec<SeriesInfo> {
-        let mut out: Vec<SeriesInfo> = self
-            .all_series()
-            .map(|(p, _, k, s)| SeriesInfo {
-                model: k.model.clone(),
-                model_version: k.model_version.clone(),
-                segment: k.segment.clone(),
-                partition: p,
-                events: s.events,
-                first_event_ms: s.first_event_ms,
-                last_event_ms: s.last_event_ms,
-                alerts_firing: s
-                    .phases
-                    .iter()
-                    .filter(|(_, ph)| ph.is_firing())
-                    .map(|(t, _)| t.clone())
-                    .collect(),
-                state_bytes: s.heap_bytes(),
-            })
-            .collect();
-        out.sort_by(|a, b| (&a.model, &a.model_version, &a.segment).cmp(&(&b.model, &b.model_version, &b.segment)));
-        out
+    /// Every tracked series of the partition, in key order.
+    pub fn series(&self, partition: i32) -> impl Iterator<Item = SeriesInfo> + '_ {
+        self.series.iter().map(move |(k, s)| SeriesInfo {
+            model: k.model.clone(),
+            model_version: k.model_version.clone(),
+            segment: k.segment.clone(),
+            partition,
+            events: s.events,
+            first_event_ms: s.first_event_ms,
+            last_event_ms: s.last_event_ms,
+            alerts_firing: s
+                .phases
+                .iter()
+                .filter(|(_, ph)| ph.is_firing())
+                .map(|(t, _)| t.clone())
+                .collect(),
+            state_bytes: s.heap_bytes(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use mlwatch_proto::v1::AlertStatus;
+    use mlwatch_analyzer_core::EventClock;
+    use mlwatch_proto::v1::{AlertStatus, InferenceEvent};
 
     use super::*;
+
+    /// One partition's clock and latency part, driven as the service does.
+    struct Driver {
+        settings: Settings,
+        clock: EventClock,
+        part: LatencyPart,
+    }
+
+    impl Driver {
+        fn new(config: LatencyConfig, rules: RulesConfig, eval_interval_ms: u64) -> Self {
+            Self {
+                settings: Settings::new(config, rules, eval_interval_ms),
+                clock: EventClock::default(),
+                part: LatencyPart::default(),
+            }
+        }
+
+        fn observe(&mut self, event: &InferenceEvent) -> Vec<Alert> {
+            let now = self.clock.observe(event.timestamp_ms);
+            self.part.observe(&self.settings, now, &InferenceRef::of(event))
+        }
+
+        fn advance(&mut self, t_ms: i64) -> Vec<Alert> {
+            self.clock.advance(t_ms);
+            self.part.advance(&self.settings, self.clock.now_ms())
+        }
+
+        fn series(&self) -> Vec<SeriesInfo> {
+            self.part.series(0).collect()
+        }
+
+        fn reports(&self, model: Option<&str>, window_secs: u64) -> Option<Vec<WindowReport>> {
+            self.part
+                .reports(&self.settings, model, window_secs, self.clock.now_ms())
+        }
+    }
 
     fn event(model: &str, t: i64, latency: f64) -> InferenceEvent {
         InferenceEvent {
@@ -808,16 +730,12 @@ mod tests {
 
     /// Feeds 10 events/s of event time through three phases of latency;
     /// returns every alert.
-    fn run(engine: &mut Engine, phases: &[f64], secs_per_phase: i64) -> Vec<Alert> {
+    fn run(engine: &mut Driver, phases: &[f64], secs_per_phase: i64) -> Vec<Alert> {
         let mut alerts = Vec::new();
         let mut t = 1_000_000;
-        let mut offset = 0;
         for latency in phases {
             for _ in 0..secs_per_phase * 10 {
-                if let Observed::Applied(a) = engine.observe(0, offset, &event("fraud", t, *latency)) {
-                    alerts.extend(a);
-                }
-                offset += 1;
+                alerts.extend(engine.observe(&event("fraud", t, *latency)));
                 t += 100;
             }
         }
@@ -829,7 +747,7 @@ mod tests {
         let mut rules = quiet_rules();
         rules.p99_latency.window_secs = 10;
         rules.p99_latency.resolve_for_secs = 2;
-        let mut e = Engine::new(EngineConfig::default(), rules, 1000);
+        let mut e = Driver::new(LatencyConfig::default(), rules, 1000);
         let fired = run(&mut e, &[20.0, 450.0, 20.0], 30);
         let kinds: Vec<(&str, i32)> = fired.iter().map(|a| (a.r#type.as_str(), a.status)).collect();
         assert_eq!(
@@ -847,17 +765,15 @@ mod tests {
     }
 
     #[test]
-    fn replay_gives_identical_alerts_and_duplicates_are_skipped() {
+    fn replay_gives_identical_alerts() {
         let mut rules = RulesConfig::default();
         rules.p99_latency.window_secs = 10;
-        let mut a = Engine::new(EngineConfig::default(), rules.clone(), 1000);
-        let mut b = Engine::new(EngineConfig::default(), rules, 1000);
+        let mut a = Driver::new(LatencyConfig::default(), rules.clone(), 1000);
+        let mut b = Driver::new(LatencyConfig::default(), rules, 1000);
         let first = run(&mut a, &[20.0, 450.0, 20.0], 30);
         let second = run(&mut b, &[20.0, 450.0, 20.0], 30);
         assert!(!first.is_empty());
         assert_eq!(first, second);
-        // Offsets already applied are duplicates.
-        assert_eq!(a.observe(0, 5, &event("fraud", 1, 1.0)), Observed::Duplicate);
         assert_eq!(a.series()[0].events, 900);
     }
 
@@ -865,22 +781,22 @@ mod tests {
     fn checkpoint_round_trip_continues_identically() {
         let mut rules = quiet_rules();
         rules.p99_latency.window_secs = 10;
-        let mut whole = Engine::new(EngineConfig::default(), rules.clone(), 1000);
+        let mut whole = Driver::new(LatencyConfig::default(), rules.clone(), 1000);
         let all = run(&mut whole, &[20.0, 450.0, 20.0], 30);
 
         // Stop after the first phase, serialise, restore into a new engine
         // and feed the rest: same alerts, same counts.
-        let mut first = Engine::new(EngineConfig::default(), rules.clone(), 1000);
+        let mut first = Driver::new(LatencyConfig::default(), rules.clone(), 1000);
         let mut alerts = run(&mut first, &[20.0], 30);
-        let json = serde_json::to_vec(first.partition(0).unwrap()).unwrap();
-        let mut second = Engine::new(EngineConfig::default(), rules, 1000);
-        second.insert_partition(0, serde_json::from_slice(&json).unwrap());
+        let json = serde_json::to_vec(&first.part).unwrap();
+        let mut second = Driver::new(LatencyConfig::default(), rules, 1000);
+        second.part = serde_json::from_slice(&json).unwrap();
+        second.part.reconcile(&second.settings);
+        second.clock = EventClock::at(first.clock.now_ms());
         let mut t = 1_030_000;
-        for offset in 300..900 {
-            let latency = if offset < 600 { 450.0 } else { 20.0 };
-            if let Observed::Applied(a) = second.observe(0, offset, &event("fraud", t, latency)) {
-                alerts.extend(a);
-            }
+        for i in 300..900 {
+            let latency = if i < 600 { 450.0 } else { 20.0 };
+            alerts.extend(second.observe(&event("fraud", t, latency)));
             t += 100;
         }
         assert_eq!(alerts, all);
@@ -907,14 +823,12 @@ mod tests {
                 ..Default::default()
             },
         );
-        let mut e = Engine::new(EngineConfig::default(), rules, 1000);
+        let mut e = Driver::new(LatencyConfig::default(), rules, 1000);
         let mut alerts = Vec::new();
         for i in 0..200 {
             let mut ev = event("fraud", 1_000_000 + i * 100, if i % 10 == 0 { 1500.0 } else { 10.0 });
             ev.status = if i % 5 == 0 { 2 } else { 1 };
-            if let Observed::Applied(a) = e.observe(0, i, &ev) {
-                alerts.extend(a);
-            }
+            alerts.extend(e.observe(&ev));
         }
         let types: Vec<&str> = alerts.iter().map(|a| a.r#type.as_str()).collect();
         assert_eq!(types, vec!["HighSlowRequestRate"]);
@@ -928,11 +842,11 @@ mod tests {
         rules.throughput.min_rps = 5.0;
         rules.throughput.window_secs = 10;
         rules.throughput.for_secs = 2;
-        let mut e = Engine::new(EngineConfig::default(), rules, 1000);
+        let mut e = Driver::new(LatencyConfig::default(), rules, 1000);
         let fired = run(&mut e, &[10.0], 20);
         assert!(fired.is_empty(), "{fired:?}");
         // No events for a while: the idle partition is advanced.
-        let alerts = e.advance(0, 1_000_000 + 40_000);
+        let alerts = e.advance(1_000_000 + 40_000);
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].r#type, "LowThroughput");
     }
@@ -942,16 +856,14 @@ mod tests {
         let mut rules = RulesConfig::default();
         rules.p99_latency.enabled = false;
         rules.slow_rate.enabled = false;
-        let mut e = Engine::new(EngineConfig::default(), rules, 1000);
+        let mut e = Driver::new(LatencyConfig::default(), rules, 1000);
         let mut alerts = Vec::new();
         // 5 minutes of p99 rising 10 ms per minute, with noise for spread.
         let mut t = 1_000_000;
         for i in 0..3000i64 {
             let base = 50.0 + 10.0 * (i as f64 / 600.0);
             let latency = base + (i % 7) as f64;
-            if let Observed::Applied(a) = e.observe(0, i, &event("fraud", t, latency)) {
-                alerts.extend(a);
-            }
+            alerts.extend(e.observe(&event("fraud", t, latency)));
             t += 100;
         }
         let r = e.reports(Some("fraud"), 60).unwrap();
@@ -965,12 +877,11 @@ mod tests {
         let mut a = Vec::new();
         for i in 3000..3080 {
             let latency = if i == 3000 || i >= 3020 { 5000.0 } else { 100.0 };
-            if let Observed::Applied(x) = e.observe(0, i, &event("fraud", t, latency)) {
-                if i < 3020 {
-                    assert!(x.iter().all(|a| a.r#type != "LatencySpike"), "{x:?}");
-                }
-                a.extend(x);
+            let x = e.observe(&event("fraud", t, latency));
+            if i < 3020 {
+                assert!(x.iter().all(|a| a.r#type != "LatencySpike"), "{x:?}");
             }
+            a.extend(x);
             t += 100;
         }
         let spike: Vec<&Alert> = a.iter().filter(|a| a.r#type == "LatencySpike").collect();
@@ -980,13 +891,13 @@ mod tests {
 
     #[test]
     fn segments_are_tracked_separately() {
-        let mut config = EngineConfig::default();
+        let mut config = LatencyConfig::default();
         config.segment_tags = vec!["region".into()];
-        let mut e = Engine::new(config, quiet_rules(), 1000);
+        let mut e = Driver::new(config, quiet_rules(), 1000);
         let mut ev = event("fraud", 1_000_000, 10.0);
         ev.tags.insert("region".into(), "eu".into());
-        e.observe(0, 0, &ev);
-        e.observe(0, 1, &event("fraud", 1_000_001, 10.0));
+        e.observe(&ev);
+        e.observe(&event("fraud", 1_000_001, 10.0));
         let s = e.series();
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].segment.as_str(), s[0].events), ("", 2));

@@ -1,16 +1,16 @@
 //! Drift benchmark: per-event cost of `DriftMonitor::observe` with 20
 //! numeric + 5 categorical features and a prediction score, the cost of one
 //! window evaluation, and memory per model; then the service path
-//! (`Trackers::observe_drift`: profile lookup, one monitor per model
+//! (`DriftPart::observe`: profile lookup, one monitor per model
 //! version) and memory per model version. Prints one line per figure.
 //!
-//! `cargo bench -p mlwatch-analyzer --bench drift`
+//! `cargo bench -p mlwatch-analyzer-drift --bench drift`
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use mlwatch_analyzer::drift::sim::Scenario;
-use mlwatch_analyzer::drift::{DriftConfig, DriftMonitor, Value};
+use mlwatch_analyzer_drift::sim::Scenario;
+use mlwatch_analyzer_drift::{DriftConfig, DriftMonitor, Value};
 use mlwatch_proto::v1::{FeatureValue, InferenceEvent, Prediction, feature_value};
 
 const EVENTS: usize = 200_000;
@@ -182,19 +182,18 @@ fn main() {
 
 /// Per-event CPU of the service's drift path with 4 live model versions,
 /// and RSS growth per model version.
-fn service_path(profile: &mlwatch_analyzer::drift::Profile, events: &[InferenceEvent]) -> (f64, usize) {
-    use mlwatch_analyzer::trackers::{DriftSection, Trackers};
-    let dir = std::env::temp_dir().join(format!("mlwatch-drift-bench-{}", std::process::id()));
-    let mut accuracy = mlwatch_analyzer::accuracy::tracker::AccuracyConfig::default();
-    accuracy.enabled = false;
-    let drift = DriftSection {
-        profile_dir: dir.join("profiles"),
+fn service_path(profile: &mlwatch_analyzer_drift::Profile, events: &[InferenceEvent]) -> (f64, usize) {
+    use mlwatch_analyzer_drift::part::{DriftPart, DriftSection};
+    use mlwatch_analyzer_drift::registry::ProfileRegistry;
+    use mlwatch_proto::view::InferenceRef;
+    let config = DriftSection {
         window_secs: 3600,
         max_versions_per_model: 1000,
         ..DriftSection::default()
     };
-    let mut t = Trackers::new(accuracy, "bench", "inf", "lab", 1000, drift);
-    t.put_profile(profile.clone()).expect("profile");
+    let mut registry = ProfileRegistry::default();
+    registry.apply("fraud", Some(profile.clone()), None).expect("profile");
+    let mut t = DriftPart::default();
     let mut events: Vec<InferenceEvent> = events.to_vec();
     for (i, e) in events.iter_mut().enumerate() {
         e.model = "fraud".into();
@@ -205,7 +204,10 @@ fn service_path(profile: &mlwatch_analyzer::drift::Profile, events: &[InferenceE
     for _ in 0..5 {
         let start = cpu_ns();
         for e in &events {
-            black_box(t.observe_drift(0, e).expect("observe"));
+            black_box(
+                t.observe(&config, &registry, e.timestamp_ms, &InferenceRef::of(e))
+                    .expect("observe"),
+            );
         }
         best = best.min((cpu_ns() - start) / events.len() as f64);
     }
@@ -213,10 +215,10 @@ fn service_path(profile: &mlwatch_analyzer::drift::Profile, events: &[InferenceE
     for v in 0..200 {
         let mut e = events[0].clone();
         e.model_version = format!("many-{v}");
-        t.observe_drift(0, &e).expect("observe");
+        t.observe(&config, &registry, e.timestamp_ms, &InferenceRef::of(&e))
+            .expect("observe");
     }
     let per_version = rss_bytes().saturating_sub(before) / 200;
-    black_box(&t);
-    std::fs::remove_dir_all(&dir).ok();
+    black_box(&t.checkpoint());
     (best, per_version)
 }

@@ -1,13 +1,16 @@
-//! Per-event update cost: one inference event applied to the engine
-//! (three windows, every rule and detector on), for one hot series and for
-//! events spread over 1,000 model versions; plus the bare sketch insert.
+//! Per-event update cost: one inference event applied to a partition's
+//! latency part (three windows, every rule and detector on), for one hot
+//! series and for events spread over 1,000 model versions; plus the bare
+//! sketch insert.
 //!
-//! `cargo bench -p mlwatch-analyzer --bench update`
+//! `cargo bench -p mlwatch-analyzer-latency --bench update`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mlwatch_analyzer::engine::{Engine, EngineConfig, RulesConfig};
-use mlwatch_analyzer::sketch::DDSketch;
+use mlwatch_analyzer_core::EventClock;
+use mlwatch_analyzer_core::sketch::DDSketch;
+use mlwatch_analyzer_latency::{LatencyConfig, LatencyPart, RulesConfig, Settings};
 use mlwatch_proto::v1::{InferenceEvent, InferenceStatus};
+use mlwatch_proto::view::InferenceRef;
 
 fn event(model: usize, t: i64, latency: f64) -> InferenceEvent {
     InferenceEvent {
@@ -34,15 +37,18 @@ fn bench(c: &mut Criterion) {
         let mut events: Vec<InferenceEvent> = (0..100_000u64)
             .map(|i| event(i as usize % models, 1_790_000_000_000 + i as i64, latency(i)))
             .collect();
-        g.bench_function(format!("engine_observe/{models}_series"), |b| {
-            let mut engine = Engine::new(EngineConfig::default(), RulesConfig::default(), 1000);
+        g.bench_function(format!("latency_observe/{models}_series"), |b| {
+            let settings = Settings::new(LatencyConfig::default(), RulesConfig::default(), 1000);
+            let mut part = LatencyPart::default();
+            let mut clock = EventClock::default();
             let mut i = 0usize;
             let mut offset = 0i64;
             b.iter(|| {
                 // Keep event time moving at 1,000 events/s so windows slide
                 // and rules are evaluated every 1,000 events.
                 events[i].timestamp_ms = 1_790_000_000_000 + offset;
-                std::hint::black_box(engine.observe(0, offset, &events[i]));
+                let now = clock.observe(events[i].timestamp_ms);
+                std::hint::black_box(part.observe(&settings, now, &InferenceRef::of(&events[i])));
                 offset += 1;
                 i = (i + 1) % events.len();
             });
