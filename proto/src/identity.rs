@@ -60,13 +60,25 @@ mod tests {
     /// a change here is a breaking change of the alerts topic.
     #[test]
     fn golden_values() {
-        let fp = fingerprint("HighP99Latency", &labels(&[("model_version", "v3"), ("model", "fraud")]));
+        let fp = fingerprint(
+            "HighP99Latency",
+            &labels(&[("model_version", "v3"), ("model", "fraud")]),
+        );
         assert_eq!(fp, "f3713ffca4bc1f114da41738c009df18");
-        assert_eq!(alert_id(&fp, AlertStatus::Firing, 1_795_723_079_957), "e3d81f1e3e26fd9caff3a676358d0724");
-        assert_eq!(alert_id(&fp, AlertStatus::Resolved, 1_795_723_079_957), "57e381d87f1619f6fcc56593cb098789");
+        assert_eq!(
+            alert_id(&fp, AlertStatus::Firing, 1_795_723_079_957),
+            "e3d81f1e3e26fd9caff3a676358d0724"
+        );
+        assert_eq!(
+            alert_id(&fp, AlertStatus::Resolved, 1_795_723_079_957),
+            "57e381d87f1619f6fcc56593cb098789"
+        );
         let empty = fingerprint("RemediationFailed", &BTreeMap::new());
         assert_eq!(empty, "38fc1759fd48040389c6ff4ac58878e7");
-        assert_eq!(alert_id(&empty, AlertStatus::Firing, -1), "6fc78b5043dce92a3fa18e832acb94c9");
+        assert_eq!(
+            alert_id(&empty, AlertStatus::Firing, -1),
+            "6fc78b5043dce92a3fa18e832acb94c9"
+        );
     }
 
     #[test]
@@ -76,7 +88,13 @@ mod tests {
         assert_ne!(f, fingerprint("FeatureDrift", &a));
         assert_ne!(f, fingerprint("HighP99Latency", &labels(&[("model", "recsys")])));
         // The separators keep `ab=c` and `a=bc` apart.
-        assert_ne!(fingerprint("T", &labels(&[("ab", "c")])), fingerprint("T", &labels(&[("a", "bc")])));
-        assert_ne!(alert_id(&f, AlertStatus::Firing, 1), alert_id(&f, AlertStatus::Firing, 2));
+        assert_ne!(
+            fingerprint("T", &labels(&[("ab", "c")])),
+            fingerprint("T", &labels(&[("a", "bc")]))
+        );
+        assert_ne!(
+            alert_id(&f, AlertStatus::Firing, 1),
+            alert_id(&f, AlertStatus::Firing, 2)
+        );
     }
 }
