@@ -28,6 +28,7 @@ pub mod detectors;
 pub mod drift;
 mod drift_api;
 pub mod engine;
+mod for_test;
 pub mod profiles;
 pub mod rules;
 pub mod sketch;
