@@ -4,19 +4,18 @@
 //! shapes the services document; acknowledgement, silences and the
 //! notification history go through the HTTP API.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Publisher, alert, eventually, get_json, get_json_blocking, header, loopback};
 use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret, SmtpTls};
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::receiver::HttpReceiver;
-use mlwatch_demo::smtp::SmtpServer;
 use mlwatch_proto::v1::Severity;
-use mlwatch_tests::kafka_for_test;
+use mlwatch_testkit::receiver::HttpReceiver;
+use mlwatch_testkit::smtp::SmtpServer;
+use mlwatch_testkit::{Publisher, eventually, get_json, get_json_blocking, setup};
 use serde_json::{Value, json};
+use support::{alert, api};
 
 fn keys(v: &Value) -> Vec<String> {
     let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
@@ -35,19 +34,17 @@ fn child(receiver: &str, matcher: Option<&str>) -> RouteConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_silences() {
-    mlwatch_tests::init_logs();
-    let (kafka, suffix) = kafka_for_test("alerter-channels");
-    let shutdown = CancellationToken::new();
+    let (kafka, suffix, shutdown) = setup("alerter-channels");
     let [slack, pd, hook, am] = [(); 4].map(|_| HttpReceiver::default());
     let mut addrs = Vec::new();
     for r in [&slack, &pd, &hook, &am] {
-        addrs.push(r.serve(loopback(), shutdown.clone()).await.unwrap().0);
+        addrs.push(r.start(&shutdown).await);
     }
     let smtp = SmtpServer::default();
     smtp.require_auth("alerts@example.org", "smtp-pass");
-    let (smtp_addr, _) = smtp.serve(loopback(), shutdown.clone()).await.unwrap();
+    let smtp_addr = smtp.start(&shutdown).await;
 
-    let mut config = common::config(&kafka, &suffix);
+    let mut config = mlwatch_alerter::Config::for_test(&kafka, &suffix);
     config.alerter.external_url = "http://alerter.example".into();
     config.route = Some(RouteConfig {
         receiver: Some("slack".into()),
@@ -189,8 +186,8 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     let h = tokio::time::timeout(Duration::from_secs(30), hook.wait_accepted(0))
         .await
         .expect("webhook");
-    assert_eq!(header(&h, "authorization").as_deref(), Some("Bearer hook-token"));
-    assert!(header(&h, "idempotency-key").is_some());
+    assert_eq!(h.header("authorization").as_deref(), Some("Bearer hook-token"));
+    assert!(h.header("idempotency-key").is_some());
     assert_eq!(
         keys(&h.body),
         [
@@ -249,11 +246,11 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert!(first.body().contains("threshold 200.00"), "{}", first.body());
 
     // The API lists the alert and its groups.
-    let alerts = get_json(admin, "/api/v1/alerts").await;
+    let alerts = get_json(&api(admin, "/api/v1/alerts")).await;
     assert_eq!(alerts[0]["fingerprint"], "fp-fraud");
     assert_eq!(alerts[0]["state"], "active");
     assert_eq!(alerts[0]["groups"].as_array().unwrap().len(), 5);
-    let groups = get_json(admin, "/api/v1/groups").await;
+    let groups = get_json(&api(admin, "/api/v1/groups")).await;
     assert_eq!(groups.as_array().unwrap().len(), 5);
 
     // Acknowledge: PagerDuty gets `acknowledge` for the same dedup key.
@@ -310,7 +307,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         .send(&alert("fp-churn", "FeatureDrift", Severity::Medium, "churn", true, t0))
         .await;
     let state = eventually(30, "the churn alert to be filed", || {
-        get_json_blocking(admin, "/api/v1/alerts")
+        get_json_blocking(&api(admin, "/api/v1/alerts"))
             .as_array()
             .unwrap()
             .iter()
@@ -319,7 +316,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     })
     .await;
     assert_eq!(state, "silenced");
-    let silences = get_json(admin, "/api/v1/silences").await;
+    let silences = get_json(&api(admin, "/api/v1/silences")).await;
     assert_eq!(silences[0]["state"], "active");
     assert_eq!(silences[0]["created_by"], "ana");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -393,7 +390,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     // firing, 1 acknowledge, 3 for churn (webhook, alertmanager, slack),
     // 5 resolves.
     let history = eventually(30, "every outcome recorded", || {
-        let h = get_json_blocking(admin, "/api/v1/notifications");
+        let h = get_json_blocking(&api(admin, "/api/v1/notifications"));
         let all = h.as_array().unwrap().clone();
         (all.len() == 14 && all.iter().all(|n| n["outcome"] == "delivered")).then_some(all)
     })
@@ -405,7 +402,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert_eq!(slack.accepted().len(), 3);
     assert_eq!(smtp.mails().len(), 2);
     assert_eq!(smtp.auth_failures(), 0);
-    let only_pd = get_json(admin, "/api/v1/notifications?receiver=pagerduty&limit=1").await;
+    let only_pd = get_json(&api(admin, "/api/v1/notifications?receiver=pagerduty&limit=1")).await;
     assert_eq!(only_pd.as_array().unwrap().len(), 1);
     assert_eq!(only_pd[0]["kind"], "notify");
 

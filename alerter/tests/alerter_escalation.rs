@@ -3,18 +3,17 @@
 //! acknowledged through the API in time sends `acknowledge` to the primary
 //! and never escalates.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Publisher, alert, eventually, get_json, loopback};
 use mlwatch_alerter::route::{EscalationConfig, RouteConfig};
 use mlwatch_alerter::{Receiver, Secret};
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::receiver::HttpReceiver;
 use mlwatch_proto::v1::Severity;
-use mlwatch_tests::kafka_for_test;
+use mlwatch_testkit::receiver::HttpReceiver;
+use mlwatch_testkit::{Publisher, eventually, get_json, setup};
 use serde_json::json;
+use support::{alert, api};
 
 fn pagerduty(addr: std::net::SocketAddr, key: &str) -> Receiver {
     Receiver::Pagerduty {
@@ -29,15 +28,13 @@ fn pagerduty(addr: std::net::SocketAddr, key: &str) -> Receiver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() {
-    mlwatch_tests::init_logs();
-    let (kafka, suffix) = kafka_for_test("alerter-escalation");
-    let shutdown = CancellationToken::new();
+    let (kafka, suffix, shutdown) = setup("alerter-escalation");
     let primary = HttpReceiver::default();
     let secondary = HttpReceiver::default();
-    let primary_addr = primary.serve(loopback(), shutdown.clone()).await.unwrap().0;
-    let secondary_addr = secondary.serve(loopback(), shutdown.clone()).await.unwrap().0;
+    let primary_addr = primary.start(&shutdown).await;
+    let secondary_addr = secondary.start(&shutdown).await;
 
-    let mut config = common::config(&kafka, &suffix);
+    let mut config = mlwatch_alerter::Config::for_test(&kafka, &suffix);
     config.route = Some(RouteConfig {
         receiver: Some("primary".into()),
         group_by: Some(vec!["model".into()]),
@@ -72,7 +69,7 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
     .await;
 
     // Acknowledge model b's group right away.
-    let groups = get_json(admin, "/api/v1/groups").await;
+    let groups = get_json(&api(admin, "/api/v1/groups")).await;
     let group_b = groups
         .as_array()
         .unwrap()
@@ -104,10 +101,10 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
     assert_eq!(esc.body["routing_key"], "secondary-key");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(secondary.accepted().len(), 1, "{:?}", secondary.accepted());
-    let history = get_json(admin, "/api/v1/notifications?receiver=secondary").await;
+    let history = get_json(&api(admin, "/api/v1/notifications?receiver=secondary")).await;
     assert_eq!(history[0]["kind"], "escalation");
     assert_eq!(history[0]["escalation_level"], 1);
-    let alerts = get_json(admin, "/api/v1/alerts").await;
+    let alerts = get_json(&api(admin, "/api/v1/alerts")).await;
     let b = alerts
         .as_array()
         .unwrap()

@@ -1,30 +1,12 @@
-//! Helpers shared by the alerter's integration tests: alerts published to
-//! a private topic of the real broker, and polling with a deadline.
+//! What only the alerter's integration tests share (the rest comes from
+//! `mlwatch-testkit`): alert records for the pure engine, alerts with the
+//! values the page assertions expect, and the URL of the alerter's API.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use mlwatch_common::kafka::KafkaConfig;
 use mlwatch_proto::v1::{Alert, AlertStatus, Severity};
-use prost::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-
-pub fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// An in-process alerter's configuration: the test's topics and consumer
-/// group, an OS-chosen admin port, state in memory.
-pub fn config(kafka: &KafkaConfig, suffix: &str) -> mlwatch_alerter::Config {
-    let mut config = mlwatch_alerter::Config::default();
-    config.kafka = kafka.clone();
-    config.admin = mlwatch_common::config::AdminConfig::on(loopback());
-    config.alerter.group_id = format!("alerter-{suffix}");
-    config.alerter.state_file = None;
-    config
-}
 
 /// An alert record for the pure engine, generated at `at`.
 pub fn record(
@@ -85,88 +67,7 @@ pub fn alert(fingerprint: &str, kind: &str, severity: Severity, model: &str, fir
     a
 }
 
-pub struct Publisher {
-    producer: FutureProducer,
-    topic: String,
-}
-
-impl Publisher {
-    pub async fn new(kafka: &KafkaConfig) -> Self {
-        kafka
-            .ensure_topics(&[&kafka.topics.alerts, &kafka.topics.deadletter])
-            .await
-            .expect("topics");
-        Self {
-            producer: kafka.producer().expect("producer"),
-            topic: kafka.topics.alerts.clone(),
-        }
-    }
-
-    pub async fn send(&self, a: &Alert) {
-        let bytes = a.encode_to_vec();
-        self.producer
-            .send(
-                FutureRecord::to(&self.topic).key(&a.fingerprint).payload(&bytes),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
-    }
-
-    pub async fn send_raw(&self, key: &str, bytes: &[u8]) {
-        self.producer
-            .send(
-                FutureRecord::to(&self.topic).key(key).payload(bytes),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
-    }
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics after
-/// `secs` naming `what`.
-pub async fn eventually<T>(secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {secs} s waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// GETs a JSON answer from the alerter's API.
-pub async fn get_json(admin: SocketAddr, path: &str) -> serde_json::Value {
-    reqwest::get(format!("http://{admin}{path}"))
-        .await
-        .expect("api answers")
-        .json()
-        .await
-        .expect("json")
-}
-
-/// A header's value from a received request.
-pub fn header(r: &mlwatch_demo::receiver::Received, name: &str) -> Option<String> {
-    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-}
-
-/// [`get_json`] from synchronous code (the polling closures): runs on its
-/// own thread and runtime, so it never blocks a runtime worker.
-pub fn get_json_blocking(admin: SocketAddr, path: &str) -> serde_json::Value {
-    let path = path.to_string();
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(get_json(admin, &path))
-    })
-    .join()
-    .unwrap()
+/// The URL of `path` on the alerter's admin port (its API).
+pub fn api(admin: SocketAddr, path: &str) -> String {
+    format!("http://{admin}{path}")
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
+use mlwatch_testkit::sim::{ModelSim, SimPlatform};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
