@@ -13,9 +13,9 @@ use mlwatch_alerter::{Receiver, Secret, SmtpTls};
 use mlwatch_proto::v1::Severity;
 use mlwatch_testkit::receiver::HttpReceiver;
 use mlwatch_testkit::smtp::SmtpServer;
-use mlwatch_testkit::{Publisher, eventually, get_json, get_json_blocking, setup};
+use mlwatch_testkit::{eventually, get_json, get_json_blocking, setup, within};
 use serde_json::{Value, json};
-use support::{alert, api};
+use support::{alert, api, start};
 
 fn keys(v: &Value) -> Vec<String> {
     let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
@@ -115,20 +115,16 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
             rate_limit_ms: None,
         },
     );
-    let running = mlwatch_alerter::start(config, shutdown.clone())
-        .await
-        .expect("alerter starts");
+    let (running, publisher) = start(config, &shutdown).await;
     let admin = running.admin_addr;
-    let publisher = Publisher::new(&kafka).await;
+
     let t0 = mlwatch_common::now_ms();
 
     // A high alert fires: every channel hears it once.
     publisher
         .send(&alert("fp-fraud", "HighP99Latency", Severity::High, "fraud", true, t0))
         .await;
-    let s = tokio::time::timeout(Duration::from_secs(30), slack.wait_accepted(0))
-        .await
-        .expect("slack");
+    let s = within(30, "slack", slack.wait_accepted(0)).await;
     assert_eq!(s.path, "/services/T0/B0/SLACKTOKEN");
     assert_eq!(keys(&s.body), ["attachments", "channel", "text"]);
     assert_eq!(s.body["channel"], "#ml");
@@ -151,9 +147,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert!(att["blocks"].to_string().contains("431.00 (threshold 200.00)"));
     assert!(att["blocks"].to_string().contains("scale up to 3 replicas"));
 
-    let p = tokio::time::timeout(Duration::from_secs(30), pd.wait_accepted(0))
-        .await
-        .expect("pd");
+    let p = within(30, "pd", pd.wait_accepted(0)).await;
     assert_eq!(p.path, "/v2/enqueue");
     assert_eq!(
         keys(&p.body),
@@ -183,9 +177,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert!(payload["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(payload["custom_details"]["threshold"], 200.0);
 
-    let h = tokio::time::timeout(Duration::from_secs(30), hook.wait_accepted(0))
-        .await
-        .expect("webhook");
+    let h = within(30, "webhook", hook.wait_accepted(0)).await;
     assert_eq!(h.header("authorization").as_deref(), Some("Bearer hook-token"));
     assert!(h.header("idempotency-key").is_some());
     assert_eq!(
@@ -223,17 +215,13 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         ]
     );
 
-    let a = tokio::time::timeout(Duration::from_secs(30), am.wait_accepted(0))
-        .await
-        .expect("alertmanager");
+    let a = within(30, "alertmanager", am.wait_accepted(0)).await;
     assert_eq!(a.path, "/api/v2/alerts");
     assert_eq!(a.body[0]["labels"]["alertname"], "HighP99Latency");
     assert_eq!(a.body[0]["labels"]["severity"], "high");
     assert!(a.body[0].get("endsAt").is_none());
 
-    let mails = tokio::time::timeout(Duration::from_secs(30), smtp.wait_mails(0))
-        .await
-        .expect("mail");
+    let mails = within(30, "mail", smtp.wait_mails(0)).await;
     let first = &mails[0];
     assert_eq!(first.user.as_deref(), Some("alerts@example.org"));
     assert_eq!(first.to, ["oncall@example.org"]);
@@ -262,9 +250,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let ack = tokio::time::timeout(Duration::from_secs(30), pd.wait_accepted(1))
-        .await
-        .expect("ack");
+    let ack = within(30, "ack", pd.wait_accepted(1)).await;
     assert_eq!(
         ack.body,
         json!({"routing_key": "R0UTINGKEY0000000000000000000000", "event_action": "acknowledge", "dedup_key": "fp-fraud"})
@@ -332,9 +318,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let churn = tokio::time::timeout(Duration::from_secs(30), slack.wait_accepted(1))
-        .await
-        .expect("churn");
+    let churn = within(30, "churn", slack.wait_accepted(1)).await;
     assert!(
         churn.body["text"]
             .as_str()
@@ -354,9 +338,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
             t0 + 1,
         ))
         .await;
-    let resolved = tokio::time::timeout(Duration::from_secs(30), slack.wait_accepted(2))
-        .await
-        .expect("resolve");
+    let resolved = within(30, "resolve", slack.wait_accepted(2)).await;
     assert!(
         resolved.body["text"]
             .as_str()
@@ -364,26 +346,18 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
             .starts_with("[RESOLVED] HighP99Latency")
     );
     assert_eq!(resolved.body["attachments"][0]["color"], "#00CC00");
-    let r = tokio::time::timeout(Duration::from_secs(30), pd.wait_accepted(2))
-        .await
-        .expect("pd resolve");
+    let r = within(30, "pd resolve", pd.wait_accepted(2)).await;
     assert_eq!(r.body["event_action"], "resolve");
     assert_eq!(r.body["dedup_key"], "fp-fraud");
-    let mails = tokio::time::timeout(Duration::from_secs(30), smtp.wait_mails(1))
-        .await
-        .expect("mail 2");
+    let mails = within(30, "mail 2", smtp.wait_mails(1)).await;
     let second = &mails[1];
     assert_eq!(second.header("In-Reply-To").as_deref(), Some(root.as_str()));
     assert_eq!(second.header("References").as_deref(), Some(root.as_str()));
     assert_ne!(second.header("Message-ID").as_deref(), Some(root.as_str()));
     assert!(second.body().contains("[RESOLVED] HighP99Latency"));
-    let h = tokio::time::timeout(Duration::from_secs(30), hook.wait_accepted(2))
-        .await
-        .expect("hook resolve");
+    let h = within(30, "hook resolve", hook.wait_accepted(2)).await;
     assert_eq!(h.body["status"], "resolved");
-    let a = tokio::time::timeout(Duration::from_secs(30), am.wait_accepted(2))
-        .await
-        .expect("am resolve");
+    let a = within(30, "am resolve", am.wait_accepted(2)).await;
     assert!(a.body[0]["endsAt"].as_str().is_some());
 
     // The history shows every notification delivered, newest first: 5

@@ -12,8 +12,8 @@ use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret, SmtpTls};
 use mlwatch_proto::v1::Severity;
 use mlwatch_testkit::smtp::{SmtpServer, TlsMode, tls_acceptor};
-use mlwatch_testkit::{Publisher, eventually, get_json_blocking, setup};
-use support::{alert, api};
+use mlwatch_testkit::{eventually, get_json_blocking, setup, within};
+use support::{alert, api, start};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -80,8 +80,8 @@ async fn starttls_and_implicit_tls_deliver_and_an_unknown_ca_is_refused() {
     config
         .receivers
         .insert("untrusted".into(), email(untrusted_port, SmtpTls::Starttls, None));
-    let running = mlwatch_alerter::start(config, shutdown.clone()).await.expect("starts");
-    let publisher = Publisher::new(&kafka).await;
+    let (running, publisher) = start(config, &shutdown).await;
+
     publisher
         .send(&alert(
             "fp-tls",
@@ -94,9 +94,7 @@ async fn starttls_and_implicit_tls_deliver_and_an_unknown_ca_is_refused() {
         .await;
 
     for server in [&starttls, &implicit] {
-        let mails = tokio::time::timeout(Duration::from_secs(30), server.wait_mails(0))
-            .await
-            .expect("mail over tls");
+        let mails = within(30, "mail over tls", server.wait_mails(0)).await;
         assert!(mails[0].tls, "sent in the clear");
         assert_eq!(mails[0].user.as_deref(), Some("alerts"));
         assert_eq!(

@@ -11,9 +11,9 @@ use mlwatch_alerter::route::{EscalationConfig, RouteConfig};
 use mlwatch_alerter::{Receiver, Secret};
 use mlwatch_proto::v1::Severity;
 use mlwatch_testkit::receiver::HttpReceiver;
-use mlwatch_testkit::{Publisher, eventually, get_json, setup};
+use mlwatch_testkit::{eventually, get_json, setup, within};
 use serde_json::json;
-use support::{alert, api};
+use support::{alert, api, start};
 
 fn pagerduty(addr: std::net::SocketAddr, key: &str) -> Receiver {
     Receiver::Pagerduty {
@@ -53,9 +53,9 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
     config
         .receivers
         .insert("secondary".into(), pagerduty(secondary_addr, "secondary-key"));
-    let running = mlwatch_alerter::start(config, shutdown.clone()).await.expect("starts");
+    let (running, publisher) = start(config, &shutdown).await;
     let admin = running.admin_addr;
-    let publisher = Publisher::new(&kafka).await;
+
     let now = mlwatch_common::now_ms();
     publisher
         .send(&alert("fp-a", "ModelDown", Severity::Critical, "a", true, now))
@@ -86,16 +86,12 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let ack = tokio::time::timeout(Duration::from_secs(10), primary.wait_accepted(2))
-        .await
-        .expect("acknowledge event");
+    let ack = within(10, "acknowledge event", primary.wait_accepted(2)).await;
     assert_eq!(ack.body["event_action"], "acknowledge");
     assert_eq!(ack.body["dedup_key"], "fp-b");
 
     // Model a escalates; b does not.
-    let esc = tokio::time::timeout(Duration::from_secs(20), secondary.wait_accepted(0))
-        .await
-        .expect("escalation");
+    let esc = within(20, "escalation", secondary.wait_accepted(0)).await;
     assert_eq!(esc.body["event_action"], "trigger");
     assert_eq!(esc.body["dedup_key"], "fp-a");
     assert_eq!(esc.body["routing_key"], "secondary-key");
@@ -117,9 +113,7 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
     publisher
         .send(&alert("fp-a", "ModelDown", Severity::Critical, "a", false, now + 1))
         .await;
-    let resolve = tokio::time::timeout(Duration::from_secs(30), secondary.wait_accepted(1))
-        .await
-        .expect("resolve at the secondary");
+    let resolve = within(30, "resolve at the secondary", secondary.wait_accepted(1)).await;
     assert_eq!(resolve.body["event_action"], "resolve");
     assert_eq!(resolve.body["dedup_key"], "fp-a");
     shutdown.cancel();

@@ -16,7 +16,7 @@ use mlwatch_alerter::{Receiver, Secret};
 use mlwatch_proto::v1::Severity;
 use mlwatch_testkit::receiver::HttpReceiver;
 use mlwatch_testkit::{Publisher, config_file, eventually, get_json, get_json_blocking, setup, temp_dir};
-use support::{alert, api};
+use support::{alert, api, start};
 
 fn webhook(url: String, rate_limit_ms: u64) -> Receiver {
     Receiver::Webhook {
@@ -69,8 +69,8 @@ async fn flaky_receiver_gets_each_notification_once_and_refusals_are_not_retried
     config
         .receivers
         .insert("refusing".into(), webhook(format!("http://{refusing_addr}/hook"), 0));
-    let running = mlwatch_alerter::start(config, shutdown.clone()).await.expect("starts");
-    let publisher = Publisher::new(&kafka).await;
+    let (running, publisher) = start(config, &shutdown).await;
+
     let t0 = mlwatch_common::now_ms();
     for i in 0..4 {
         publisher

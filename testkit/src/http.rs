@@ -4,6 +4,11 @@ async fn get(url: &str) -> reqwest::Response {
     reqwest::get(url).await.expect("the server answers")
 }
 
+/// GETs `url` and returns the status of the answer.
+pub async fn get_status(url: &str) -> u16 {
+    get(url).await.status().as_u16()
+}
+
 /// GETs `url` and returns its body as text (a `/metrics` page, say).
 pub async fn get_text(url: &str) -> String {
     get(url).await.text().await.expect("a text answer")

@@ -57,21 +57,11 @@ async fn shifted_feature_fires_feature_drift_alone() {
     let client = reqwest::Client::new();
 
     // A profile for another model is refused, naming both.
-    let r = client
-        .put(format!("{api}/v1/models/other/profile"))
-        .body(profile.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = put_profile(&client, &format!("{api}/v1/models/other/profile"), profile.clone()).await;
     assert_eq!(r.status(), 400);
     let text = r.text().await.unwrap();
     assert!(text.contains("credit") && text.contains("other"), "{text}");
-    let r = client
-        .put(format!("{api}/v1/models/credit/profile"))
-        .body(profile.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = put_profile(&client, &format!("{api}/v1/models/credit/profile"), profile.clone()).await;
     assert_eq!(r.status(), 201);
     let v: Json = r.json().await.unwrap();
     assert_eq!(v["version"], 1);
@@ -168,6 +158,11 @@ fn event(rng: &mut StdRng, version: &str, i: i64, t0: i64, shift: f64) -> Json {
         "prediction": {"score": score},
         "features": {"amount": amount, "age": age, "country": country},
     })
+}
+
+/// PUTs a reference profile to `url` (an analyzer's profile API).
+async fn put_profile(client: &reqwest::Client, url: &str, profile: String) -> reqwest::Response {
+    client.put(url).body(profile).send().await.unwrap()
 }
 
 /// Sends `events` through the collector's HTTP API.
@@ -267,12 +262,12 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     let client = reqwest::Client::new();
 
     let (a, api_a) = start_analyzer(&kafka_a, &format!("a-{suffix}"), &dir.path().join("a"), &shutdown).await;
-    let r = client
-        .put(format!("{api_a}/v1/models/credit/profile"))
-        .body(reference_profile(&mut rng))
-        .send()
-        .await
-        .unwrap();
+    let r = put_profile(
+        &client,
+        &format!("{api_a}/v1/models/credit/profile"),
+        reference_profile(&mut rng),
+    )
+    .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let v: Json = r.json().await.unwrap();
     assert_eq!(v["version"], 1);
@@ -365,12 +360,12 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     }
 
     // A profile of the canary alone, uploaded to B, reaches A.
-    let r = client
-        .put(format!("{api_b}/v1/models/credit/profile?model_version=v2"))
-        .body(reference_profile(&mut rng))
-        .send()
-        .await
-        .unwrap();
+    let r = put_profile(
+        &client,
+        &format!("{api_b}/v1/models/credit/profile?model_version=v2"),
+        reference_profile(&mut rng),
+    )
+    .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let v: Json = r.json().await.unwrap();
     assert_eq!(

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use mlwatch_proto::v1::InferenceEvent;
-use mlwatch_testkit::http::{get_text, poll_json};
+use mlwatch_testkit::http::{get_status, get_text, poll_json};
 use mlwatch_testkit::{header, read_topic, setup, temp_dir};
 use prost::Message as _;
 use rdkafka::Message;
@@ -98,15 +98,12 @@ async fn analyzer_dead_letters_poison_and_keeps_counting() {
     assert_eq!(dead[0].key(), Some(topic.as_bytes()));
 
     // The valid events on either side were counted.
-    let client = reqwest::Client::new();
     let url = format!("http://{}/v1/models", analyzer.admin_addr);
     poll_json(&url, 30, "both valid events counted", |v| v["models"][0]["events"] == 2).await;
-    let health = client
-        .get(format!("http://{}/healthz", analyzer.admin_addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    assert_eq!(
+        get_status(&format!("http://{}/healthz", analyzer.admin_addr)).await,
+        200
+    );
     shutdown.cancel();
     analyzer.task.await.unwrap().unwrap();
 }
@@ -159,12 +156,10 @@ async fn collector_answers_bad_input_precisely_and_publishes_the_rest() {
         assert_eq!(e.event_id, "a1");
         assert_eq!(e.model_version, "unversioned");
     }
-    let ready = client
-        .get(format!("http://{}/readyz", collector.admin_addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(
+        get_status(&format!("http://{}/readyz", collector.admin_addr)).await,
+        200
+    );
     let metrics = get_text(&format!("http://{}/metrics", collector.admin_addr)).await;
     assert!(metrics.contains("ml_inference_latency_seconds_bucket"), "{metrics}");
     assert!(metrics.contains("mlwatch_collector_events_total"));

@@ -6,7 +6,22 @@
 
 use std::net::SocketAddr;
 
+use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_proto::v1::{Alert, AlertStatus, Severity};
+use mlwatch_testkit::Publisher;
+
+/// Starts an in-process alerter on `config`, then a publisher on its
+/// alerts topic.
+pub async fn start(
+    config: mlwatch_alerter::Config,
+    shutdown: &CancellationToken,
+) -> (mlwatch_alerter::Running, Publisher) {
+    let kafka = config.kafka.clone();
+    let running = mlwatch_alerter::start(config, shutdown.clone())
+        .await
+        .expect("alerter starts");
+    (running, Publisher::new(&kafka).await)
+}
 
 /// An alert record for the pure engine, generated at `at`.
 pub fn record(
