@@ -13,9 +13,9 @@ use mlwatch_alerter::{Receiver, Secret, SmtpTls};
 use mlwatch_proto::v1::Severity;
 use mlwatch_testkit::receiver::HttpReceiver;
 use mlwatch_testkit::smtp::SmtpServer;
-use mlwatch_testkit::{eventually, get_json, get_json_blocking, setup, within};
+use mlwatch_testkit::{eventually, get_json, get_json_blocking, post_json, setup, within};
 use serde_json::{Value, json};
-use support::{alert, api, start};
+use support::{api, fire, resolve, start};
 
 fn keys(v: &Value) -> Vec<String> {
     let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
@@ -121,9 +121,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     let t0 = mlwatch_common::now_ms();
 
     // A high alert fires: every channel hears it once.
-    publisher
-        .send(&alert("fp-fraud", "HighP99Latency", Severity::High, "fraud", true, t0))
-        .await;
+    fire(&publisher, "fp-fraud", "HighP99Latency", Severity::High, "fraud", t0).await;
     let s = within(30, "slack", slack.wait_accepted(0)).await;
     assert_eq!(s.path, "/services/T0/B0/SLACKTOKEN");
     assert_eq!(keys(&s.body), ["attachments", "channel", "text"]);
@@ -243,25 +241,19 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
 
     // Acknowledge: PagerDuty gets `acknowledge` for the same dedup key.
     let client = reqwest::Client::new();
-    let r = client
-        .post(format!("http://{admin}/api/v1/alerts/fp-fraud/ack"))
-        .json(&json!({"by": "ana", "comment": "looking"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = post_json(
+        &api(admin, "/api/v1/alerts/fp-fraud/ack"),
+        json!({"by": "ana", "comment": "looking"}),
+    )
+    .await;
+    assert_eq!(status, 200);
     let ack = within(30, "ack", pd.wait_accepted(1)).await;
     assert_eq!(
         ack.body,
         json!({"routing_key": "R0UTINGKEY0000000000000000000000", "event_action": "acknowledge", "dedup_key": "fp-fraud"})
     );
-    let r = client
-        .post(format!("http://{admin}/api/v1/alerts/nope/ack"))
-        .json(&json!({"by": "ana"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (status, _) = post_json(&api(admin, "/api/v1/alerts/nope/ack"), json!({"by": "ana"})).await;
+    assert_eq!(status, 404);
     let r = client
         .post(format!("http://{admin}/api/v1/alerts/fp-fraud/ack"))
         .body("{not json")
@@ -289,9 +281,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         .unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("bad matcher"));
-    publisher
-        .send(&alert("fp-churn", "FeatureDrift", Severity::Medium, "churn", true, t0))
-        .await;
+    fire(&publisher, "fp-churn", "FeatureDrift", Severity::Medium, "churn", t0).await;
     let state = eventually(30, "the churn alert to be filed", || {
         get_json_blocking(&api(admin, "/api/v1/alerts"))
             .as_array()
@@ -319,32 +309,21 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         .unwrap();
     assert_eq!(r.status(), 200);
     let churn = within(30, "churn", slack.wait_accepted(1)).await;
-    assert!(
-        churn.body["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[FIRING] FeatureDrift (medium) churn")
-    );
+    assert!(churn.text().starts_with("[FIRING] FeatureDrift (medium) churn"));
     assert_eq!(churn.body["attachments"][0]["color"], "#FFCC00");
 
     // The fraud alert resolves: resolve everywhere, the email in the thread.
-    publisher
-        .send(&alert(
-            "fp-fraud",
-            "HighP99Latency",
-            Severity::High,
-            "fraud",
-            false,
-            t0 + 1,
-        ))
-        .await;
+    resolve(
+        &publisher,
+        "fp-fraud",
+        "HighP99Latency",
+        Severity::High,
+        "fraud",
+        t0 + 1,
+    )
+    .await;
     let resolved = within(30, "resolve", slack.wait_accepted(2)).await;
-    assert!(
-        resolved.body["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[RESOLVED] HighP99Latency")
-    );
+    assert!(resolved.text().starts_with("[RESOLVED] HighP99Latency"));
     assert_eq!(resolved.body["attachments"][0]["color"], "#00CC00");
     let r = within(30, "pd resolve", pd.wait_accepted(2)).await;
     assert_eq!(r.body["event_action"], "resolve");

@@ -13,7 +13,7 @@ use mlwatch_alerter::{Receiver, Secret, SmtpTls};
 use mlwatch_proto::v1::Severity;
 use mlwatch_testkit::smtp::{SmtpServer, TlsMode, tls_acceptor};
 use mlwatch_testkit::{eventually, get_json_blocking, setup, within};
-use support::{alert, api, start};
+use support::{api, fire, start};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -82,16 +82,15 @@ async fn starttls_and_implicit_tls_deliver_and_an_unknown_ca_is_refused() {
         .insert("untrusted".into(), email(untrusted_port, SmtpTls::Starttls, None));
     let (running, publisher) = start(config, &shutdown).await;
 
-    publisher
-        .send(&alert(
-            "fp-tls",
-            "AccuracyDecay",
-            Severity::Critical,
-            "fraud",
-            true,
-            mlwatch_common::now_ms(),
-        ))
-        .await;
+    fire(
+        &publisher,
+        "fp-tls",
+        "AccuracyDecay",
+        Severity::Critical,
+        "fraud",
+        mlwatch_common::now_ms(),
+    )
+    .await;
 
     for server in [&starttls, &implicit] {
         let mails = within(30, "mail over tls", server.wait_mails(0)).await;

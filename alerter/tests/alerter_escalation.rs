@@ -11,9 +11,9 @@ use mlwatch_alerter::route::{EscalationConfig, RouteConfig};
 use mlwatch_alerter::{Receiver, Secret};
 use mlwatch_proto::v1::Severity;
 use mlwatch_testkit::receiver::HttpReceiver;
-use mlwatch_testkit::{eventually, get_json, setup, within};
+use mlwatch_testkit::{eventually, get_json, post_json, setup, within};
 use serde_json::json;
-use support::{alert, api, start};
+use support::{api, fire, resolve, start};
 
 fn pagerduty(addr: std::net::SocketAddr, key: &str) -> Receiver {
     Receiver::Pagerduty {
@@ -57,12 +57,8 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
     let admin = running.admin_addr;
 
     let now = mlwatch_common::now_ms();
-    publisher
-        .send(&alert("fp-a", "ModelDown", Severity::Critical, "a", true, now))
-        .await;
-    publisher
-        .send(&alert("fp-b", "ModelDown", Severity::Critical, "b", true, now))
-        .await;
+    fire(&publisher, "fp-a", "ModelDown", Severity::Critical, "a", now).await;
+    fire(&publisher, "fp-b", "ModelDown", Severity::Critical, "b", now).await;
     eventually(30, "both triggers at the primary", || {
         (primary.accepted().len() >= 2).then_some(())
     })
@@ -79,13 +75,12 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
         .as_str()
         .unwrap()
         .to_string();
-    let r = reqwest::Client::new()
-        .post(format!("http://{admin}/api/v1/groups/{group_b}/ack"))
-        .json(&json!({"by": "ana"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let (status, _) = post_json(
+        &api(admin, &format!("/api/v1/groups/{group_b}/ack")),
+        json!({"by": "ana"}),
+    )
+    .await;
+    assert_eq!(status, 200);
     let ack = within(10, "acknowledge event", primary.wait_accepted(2)).await;
     assert_eq!(ack.body["event_action"], "acknowledge");
     assert_eq!(ack.body["dedup_key"], "fp-b");
@@ -110,9 +105,7 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
     assert_eq!(b["acknowledged"]["by"], "ana");
 
     // The resolve reaches the escalation receiver too.
-    publisher
-        .send(&alert("fp-a", "ModelDown", Severity::Critical, "a", false, now + 1))
-        .await;
+    resolve(&publisher, "fp-a", "ModelDown", Severity::Critical, "a", now + 1).await;
     let resolve = within(30, "resolve at the secondary", secondary.wait_accepted(1)).await;
     assert_eq!(resolve.body["event_action"], "resolve");
     assert_eq!(resolve.body["dedup_key"], "fp-a");

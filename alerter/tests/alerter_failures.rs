@@ -16,7 +16,7 @@ use mlwatch_alerter::{Receiver, Secret};
 use mlwatch_proto::v1::Severity;
 use mlwatch_testkit::receiver::HttpReceiver;
 use mlwatch_testkit::{Publisher, config_file, eventually, get_json, get_json_blocking, setup, temp_dir};
-use support::{alert, api, start};
+use support::{api, fire, start};
 
 fn webhook(url: String, rate_limit_ms: u64) -> Receiver {
     Receiver::Webhook {
@@ -73,16 +73,15 @@ async fn flaky_receiver_gets_each_notification_once_and_refusals_are_not_retried
 
     let t0 = mlwatch_common::now_ms();
     for i in 0..4 {
-        publisher
-            .send(&alert(
-                &format!("fp{i}"),
-                "HighP99Latency",
-                Severity::High,
-                &format!("m{i}"),
-                true,
-                t0,
-            ))
-            .await;
+        fire(
+            &publisher,
+            &format!("fp{i}"),
+            "HighP99Latency",
+            Severity::High,
+            &format!("m{i}"),
+            t0,
+        )
+        .await;
     }
     let accepted = eventually(60, "four pages accepted", || {
         let a = flaky.accepted();
@@ -189,16 +188,15 @@ rate_limit_ms = 100
     let publisher = Publisher::new(&kafka).await;
     let t0 = mlwatch_common::now_ms();
     for i in 0..BURST {
-        publisher
-            .send(&alert(
-                &format!("fp{i}"),
-                "HighP99Latency",
-                Severity::High,
-                &format!("m{i:02}"),
-                true,
-                t0,
-            ))
-            .await;
+        fire(
+            &publisher,
+            &format!("fp{i}"),
+            "HighP99Latency",
+            Severity::High,
+            &format!("m{i:02}"),
+            t0,
+        )
+        .await;
     }
 
     let mut first = Alerter::spawn(&config, &log);

@@ -15,7 +15,7 @@ use mlwatch_proto::v1::Severity;
 use mlwatch_testkit::receiver::HttpReceiver;
 use mlwatch_testkit::smtp::SmtpServer;
 use mlwatch_testkit::{Publisher, config_file, eventually, setup, temp_dir};
-use support::alert;
+use support::fire;
 
 const SLACK_SECRET: &str = "SLACKSECRETT0B0abcdef";
 const PD_SECRET: &str = "PDROUTINGSECRET0123456789abcdef";
@@ -128,12 +128,8 @@ bearer_token = "{BEARER_SECRET}"
     );
     let publisher = Publisher::new(&kafka).await;
     let t0 = mlwatch_common::now_ms();
-    publisher
-        .send(&alert("fp1", "HighP99Latency", Severity::High, "fraud", true, t0))
-        .await;
-    publisher
-        .send(&alert("fp2", "FeatureDrift", Severity::Medium, "churn", true, t0))
-        .await;
+    fire(&publisher, "fp1", "HighP99Latency", Severity::High, "fraud", t0).await;
+    fire(&publisher, "fp2", "FeatureDrift", Severity::Medium, "churn", t0).await;
     publisher.send_raw("garbage", b"\x08\x96not an alert").await;
 
     let log_path = dir.join("alerter.log");

@@ -24,6 +24,12 @@ pub struct Received {
 }
 
 impl Received {
+    /// The `text` field of the JSON body (a Slack message's text); empty
+    /// when there is none.
+    pub fn text(&self) -> &str {
+        self.body["text"].as_str().unwrap_or_default()
+    }
+
     /// A header's value (header names arrive lowercase).
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())

@@ -82,6 +82,27 @@ pub fn alert(fingerprint: &str, kind: &str, severity: Severity, model: &str, fir
     a
 }
 
+/// Publishes [`alert`], firing.
+pub async fn fire(publisher: &Publisher, fingerprint: &str, kind: &str, severity: Severity, model: &str, at_ms: i64) {
+    publisher
+        .send(&alert(fingerprint, kind, severity, model, true, at_ms))
+        .await;
+}
+
+/// Publishes [`alert`], resolved.
+pub async fn resolve(
+    publisher: &Publisher,
+    fingerprint: &str,
+    kind: &str,
+    severity: Severity,
+    model: &str,
+    at_ms: i64,
+) {
+    publisher
+        .send(&alert(fingerprint, kind, severity, model, false, at_ms))
+        .await;
+}
+
 /// The URL of `path` on the alerter's admin port (its API).
 pub fn api(admin: SocketAddr, path: &str) -> String {
     format!("http://{admin}{path}")
