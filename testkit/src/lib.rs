@@ -1,24 +1,28 @@
 //! What mlwatch's tests share, so that a service's tests build that service
 //! and this crate, not the whole workspace. It depends on `mlwatch-proto`
 //! and `mlwatch-common` only; each service offers `Config::for_test` for
-//! its own loopback configuration.
+//! its own loopback configuration. `docs/testing.md` says where tests live.
 //!
-//! - Real peers, each serving on a loopback port until a
-//!   `CancellationToken` fires: [`receiver::HttpReceiver`] (Slack,
-//!   PagerDuty, any webhook: records requests, answers scripted statuses),
+//! - Real peers, each serving until a `CancellationToken` fires (`start`
+//!   on a loopback port the OS picks, `serve` on a given address, both
+//!   answering [`Served`]): [`receiver::HttpReceiver`] (Slack, PagerDuty,
+//!   any webhook: records requests, answers scripted statuses),
 //!   [`smtp::SmtpServer`] (a mail catcher with STARTTLS, SMTPS, `AUTH
 //!   PLAIN` and scripted refusals) and [`sim::SimPlatform`] (the serving
-//!   platform: a real tonic `ServingControl` server over simulated models).
+//!   platform: a real tonic `ServingControl` server over simulated models;
+//!   the demo and `mlwatch-sim` use it too).
 //! - Kafka ([`kafka`]): the broker under test, private topics and groups
 //!   per test ([`kafka_for_test`], [`run_suffix`]), the TOML file of a
 //!   service started as a child process ([`config_file`], [`kafka_toml`]),
-//!   topics read back
-//!   and decoded ([`read_topic`], [`read_decoded`], [`read_inferences`]),
-//!   alerts published as the analyzer publishes them ([`Publisher`]).
+//!   topics read back and decoded ([`read_topic`], [`read_decoded`],
+//!   [`read_inferences`], [`header`], [`kafka::reader_config`]), alerts
+//!   built and published as the analyzer does ([`kafka::analyzer_alert`],
+//!   [`Publisher`]).
 //! - Waiting ([`wait`]): a future with a deadline ([`within`]), a condition
 //!   polled until it holds ([`eventually`]), a `/metrics` endpoint scraped
 //!   until it shows something ([`scrape_until`]).
-//! - HTTP ([`http`]): JSON GET and POST against a service's API.
+//! - HTTP ([`http`]): GET (JSON, text, status; [`http::poll_json`] until an
+//!   answer satisfies a test) and POST of JSON against a service's API.
 //! - The rest: [`setup`] (logs, private topics, a shutdown token: the
 //!   first line of most tests), [`loopback`] (port 0), [`temp_dir`]
 //!   (removed when dropped), [`init_logs`].
