@@ -119,6 +119,23 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// An alerter for a test: `kafka`'s broker and topics, the consumer
+    /// group `mlwatch-alerter-{name}`, the admin port on a loopback port the
+    /// OS picks, state in memory; no routes or receivers yet. Tests adjust
+    /// fields from there.
+    pub fn for_test(kafka: &KafkaConfig, name: &str) -> Self {
+        let mut config = Self {
+            kafka: kafka.clone(),
+            admin: AdminConfig::on(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Self::default()
+        };
+        config.alerter.group_id = format!("mlwatch-alerter-{name}");
+        config.alerter.state_file = None;
+        config
+    }
+}
+
 impl HasLog for Config {
     fn log(&self) -> &LogConfig {
         &self.log

@@ -4,19 +4,18 @@
 //! shapes the services document; acknowledgement, silences and the
 //! notification history go through the HTTP API.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Publisher, alert, eventually, get_json, get_json_blocking, header, loopback};
 use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret, SmtpTls};
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::receiver::HttpReceiver;
-use mlwatch_demo::smtp::SmtpServer;
 use mlwatch_proto::v1::Severity;
-use mlwatch_tests::kafka_for_test;
+use mlwatch_testkit::receiver::HttpReceiver;
+use mlwatch_testkit::smtp::SmtpServer;
+use mlwatch_testkit::{eventually, get_json, get_json_blocking, post_json, setup, within};
 use serde_json::{Value, json};
+use support::{api, fire, resolve, start};
 
 fn keys(v: &Value) -> Vec<String> {
     let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
@@ -35,19 +34,17 @@ fn child(receiver: &str, matcher: Option<&str>) -> RouteConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_silences() {
-    mlwatch_tests::init_logs();
-    let (kafka, suffix) = kafka_for_test("alerter-channels");
-    let shutdown = CancellationToken::new();
+    let (kafka, suffix, shutdown) = setup("alerter-channels");
     let [slack, pd, hook, am] = [(); 4].map(|_| HttpReceiver::default());
     let mut addrs = Vec::new();
     for r in [&slack, &pd, &hook, &am] {
-        addrs.push(r.serve(loopback(), shutdown.clone()).await.unwrap().0);
+        addrs.push(r.start(&shutdown).await);
     }
     let smtp = SmtpServer::default();
     smtp.require_auth("alerts@example.org", "smtp-pass");
-    let (smtp_addr, _) = smtp.serve(loopback(), shutdown.clone()).await.unwrap();
+    let smtp_addr = smtp.start(&shutdown).await;
 
-    let mut config = common::config(&kafka, &suffix);
+    let mut config = mlwatch_alerter::Config::for_test(&kafka, &suffix);
     config.alerter.external_url = "http://alerter.example".into();
     config.route = Some(RouteConfig {
         receiver: Some("slack".into()),
@@ -118,20 +115,14 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
             rate_limit_ms: None,
         },
     );
-    let running = mlwatch_alerter::start(config, shutdown.clone())
-        .await
-        .expect("alerter starts");
+    let (running, publisher) = start(config, &shutdown).await;
     let admin = running.admin_addr;
-    let publisher = Publisher::new(&kafka).await;
+
     let t0 = mlwatch_common::now_ms();
 
     // A high alert fires: every channel hears it once.
-    publisher
-        .send(&alert("fp-fraud", "HighP99Latency", Severity::High, "fraud", true, t0))
-        .await;
-    let s = tokio::time::timeout(Duration::from_secs(30), slack.wait_accepted(0))
-        .await
-        .expect("slack");
+    fire(&publisher, "fp-fraud", "HighP99Latency", Severity::High, "fraud", t0).await;
+    let s = within(30, "slack", slack.wait_accepted(0)).await;
     assert_eq!(s.path, "/services/T0/B0/SLACKTOKEN");
     assert_eq!(keys(&s.body), ["attachments", "channel", "text"]);
     assert_eq!(s.body["channel"], "#ml");
@@ -154,9 +145,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert!(att["blocks"].to_string().contains("431.00 (threshold 200.00)"));
     assert!(att["blocks"].to_string().contains("scale up to 3 replicas"));
 
-    let p = tokio::time::timeout(Duration::from_secs(30), pd.wait_accepted(0))
-        .await
-        .expect("pd");
+    let p = within(30, "pd", pd.wait_accepted(0)).await;
     assert_eq!(p.path, "/v2/enqueue");
     assert_eq!(
         keys(&p.body),
@@ -186,11 +175,9 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert!(payload["timestamp"].as_str().unwrap().ends_with('Z'));
     assert_eq!(payload["custom_details"]["threshold"], 200.0);
 
-    let h = tokio::time::timeout(Duration::from_secs(30), hook.wait_accepted(0))
-        .await
-        .expect("webhook");
-    assert_eq!(header(&h, "authorization").as_deref(), Some("Bearer hook-token"));
-    assert!(header(&h, "idempotency-key").is_some());
+    let h = within(30, "webhook", hook.wait_accepted(0)).await;
+    assert_eq!(h.header("authorization").as_deref(), Some("Bearer hook-token"));
+    assert!(h.header("idempotency-key").is_some());
     assert_eq!(
         keys(&h.body),
         [
@@ -226,17 +213,13 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         ]
     );
 
-    let a = tokio::time::timeout(Duration::from_secs(30), am.wait_accepted(0))
-        .await
-        .expect("alertmanager");
+    let a = within(30, "alertmanager", am.wait_accepted(0)).await;
     assert_eq!(a.path, "/api/v2/alerts");
     assert_eq!(a.body[0]["labels"]["alertname"], "HighP99Latency");
     assert_eq!(a.body[0]["labels"]["severity"], "high");
     assert!(a.body[0].get("endsAt").is_none());
 
-    let mails = tokio::time::timeout(Duration::from_secs(30), smtp.wait_mails(0))
-        .await
-        .expect("mail");
+    let mails = within(30, "mail", smtp.wait_mails(0)).await;
     let first = &mails[0];
     assert_eq!(first.user.as_deref(), Some("alerts@example.org"));
     assert_eq!(first.to, ["oncall@example.org"]);
@@ -249,36 +232,28 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert!(first.body().contains("threshold 200.00"), "{}", first.body());
 
     // The API lists the alert and its groups.
-    let alerts = get_json(admin, "/api/v1/alerts").await;
+    let alerts = get_json(&api(admin, "/api/v1/alerts")).await;
     assert_eq!(alerts[0]["fingerprint"], "fp-fraud");
     assert_eq!(alerts[0]["state"], "active");
     assert_eq!(alerts[0]["groups"].as_array().unwrap().len(), 5);
-    let groups = get_json(admin, "/api/v1/groups").await;
+    let groups = get_json(&api(admin, "/api/v1/groups")).await;
     assert_eq!(groups.as_array().unwrap().len(), 5);
 
     // Acknowledge: PagerDuty gets `acknowledge` for the same dedup key.
     let client = reqwest::Client::new();
-    let r = client
-        .post(format!("http://{admin}/api/v1/alerts/fp-fraud/ack"))
-        .json(&json!({"by": "ana", "comment": "looking"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let ack = tokio::time::timeout(Duration::from_secs(30), pd.wait_accepted(1))
-        .await
-        .expect("ack");
+    let (status, _) = post_json(
+        &api(admin, "/api/v1/alerts/fp-fraud/ack"),
+        json!({"by": "ana", "comment": "looking"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ack = within(30, "ack", pd.wait_accepted(1)).await;
     assert_eq!(
         ack.body,
         json!({"routing_key": "R0UTINGKEY0000000000000000000000", "event_action": "acknowledge", "dedup_key": "fp-fraud"})
     );
-    let r = client
-        .post(format!("http://{admin}/api/v1/alerts/nope/ack"))
-        .json(&json!({"by": "ana"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (status, _) = post_json(&api(admin, "/api/v1/alerts/nope/ack"), json!({"by": "ana"})).await;
+    assert_eq!(status, 404);
     let r = client
         .post(format!("http://{admin}/api/v1/alerts/fp-fraud/ack"))
         .body("{not json")
@@ -306,11 +281,9 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         .unwrap();
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap().contains("bad matcher"));
-    publisher
-        .send(&alert("fp-churn", "FeatureDrift", Severity::Medium, "churn", true, t0))
-        .await;
+    fire(&publisher, "fp-churn", "FeatureDrift", Severity::Medium, "churn", t0).await;
     let state = eventually(30, "the churn alert to be filed", || {
-        get_json_blocking(admin, "/api/v1/alerts")
+        get_json_blocking(&api(admin, "/api/v1/alerts"))
             .as_array()
             .unwrap()
             .iter()
@@ -319,7 +292,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     })
     .await;
     assert_eq!(state, "silenced");
-    let silences = get_json(admin, "/api/v1/silences").await;
+    let silences = get_json(&api(admin, "/api/v1/silences")).await;
     assert_eq!(silences[0]["state"], "active");
     assert_eq!(silences[0]["created_by"], "ana");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -335,65 +308,42 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let churn = tokio::time::timeout(Duration::from_secs(30), slack.wait_accepted(1))
-        .await
-        .expect("churn");
-    assert!(
-        churn.body["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[FIRING] FeatureDrift (medium) churn")
-    );
+    let churn = within(30, "churn", slack.wait_accepted(1)).await;
+    assert!(churn.text().starts_with("[FIRING] FeatureDrift (medium) churn"));
     assert_eq!(churn.body["attachments"][0]["color"], "#FFCC00");
 
     // The fraud alert resolves: resolve everywhere, the email in the thread.
-    publisher
-        .send(&alert(
-            "fp-fraud",
-            "HighP99Latency",
-            Severity::High,
-            "fraud",
-            false,
-            t0 + 1,
-        ))
-        .await;
-    let resolved = tokio::time::timeout(Duration::from_secs(30), slack.wait_accepted(2))
-        .await
-        .expect("resolve");
-    assert!(
-        resolved.body["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[RESOLVED] HighP99Latency")
-    );
+    resolve(
+        &publisher,
+        "fp-fraud",
+        "HighP99Latency",
+        Severity::High,
+        "fraud",
+        t0 + 1,
+    )
+    .await;
+    let resolved = within(30, "resolve", slack.wait_accepted(2)).await;
+    assert!(resolved.text().starts_with("[RESOLVED] HighP99Latency"));
     assert_eq!(resolved.body["attachments"][0]["color"], "#00CC00");
-    let r = tokio::time::timeout(Duration::from_secs(30), pd.wait_accepted(2))
-        .await
-        .expect("pd resolve");
+    let r = within(30, "pd resolve", pd.wait_accepted(2)).await;
     assert_eq!(r.body["event_action"], "resolve");
     assert_eq!(r.body["dedup_key"], "fp-fraud");
-    let mails = tokio::time::timeout(Duration::from_secs(30), smtp.wait_mails(1))
-        .await
-        .expect("mail 2");
+    let mails = within(30, "mail 2", smtp.wait_mails(1)).await;
     let second = &mails[1];
     assert_eq!(second.header("In-Reply-To").as_deref(), Some(root.as_str()));
     assert_eq!(second.header("References").as_deref(), Some(root.as_str()));
     assert_ne!(second.header("Message-ID").as_deref(), Some(root.as_str()));
     assert!(second.body().contains("[RESOLVED] HighP99Latency"));
-    let h = tokio::time::timeout(Duration::from_secs(30), hook.wait_accepted(2))
-        .await
-        .expect("hook resolve");
+    let h = within(30, "hook resolve", hook.wait_accepted(2)).await;
     assert_eq!(h.body["status"], "resolved");
-    let a = tokio::time::timeout(Duration::from_secs(30), am.wait_accepted(2))
-        .await
-        .expect("am resolve");
+    let a = within(30, "am resolve", am.wait_accepted(2)).await;
     assert!(a.body[0]["endsAt"].as_str().is_some());
 
     // The history shows every notification delivered, newest first: 5
     // firing, 1 acknowledge, 3 for churn (webhook, alertmanager, slack),
     // 5 resolves.
     let history = eventually(30, "every outcome recorded", || {
-        let h = get_json_blocking(admin, "/api/v1/notifications");
+        let h = get_json_blocking(&api(admin, "/api/v1/notifications"));
         let all = h.as_array().unwrap().clone();
         (all.len() == 14 && all.iter().all(|n| n["outcome"] == "delivered")).then_some(all)
     })
@@ -405,7 +355,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert_eq!(slack.accepted().len(), 3);
     assert_eq!(smtp.mails().len(), 2);
     assert_eq!(smtp.auth_failures(), 0);
-    let only_pd = get_json(admin, "/api/v1/notifications?receiver=pagerduty&limit=1").await;
+    let only_pd = get_json(&api(admin, "/api/v1/notifications?receiver=pagerduty&limit=1")).await;
     assert_eq!(only_pd.as_array().unwrap().len(), 1);
     assert_eq!(only_pd[0]["kind"], "notify");
 

@@ -3,18 +3,17 @@
 //! checked against a private CA (`ca_file`); without that CA the
 //! certificate is refused and nothing is sent.
 
-mod common;
+mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Publisher, alert, eventually, get_json_blocking, loopback};
 use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret, SmtpTls};
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::smtp::{SmtpServer, TlsMode, tls_acceptor};
 use mlwatch_proto::v1::Severity;
-use mlwatch_tests::kafka_for_test;
+use mlwatch_testkit::smtp::{SmtpServer, TlsMode, tls_acceptor};
+use mlwatch_testkit::{eventually, get_json_blocking, setup, within};
+use support::{api, fire, start};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -41,9 +40,7 @@ fn email(port: u16, tls: SmtpTls, ca: Option<PathBuf>) -> Receiver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn starttls_and_implicit_tls_deliver_and_an_unknown_ca_is_refused() {
-    mlwatch_tests::init_logs();
-    let (kafka, suffix) = kafka_for_test("alerter-tls");
-    let shutdown = CancellationToken::new();
+    let (kafka, suffix, shutdown) = setup("alerter-tls");
     let acceptor = tls_acceptor(
         &std::fs::read(fixture("server.pem")).unwrap(),
         &std::fs::read(fixture("server.key")).unwrap(),
@@ -55,11 +52,11 @@ async fn starttls_and_implicit_tls_deliver_and_an_unknown_ca_is_refused() {
     for s in [&starttls, &implicit, &untrusted] {
         s.require_auth("alerts", "tls-pass");
     }
-    let starttls_port = starttls.serve(loopback(), shutdown.clone()).await.unwrap().0.port();
-    let implicit_port = implicit.serve(loopback(), shutdown.clone()).await.unwrap().0.port();
-    let untrusted_port = untrusted.serve(loopback(), shutdown.clone()).await.unwrap().0.port();
+    let starttls_port = starttls.start(&shutdown).await.port();
+    let implicit_port = implicit.start(&shutdown).await.port();
+    let untrusted_port = untrusted.start(&shutdown).await.port();
 
-    let mut config = common::config(&kafka, &suffix);
+    let mut config = mlwatch_alerter::Config::for_test(&kafka, &suffix);
     config.alerter.max_attempts = 2;
     config.alerter.initial_backoff_ms = 50;
     let child = |r: &str| RouteConfig {
@@ -83,23 +80,20 @@ async fn starttls_and_implicit_tls_deliver_and_an_unknown_ca_is_refused() {
     config
         .receivers
         .insert("untrusted".into(), email(untrusted_port, SmtpTls::Starttls, None));
-    let running = mlwatch_alerter::start(config, shutdown.clone()).await.expect("starts");
-    let publisher = Publisher::new(&kafka).await;
-    publisher
-        .send(&alert(
-            "fp-tls",
-            "AccuracyDecay",
-            Severity::Critical,
-            "fraud",
-            true,
-            mlwatch_common::now_ms(),
-        ))
-        .await;
+    let (running, publisher) = start(config, &shutdown).await;
+
+    fire(
+        &publisher,
+        "fp-tls",
+        "AccuracyDecay",
+        Severity::Critical,
+        "fraud",
+        mlwatch_common::now_ms(),
+    )
+    .await;
 
     for server in [&starttls, &implicit] {
-        let mails = tokio::time::timeout(Duration::from_secs(30), server.wait_mails(0))
-            .await
-            .expect("mail over tls");
+        let mails = within(30, "mail over tls", server.wait_mails(0)).await;
         assert!(mails[0].tls, "sent in the clear");
         assert_eq!(mails[0].user.as_deref(), Some("alerts"));
         assert_eq!(
@@ -108,7 +102,7 @@ async fn starttls_and_implicit_tls_deliver_and_an_unknown_ca_is_refused() {
         );
     }
     let failed = eventually(30, "the untrusted server's failure", || {
-        let h = get_json_blocking(running.admin_addr, "/api/v1/notifications?outcome=failed");
+        let h = get_json_blocking(&api(running.admin_addr, "/api/v1/notifications?outcome=failed"));
         h.as_array().unwrap().first().cloned()
     })
     .await;

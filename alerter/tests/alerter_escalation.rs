@@ -3,18 +3,17 @@
 //! acknowledged through the API in time sends `acknowledge` to the primary
 //! and never escalates.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::{Publisher, alert, eventually, get_json, loopback};
 use mlwatch_alerter::route::{EscalationConfig, RouteConfig};
 use mlwatch_alerter::{Receiver, Secret};
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::receiver::HttpReceiver;
 use mlwatch_proto::v1::Severity;
-use mlwatch_tests::kafka_for_test;
+use mlwatch_testkit::receiver::HttpReceiver;
+use mlwatch_testkit::{eventually, get_json, post_json, setup, within};
 use serde_json::json;
+use support::{api, fire, resolve, start};
 
 fn pagerduty(addr: std::net::SocketAddr, key: &str) -> Receiver {
     Receiver::Pagerduty {
@@ -29,15 +28,13 @@ fn pagerduty(addr: std::net::SocketAddr, key: &str) -> Receiver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() {
-    mlwatch_tests::init_logs();
-    let (kafka, suffix) = kafka_for_test("alerter-escalation");
-    let shutdown = CancellationToken::new();
+    let (kafka, suffix, shutdown) = setup("alerter-escalation");
     let primary = HttpReceiver::default();
     let secondary = HttpReceiver::default();
-    let primary_addr = primary.serve(loopback(), shutdown.clone()).await.unwrap().0;
-    let secondary_addr = secondary.serve(loopback(), shutdown.clone()).await.unwrap().0;
+    let primary_addr = primary.start(&shutdown).await;
+    let secondary_addr = secondary.start(&shutdown).await;
 
-    let mut config = common::config(&kafka, &suffix);
+    let mut config = mlwatch_alerter::Config::for_test(&kafka, &suffix);
     config.route = Some(RouteConfig {
         receiver: Some("primary".into()),
         group_by: Some(vec!["model".into()]),
@@ -56,23 +53,19 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
     config
         .receivers
         .insert("secondary".into(), pagerduty(secondary_addr, "secondary-key"));
-    let running = mlwatch_alerter::start(config, shutdown.clone()).await.expect("starts");
+    let (running, publisher) = start(config, &shutdown).await;
     let admin = running.admin_addr;
-    let publisher = Publisher::new(&kafka).await;
+
     let now = mlwatch_common::now_ms();
-    publisher
-        .send(&alert("fp-a", "ModelDown", Severity::Critical, "a", true, now))
-        .await;
-    publisher
-        .send(&alert("fp-b", "ModelDown", Severity::Critical, "b", true, now))
-        .await;
+    fire(&publisher, "fp-a", "ModelDown", Severity::Critical, "a", now).await;
+    fire(&publisher, "fp-b", "ModelDown", Severity::Critical, "b", now).await;
     eventually(30, "both triggers at the primary", || {
         (primary.accepted().len() >= 2).then_some(())
     })
     .await;
 
     // Acknowledge model b's group right away.
-    let groups = get_json(admin, "/api/v1/groups").await;
+    let groups = get_json(&api(admin, "/api/v1/groups")).await;
     let group_b = groups
         .as_array()
         .unwrap()
@@ -82,32 +75,27 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
         .as_str()
         .unwrap()
         .to_string();
-    let r = reqwest::Client::new()
-        .post(format!("http://{admin}/api/v1/groups/{group_b}/ack"))
-        .json(&json!({"by": "ana"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let ack = tokio::time::timeout(Duration::from_secs(10), primary.wait_accepted(2))
-        .await
-        .expect("acknowledge event");
+    let (status, _) = post_json(
+        &api(admin, &format!("/api/v1/groups/{group_b}/ack")),
+        json!({"by": "ana"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ack = within(10, "acknowledge event", primary.wait_accepted(2)).await;
     assert_eq!(ack.body["event_action"], "acknowledge");
     assert_eq!(ack.body["dedup_key"], "fp-b");
 
     // Model a escalates; b does not.
-    let esc = tokio::time::timeout(Duration::from_secs(20), secondary.wait_accepted(0))
-        .await
-        .expect("escalation");
+    let esc = within(20, "escalation", secondary.wait_accepted(0)).await;
     assert_eq!(esc.body["event_action"], "trigger");
     assert_eq!(esc.body["dedup_key"], "fp-a");
     assert_eq!(esc.body["routing_key"], "secondary-key");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(secondary.accepted().len(), 1, "{:?}", secondary.accepted());
-    let history = get_json(admin, "/api/v1/notifications?receiver=secondary").await;
+    let history = get_json(&api(admin, "/api/v1/notifications?receiver=secondary")).await;
     assert_eq!(history[0]["kind"], "escalation");
     assert_eq!(history[0]["escalation_level"], 1);
-    let alerts = get_json(admin, "/api/v1/alerts").await;
+    let alerts = get_json(&api(admin, "/api/v1/alerts")).await;
     let b = alerts
         .as_array()
         .unwrap()
@@ -117,12 +105,8 @@ async fn unacknowledged_critical_escalates_and_an_acknowledged_group_does_not() 
     assert_eq!(b["acknowledged"]["by"], "ana");
 
     // The resolve reaches the escalation receiver too.
-    publisher
-        .send(&alert("fp-a", "ModelDown", Severity::Critical, "a", false, now + 1))
-        .await;
-    let resolve = tokio::time::timeout(Duration::from_secs(30), secondary.wait_accepted(1))
-        .await
-        .expect("resolve at the secondary");
+    resolve(&publisher, "fp-a", "ModelDown", Severity::Critical, "a", now + 1).await;
+    let resolve = within(30, "resolve at the secondary", secondary.wait_accepted(1)).await;
     assert_eq!(resolve.body["event_action"], "resolve");
     assert_eq!(resolve.body["dedup_key"], "fp-a");
     shutdown.cancel();

@@ -5,19 +5,18 @@
 //! restarted, delivers each notification once (at most the one in flight
 //! at the kill is sent again, with the same idempotency key).
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Publisher, alert, eventually, get_json, get_json_blocking, header, loopback};
 use mlwatch_alerter::route::RouteConfig;
 use mlwatch_alerter::{Receiver, Secret};
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::receiver::HttpReceiver;
 use mlwatch_proto::v1::Severity;
-use mlwatch_tests::kafka_for_test;
+use mlwatch_testkit::receiver::HttpReceiver;
+use mlwatch_testkit::{Publisher, config_file, eventually, get_json, get_json_blocking, setup, temp_dir};
+use support::{api, fire, start};
 
 fn webhook(url: String, rate_limit_ms: u64) -> Receiver {
     Receiver::Webhook {
@@ -33,17 +32,15 @@ fn webhook(url: String, rate_limit_ms: u64) -> Receiver {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flaky_receiver_gets_each_notification_once_and_refusals_are_not_retried() {
-    mlwatch_tests::init_logs();
-    let (kafka, suffix) = kafka_for_test("alerter-flaky");
-    let shutdown = CancellationToken::new();
+    let (kafka, suffix, shutdown) = setup("alerter-flaky");
     let flaky = HttpReceiver::default();
-    let (flaky_addr, _) = flaky.serve(loopback(), shutdown.clone()).await.unwrap();
+    let flaky_addr = flaky.start(&shutdown).await;
     flaky.script([(500, None), (429, Some(1)), (503, None)]);
     let refusing = HttpReceiver::default();
-    let (refusing_addr, _) = refusing.serve(loopback(), shutdown.clone()).await.unwrap();
+    let refusing_addr = refusing.start(&shutdown).await;
     refusing.script([(404, None); 10]);
 
-    let mut config = common::config(&kafka, &suffix);
+    let mut config = mlwatch_alerter::Config::for_test(&kafka, &suffix);
     config.alerter.initial_backoff_ms = 50;
     config.route = Some(RouteConfig {
         receiver: Some("slack".into()),
@@ -72,20 +69,19 @@ async fn flaky_receiver_gets_each_notification_once_and_refusals_are_not_retried
     config
         .receivers
         .insert("refusing".into(), webhook(format!("http://{refusing_addr}/hook"), 0));
-    let running = mlwatch_alerter::start(config, shutdown.clone()).await.expect("starts");
-    let publisher = Publisher::new(&kafka).await;
+    let (running, publisher) = start(config, &shutdown).await;
+
     let t0 = mlwatch_common::now_ms();
     for i in 0..4 {
-        publisher
-            .send(&alert(
-                &format!("fp{i}"),
-                "HighP99Latency",
-                Severity::High,
-                &format!("m{i}"),
-                true,
-                t0,
-            ))
-            .await;
+        fire(
+            &publisher,
+            &format!("fp{i}"),
+            "HighP99Latency",
+            Severity::High,
+            &format!("m{i}"),
+            t0,
+        )
+        .await;
     }
     let accepted = eventually(60, "four pages accepted", || {
         let a = flaky.accepted();
@@ -111,14 +107,14 @@ async fn flaky_receiver_gets_each_notification_once_and_refusals_are_not_retried
 
     // The refusal: one request, no retry, the receiver's text recorded.
     let history = eventually(30, "the refusal in the history", || {
-        let h = get_json_blocking(running.admin_addr, "/api/v1/notifications?outcome=failed");
+        let h = get_json_blocking(&api(running.admin_addr, "/api/v1/notifications?outcome=failed"));
         (!h.as_array().unwrap().is_empty()).then_some(h)
     })
     .await;
     assert_eq!(history[0]["receiver"], "refusing");
     assert_eq!(history[0]["error"], "receiver refused with 404: scripted failure");
     assert_eq!(refusing.all().len(), 1);
-    let delivered = get_json(running.admin_addr, "/api/v1/notifications?outcome=delivered").await;
+    let delivered = get_json(&api(running.admin_addr, "/api/v1/notifications?outcome=delivered")).await;
     assert_eq!(delivered.as_array().unwrap().len(), 4);
 
     shutdown.cancel();
@@ -159,22 +155,17 @@ impl Drop for Alerter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_a_burst_then_restart_delivers_each_notification_once() {
-    mlwatch_tests::init_logs();
-    let (kafka, suffix) = kafka_for_test("alerter-kill9");
-    let shutdown = CancellationToken::new();
+    let (kafka, suffix, shutdown) = setup("alerter-kill9");
     let hook = HttpReceiver::default();
-    let (hook_addr, _) = hook.serve(loopback(), shutdown.clone()).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("mlwatch-kill9-{suffix}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("alerter.toml");
-    let log = dir.join("alerter.log");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{kafka}
-[admin]
-listen = "127.0.0.1:0"
-[log]
+    let hook_addr = hook.start(&shutdown).await;
+    let dir = temp_dir("kill9");
+    let log = dir.path().join("alerter.log");
+    let config = config_file(
+        dir.path(),
+        "alerter",
+        &kafka,
+        &format!(
+            r#"[log]
 filter = "info"
 [alerter]
 group_id = "alerter-{suffix}"
@@ -190,25 +181,22 @@ type = "webhook"
 url = "http://{hook_addr}/hook"
 rate_limit_ms = 100
 "#,
-            kafka = mlwatch_tests::kafka_toml(&kafka),
-            state = dir.join("state.redb").display(),
+            state = dir.path().join("state.redb").display(),
         ),
-    )
-    .unwrap();
+    );
     const BURST: usize = 30;
     let publisher = Publisher::new(&kafka).await;
     let t0 = mlwatch_common::now_ms();
     for i in 0..BURST {
-        publisher
-            .send(&alert(
-                &format!("fp{i}"),
-                "HighP99Latency",
-                Severity::High,
-                &format!("m{i:02}"),
-                true,
-                t0,
-            ))
-            .await;
+        fire(
+            &publisher,
+            &format!("fp{i}"),
+            "HighP99Latency",
+            Severity::High,
+            &format!("m{i:02}"),
+            t0,
+        )
+        .await;
     }
 
     let mut first = Alerter::spawn(&config, &log);
@@ -221,10 +209,10 @@ rate_limit_ms = 100
     assert!(at_kill < BURST, "the burst was over before the kill; make it longer");
 
     let _second = Alerter::spawn(&config, &log);
-    let keys = |rs: &[mlwatch_demo::receiver::Received]| -> BTreeMap<String, usize> {
+    let keys = |rs: &[mlwatch_testkit::receiver::Received]| -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
         for r in rs {
-            *m.entry(header(r, "idempotency-key").unwrap_or_default()).or_insert(0) += 1;
+            *m.entry(r.header("idempotency-key").unwrap_or_default()).or_insert(0) += 1;
         }
         m
     };
@@ -254,6 +242,5 @@ rate_limit_ms = 100
     );
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(log_text.matches("alerter ready").count(), 2, "{log_text}");
-    let _ = std::fs::remove_dir_all(&dir);
     shutdown.cancel();
 }

@@ -11,7 +11,7 @@
 //!   least `group_interval` apart;
 //! - every alert still firing and unmuted at the end has been notified.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,7 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn alert(i: usize, status: Status, at: i64) -> AlertRecord {
-    common::record(
+    support::record(
         &format!("a{i}"),
         &format!("T{}", i % 2),
         SEVERITIES[i % 4],

@@ -6,17 +6,16 @@
 //! fails, retries and dead-letters; then every line it logged and every
 //! answer of its API is searched for each secret.
 
-mod common;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Publisher, alert, eventually, header, loopback};
-use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::receiver::HttpReceiver;
-use mlwatch_demo::smtp::SmtpServer;
 use mlwatch_proto::v1::Severity;
-use mlwatch_tests::kafka_for_test;
+use mlwatch_testkit::receiver::HttpReceiver;
+use mlwatch_testkit::smtp::SmtpServer;
+use mlwatch_testkit::{Publisher, config_file, eventually, setup, temp_dir};
+use support::fire;
 
 const SLACK_SECRET: &str = "SLACKSECRETT0B0abcdef";
 const PD_SECRET: &str = "PDROUTINGSECRET0123456789abcdef";
@@ -42,31 +41,27 @@ fn leaks(text: &str) -> Vec<&'static str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_in_any_log_line_or_api_answer() {
-    mlwatch_tests::init_logs();
-    let (kafka, suffix) = kafka_for_test("alerter-secrets");
-    let shutdown = CancellationToken::new();
+    let (kafka, suffix, shutdown) = setup("alerter-secrets");
     let [slack, pd, hook] = [(); 3].map(|_| HttpReceiver::default());
-    let slack_addr = slack.serve(loopback(), shutdown.clone()).await.unwrap().0;
-    let pd_addr = pd.serve(loopback(), shutdown.clone()).await.unwrap().0;
-    let hook_addr = hook.serve(loopback(), shutdown.clone()).await.unwrap().0;
+    let slack_addr = slack.start(&shutdown).await;
+    let pd_addr = pd.start(&shutdown).await;
+    let hook_addr = hook.start(&shutdown).await;
     // Slack fails first (retried), then refuses one message outright.
     slack.script([(500, None), (429, Some(1)), (200, None), (404, None)]);
     let smtp = SmtpServer::default();
     smtp.require_auth("alerts@example.org", SMTP_SECRET);
-    let smtp_addr = smtp.serve(loopback(), shutdown.clone()).await.unwrap().0;
+    let smtp_addr = smtp.start(&shutdown).await;
 
-    let dir = std::env::temp_dir().join(format!("mlwatch-secrets-{suffix}"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let temp = temp_dir("secrets");
+    let dir = temp.path();
     let key_file = dir.join("pd_key");
     std::fs::write(&key_file, format!("{PD_SECRET}\n")).unwrap();
-    let config = dir.join("alerter.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{kafka}
-[admin]
-listen = "127.0.0.1:0"
-[log]
+    let config = config_file(
+        dir,
+        "alerter",
+        &kafka,
+        &format!(
+            r#"[log]
 filter = "debug"
 json = true
 [auth]
@@ -126,21 +121,15 @@ type = "webhook"
 url = "http://{hook_addr}/hook?token={URL_SECRET}"
 bearer_token = "{BEARER_SECRET}"
 "#,
-            kafka = mlwatch_tests::kafka_toml(&kafka),
             state = dir.join("state.redb").display(),
             key_file = key_file.display(),
             smtp_port = smtp_addr.port(),
         ),
-    )
-    .unwrap();
+    );
     let publisher = Publisher::new(&kafka).await;
     let t0 = mlwatch_common::now_ms();
-    publisher
-        .send(&alert("fp1", "HighP99Latency", Severity::High, "fraud", true, t0))
-        .await;
-    publisher
-        .send(&alert("fp2", "FeatureDrift", Severity::Medium, "churn", true, t0))
-        .await;
+    fire(&publisher, "fp1", "HighP99Latency", Severity::High, "fraud", t0).await;
+    fire(&publisher, "fp2", "FeatureDrift", Severity::Medium, "churn", t0).await;
     publisher.send_raw("garbage", b"\x08\x96not an alert").await;
 
     let log_path = dir.join("alerter.log");
@@ -173,7 +162,7 @@ bearer_token = "{BEARER_SECRET}"
     assert!(slack.all()[0].path.ends_with(SLACK_SECRET));
     assert_eq!(pd.accepted()[0].body["routing_key"], PD_SECRET);
     assert_eq!(
-        header(&hook.accepted()[0], "authorization").unwrap(),
+        hook.accepted()[0].header("authorization").unwrap(),
         format!("Bearer {BEARER_SECRET}")
     );
     assert_eq!(smtp.mails().len(), 2);
@@ -270,7 +259,6 @@ bearer_token = "{BEARER_SECRET}"
     assert_eq!(out.status.code(), Some(64), "{text}");
     assert!(text.contains("receivers.slack"), "{text}");
     assert!(leaks(&text).is_empty(), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
     shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
 }

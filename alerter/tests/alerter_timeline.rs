@@ -4,7 +4,7 @@
 //! the exact notifications (time, receiver, kind, firing and resolved
 //! alerts) are compared with the expected ones.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 
@@ -19,7 +19,7 @@ const S: i64 = 1000;
 const M: i64 = 60 * S;
 
 fn alert(fp: &str, kind: &str, severity: &str, model: &str, status: Status, at: i64) -> AlertRecord {
-    common::record(fp, kind, severity, model, status, at)
+    support::record(fp, kind, severity, model, status, at)
 }
 
 fn firing(fp: &str, kind: &str, severity: &str, model: &str, at: i64) -> AlertRecord {

@@ -11,12 +11,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::KafkaConfig;
 use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_demo::receiver::HttpReceiver;
 use mlwatch_proto::v1::collector_client::CollectorClient;
 use mlwatch_proto::v1::{IngestInferencesRequest, IngestLabelsRequest, LabelEvent, feature_value};
+use mlwatch_testkit::receiver::HttpReceiver;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
@@ -74,37 +73,20 @@ pub struct Stack {
     _dir: tempfile::TempDir,
 }
 
-fn loopback() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 impl Stack {
     pub async fn start(kafka: KafkaConfig, suffix: &str) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         let dir = tempfile::tempdir()?;
         let slack = HttpReceiver::default();
-        let (slack_addr, slack_task) = slack.serve(loopback(), shutdown.clone()).await?;
+        let (slack_addr, slack_task) = slack.serve(mlwatch_testkit::loopback(), shutdown.clone()).await?;
 
-        let mut collector = mlwatch_collector::Config::default();
-        collector.kafka = kafka.clone();
-        collector.admin = AdminConfig::on(loopback());
-        collector.http.listen = loopback();
-        collector.grpc.listen = loopback();
-        let collector = mlwatch_collector::start(collector, shutdown.clone()).await?;
+        let collector = mlwatch_collector::start(mlwatch_collector::Config::for_test(&kafka), shutdown.clone()).await?;
 
-        let mut analyzer = mlwatch_analyzer::Config::default();
-        analyzer.kafka = kafka.clone();
-        analyzer.admin = AdminConfig::on(loopback());
-        analyzer.analyzer.group_id = format!("bench-detect-{suffix}");
-        analyzer.accuracy.join.dir = dir.path().join("accuracy");
-        analyzer.drift.profile_dir = dir.path().join("profiles");
+        let group = format!("bench-detect-{suffix}");
+        let analyzer = mlwatch_analyzer::Config::for_test(&kafka, &group, dir.path());
         let analyzer = mlwatch_analyzer::start(analyzer, shutdown.clone()).await?;
 
-        let mut alerter = mlwatch_alerter::Config::default();
-        alerter.kafka = kafka;
-        alerter.admin = AdminConfig::on(loopback());
-        alerter.alerter.group_id = format!("bench-detect-alerter-{suffix}");
-        alerter.alerter.state_file = None;
+        let mut alerter = mlwatch_alerter::Config::for_test(&kafka, &group);
         alerter.route = Some(mlwatch_alerter::RouteConfig {
             receiver: Some("slack".into()),
             group_by: Some(vec!["...".into()]),

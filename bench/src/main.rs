@@ -95,7 +95,7 @@ struct Row {
 fn kafka(args: &Args, name: &str) -> KafkaConfig {
     KafkaConfig {
         bootstrap_servers: args.bootstrap_servers.clone(),
-        topics: Topics::with_suffix(&format!("bench-{name}-{}", mlwatch_demo::run_suffix())),
+        topics: Topics::with_suffix(&format!("bench-{name}-{}", mlwatch_testkit::run_suffix())),
         partitions: 6,
         ..KafkaConfig::default()
     }
@@ -138,12 +138,7 @@ async fn consume_count(
     want: u64,
     joined: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<Duration> {
-    let consumer: StreamConsumer = kafka
-        .client_config()
-        .set("group.id", format!("bench-{}", mlwatch_demo::run_suffix()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
+    let consumer: StreamConsumer = mlwatch_testkit::kafka::reader_config(kafka, "bench")
         .set("fetch.max.bytes", "52428800")
         // Fetched as the analyzer fetches.
         .set(FETCH_SETTINGS[0].0, FETCH_SETTINGS[0].1)
@@ -257,23 +252,15 @@ fn metric_value(text: &str, name: &str, label: &str) -> f64 {
 async fn end_to_end(args: &Args, ceiling: Option<f64>, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let k = kafka(args, "e2e");
     let shutdown = mlwatch_common::shutdown::CancellationToken::new();
-    let lo = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut cc = mlwatch_collector::Config::default();
-    cc.kafka = k.clone();
-    cc.admin.listen = lo;
-    cc.http.listen = lo;
-    cc.grpc.listen = lo;
+    let mut cc = mlwatch_collector::Config::for_test(&k);
     cc.ingest.max_in_flight_events = 200_000;
     let collector = mlwatch_collector::start(cc, shutdown.clone()).await?;
-    let mut ac = mlwatch_analyzer::Config::default();
-    ac.kafka = k.clone();
-    ac.admin.listen = lo;
-    ac.analyzer.group_id = format!("bench-analyzer-{}", mlwatch_demo::run_suffix());
-    // Keep the join store and profiles out of the working tree.
-    let state_dir = std::env::temp_dir().join(format!("mlwatch-bench-{}", mlwatch_demo::run_suffix()));
-    ac.accuracy.join.dir = state_dir.join("accuracy");
+    // The join store and profiles in a temporary directory, out of the
+    // working tree.
+    let state_dir = tempfile::tempdir()?;
+    let group = format!("bench-{}", mlwatch_testkit::run_suffix());
+    let mut ac = mlwatch_analyzer::Config::for_test(&k, &group, state_dir.path());
     ac.accuracy.join.backend = JoinBackend::Memory;
-    ac.drift.profile_dir = state_dir.join("profiles");
     let analyzer = mlwatch_analyzer::start(ac, shutdown.clone()).await?;
 
     let names = events::Names::default();
@@ -401,7 +388,6 @@ async fn end_to_end(args: &Args, ceiling: Option<f64>, rows: &mut Vec<Row>) -> a
     shutdown.cancel();
     let _ = collector.task.await;
     let _ = analyzer.task.await;
-    let _ = std::fs::remove_dir_all(&state_dir);
     Ok(())
 }
 
@@ -528,7 +514,7 @@ fn measure_memory() -> f64 {
 
 async fn detection(args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     use detect::{DRIFT_WINDOW_SECS, Fault, Stack};
-    let stack = Stack::start(kafka(args, "detect"), &mlwatch_demo::run_suffix()).await?;
+    let stack = Stack::start(kafka(args, "detect"), &mlwatch_testkit::run_suffix()).await?;
     let scenarios = [
         (
             Fault::Latency,

@@ -237,7 +237,7 @@ impl ClientStreamingService<Bytes> for ClientStream {
 }
 
 /// The `mlwatch.v1.Collector` gRPC service, wire-compatible with the one
-/// generated from collector.proto, served with [`RawCodec`].
+/// generated from collector.proto, served with `RawCodec`.
 #[derive(Clone)]
 pub struct CollectorServer {
     service: Arc<CollectorService>,

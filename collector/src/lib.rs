@@ -103,6 +103,23 @@ impl Default for Config {
     }
 }
 
+impl Config {
+    /// A collector for a test: `kafka`'s broker and topics, the admin, HTTP
+    /// and gRPC listeners on loopback ports the OS picks (read them from
+    /// [`Running`]); the rest default. Tests adjust fields from there.
+    pub fn for_test(kafka: &KafkaConfig) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = Self {
+            kafka: kafka.clone(),
+            admin: AdminConfig::on(loopback),
+            ..Self::default()
+        };
+        config.http.listen = loopback;
+        config.grpc.listen = loopback;
+        config
+    }
+}
+
 /// A listener: its address and optional TLS.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

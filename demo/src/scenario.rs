@@ -27,9 +27,9 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::sim::{ModelSim, SimPlatform};
-use crate::smtp::Mail;
 use crate::stack::Stack;
+use mlwatch_testkit::sim::{ModelSim, SimPlatform};
+use mlwatch_testkit::smtp::Mail;
 
 /// The models of the scenario: `fraud` v4 (v3 before it; labels arrive
 /// 20–50 s after each prediction) and `recsys` v12 (no labels).
@@ -54,13 +54,7 @@ pub fn models() -> Vec<String> {
 /// Starts the scenario's traffic (every 100 ms) into `stack`'s collector
 /// until the stack shuts down.
 pub fn start_traffic(stack: &Stack) -> (std::sync::Arc<crate::traffic::Sent>, tokio::task::JoinHandle<()>) {
-    crate::traffic::start(
-        format!("http://{}", stack.collector_http),
-        stack.sim.clone(),
-        models(),
-        Duration::from_millis(100),
-        stack.shutdown.clone(),
-    )
+    stack.start_traffic(models())
 }
 
 /// What an incident does to the platform.

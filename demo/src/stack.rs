@@ -10,18 +10,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::KafkaConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use tokio::task::JoinHandle;
 
-use crate::receiver::HttpReceiver;
-use crate::sim::SimPlatform;
-use crate::smtp::SmtpServer;
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
+use mlwatch_testkit::loopback;
+use mlwatch_testkit::receiver::HttpReceiver;
+use mlwatch_testkit::sim::SimPlatform;
+use mlwatch_testkit::smtp::SmtpServer;
 
 /// Knobs for a stack; the defaults suit a demo that should show an
 /// incident within a minute.
@@ -144,7 +140,7 @@ pub struct Stack {
     tasks: Vec<JoinHandle<()>>,
     /// The analyzer's join store and profile cache for this run (private
     /// topics each run, so nothing to keep): removed by [`Stack::stop`].
-    state_dirs: Vec<std::path::PathBuf>,
+    state_dir: std::path::PathBuf,
 }
 
 impl Stack {
@@ -174,24 +170,12 @@ impl Stack {
             .context("serving platform")?;
         tasks.push(t);
 
-        let mut collector = mlwatch_collector::Config::default();
-        collector.kafka = opts.kafka.clone();
-        collector.admin = AdminConfig::on(loopback());
-        collector.http.listen = loopback();
-        collector.grpc.listen = loopback();
-        let collector = mlwatch_collector::start(collector, shutdown.clone())
+        let collector = mlwatch_collector::start(mlwatch_collector::Config::for_test(&opts.kafka), shutdown.clone())
             .await
             .context("collector")?;
 
-        let mut analyzer = mlwatch_analyzer::Config::default();
-        analyzer.kafka = opts.kafka.clone();
-        analyzer.admin = AdminConfig::on(loopback());
-        analyzer.analyzer.group_id = format!("mlwatch-analyzer-{}", opts.group_suffix);
-        let state_dirs = vec![
-            std::env::temp_dir().join(format!("mlwatch-join-{}", opts.group_suffix)),
-            std::env::temp_dir().join(format!("mlwatch-profiles-{}", opts.group_suffix)),
-        ];
-        analyzer.accuracy.join.dir = state_dirs[0].clone();
+        let state_dir = std::env::temp_dir().join(format!("mlwatch-stack-{}", opts.group_suffix));
+        let mut analyzer = mlwatch_analyzer::Config::for_test(&opts.kafka, &opts.group_suffix, &state_dir);
         analyzer.analyzer.eval_interval_ms = opts.eval_interval_ms;
         analyzer.rules.p99_latency.window_secs = opts.p99_window_secs;
         analyzer.rules.p99_latency.resolve_for_secs = opts.resolve_for_secs;
@@ -199,7 +183,6 @@ impl Stack {
         // detectors would page the same surge again under other names.
         analyzer.rules.latency_spike.enabled = false;
         analyzer.rules.sla_prediction.enabled = false;
-        analyzer.drift.profile_dir = state_dirs[1].clone();
         if let Some(q) = &opts.quality {
             q.apply(&mut analyzer);
         }
@@ -207,10 +190,7 @@ impl Stack {
             .await
             .context("analyzer")?;
 
-        let mut alerter = mlwatch_alerter::Config::default();
-        alerter.kafka = opts.kafka.clone();
-        alerter.admin = AdminConfig::on(loopback());
-        alerter.alerter.group_id = format!("mlwatch-alerter-{}", opts.group_suffix);
+        let mut alerter = mlwatch_alerter::Config::for_test(&opts.kafka, &opts.group_suffix);
         // DESIGN.md's routing (critical/high also to PagerDuty and email),
         // one group per alert, flushed at once (the demo should not wait
         // Alertmanager's 30 s / 5 min).
@@ -233,7 +213,6 @@ impl Stack {
             ],
             ..Default::default()
         });
-        alerter.alerter.state_file = None;
         alerter.receivers.insert(
             "slack".into(),
             mlwatch_alerter::Receiver::slack(
@@ -273,11 +252,7 @@ impl Stack {
             .await
             .context("alerter")?;
 
-        let mut remediator = mlwatch_remediator::Config::default();
-        remediator.kafka = opts.kafka.clone();
-        remediator.admin = AdminConfig::on(loopback());
-        remediator.remediator.group_id = format!("mlwatch-remediator-{}", opts.group_suffix);
-        remediator.serving.endpoint = format!("http://{serving_addr}");
+        let mut remediator = mlwatch_remediator::Config::for_test(&opts.kafka, &opts.group_suffix, serving_addr);
         if opts.quality.is_some() {
             // The demo shows the closed loop: a rollback needs no approval.
             remediator.guards.require_approval.clear();
@@ -303,7 +278,7 @@ impl Stack {
             remediator_admin: remediator.admin_addr,
             shutdown,
             tasks,
-            state_dirs,
+            state_dir,
         };
         let mut tasks = stack.tasks;
         for (name, t) in [
@@ -330,15 +305,25 @@ impl Stack {
         Ok(Self { tasks, ..stack })
     }
 
+    /// Starts the traffic generator (every 100 ms) for `models` into this
+    /// stack's collector, until the stack shuts down.
+    pub fn start_traffic(&self, models: Vec<String>) -> (std::sync::Arc<crate::traffic::Sent>, JoinHandle<()>) {
+        crate::traffic::start(
+            format!("http://{}", self.collector_http),
+            self.sim.clone(),
+            models,
+            Duration::from_millis(100),
+            self.shutdown.clone(),
+        )
+    }
+
     /// Signals shutdown and waits (bounded) for every service to drain.
     pub async fn stop(self) {
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
         }
-        for dir in &self.state_dirs {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::sim::SimPlatform;
+use mlwatch_testkit::sim::SimPlatform;
 
 /// Counters of what the generator sent.
 #[derive(Default, Debug)]
@@ -203,8 +203,8 @@ mod tests {
     fn amount_shape_moves_the_mass_and_stays_in_the_reference_range() {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut m = crate::sim::ModelSim::new("recsys", "v12", 3, 80.0);
-        let mean = |m: &crate::sim::ModelSim, rng: &mut rand::rngs::StdRng| {
+        let mut m = mlwatch_testkit::sim::ModelSim::new("recsys", "v12", 3, 80.0);
+        let mean = |m: &mlwatch_testkit::sim::ModelSim, rng: &mut rand::rngs::StdRng| {
             let xs: Vec<f64> = (0..20_000).map(|_| m.sample_amount(rng)).collect();
             assert!(xs.iter().all(|x| (1.0..=500.0).contains(x)), "outside [1, 500]");
             xs.iter().sum::<f64>() / xs.len() as f64
@@ -219,12 +219,12 @@ mod tests {
     fn label_delays_fall_in_the_range_and_due_labels_come_first() {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let m = crate::sim::ModelSim::new("fraud", "v4", 2, 50.0).with_label_delay_secs(20.0, 50.0);
+        let m = mlwatch_testkit::sim::ModelSim::new("fraud", "v4", 2, 50.0).with_label_delay_secs(20.0, 50.0);
         let delays: Vec<i64> = (0..1000).map(|_| m.sample_label_delay_ms(&mut rng)).collect();
         assert!(delays.iter().all(|d| (20_000..=50_000).contains(d)));
         assert!(delays.iter().any(|d| *d < 25_000) && delays.iter().any(|d| *d > 45_000));
         assert_eq!(
-            crate::sim::ModelSim::new("fraud", "v4", 2, 50.0).sample_label_delay_ms(&mut rng),
+            mlwatch_testkit::sim::ModelSim::new("fraud", "v4", 2, 50.0).sample_label_delay_ms(&mut rng),
             0
         );
         let label = |due_ms, seq| {

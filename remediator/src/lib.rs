@@ -208,6 +208,23 @@ impl Default for PolicyConfig {
 }
 
 impl Config {
+    /// A remediator for a test: `kafka`'s broker and topics, the consumer
+    /// group `mlwatch-remediator-{name}`, the admin port on a loopback port
+    /// the OS picks, the serving platform at `serving` (plain gRPC), and a
+    /// 200 ms tick so that retries and verification are looked at promptly.
+    /// Tests adjust fields from there.
+    pub fn for_test(kafka: &KafkaConfig, name: &str, serving: SocketAddr) -> Self {
+        let mut config = Self {
+            kafka: kafka.clone(),
+            admin: AdminConfig::on(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Self::default()
+        };
+        config.remediator.group_id = format!("mlwatch-remediator-{name}");
+        config.remediator.tick_ms = 200;
+        config.serving.endpoint = format!("http://{serving}");
+        config
+    }
+
     /// Checks what serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), Error> {
         self.guards.validate().map_err(|(k, r)| Error::config(k, r))?;

@@ -4,8 +4,9 @@
 
 mod support;
 
-use mlwatch_demo::sim::ModelSim;
-use mlwatch_proto::v1::{ActionDecision, AlertStatus, Severity};
+use mlwatch_proto::v1::{ActionDecision, ActionRecord, Severity};
+use mlwatch_testkit::sim::ModelSim;
+use serde_json::json;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,25 +20,13 @@ async fn rollback_waits_for_approval_then_happens_once() {
     );
     sim.add_model(ModelSim::new("ranker", "r9", 2, 50.0).with_previous_versions(&["r8"]));
     sim.add_model(ModelSim::new("scorer", "s2", 2, 50.0).with_previous_versions(&["s1"]));
-    let rem = Remediator::start(config(&kafka, &suffix, addr)).await;
+    let rem = Remediator::start(Config::for_test(&kafka, &suffix, addr)).await;
     assert_eq!(sim.model("fraud").unwrap().accuracy(), Some(0.71));
 
     let t0 = mlwatch_common::now_ms();
-    publish(
-        &kafka,
-        &alert("AccuracyDecay", Severity::High, "fraud", AlertStatus::Firing, t0),
-    )
-    .await;
-    publish(
-        &kafka,
-        &alert("AccuracyDecay", Severity::High, "ranker", AlertStatus::Firing, t0),
-    )
-    .await;
-    publish(
-        &kafka,
-        &alert("AccuracyDecay", Severity::Medium, "recsys", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("AccuracyDecay", Severity::High, "fraud", t0)).await;
+    publish(&kafka, &firing("AccuracyDecay", Severity::High, "ranker", t0)).await;
+    publish(&kafka, &firing("AccuracyDecay", Severity::Medium, "recsys", t0)).await;
     let actions = api_until(&rem.api, 40, "two actions awaiting approval and one notify", |a| {
         with_decision(a, "awaiting_approval").len() == 2 && with_decision(a, "executed").len() == 1
     })
@@ -68,17 +57,14 @@ async fn rollback_waits_for_approval_then_happens_once() {
         "{guards}"
     );
     // The redelivered alert does not create a second request.
-    publish(
-        &kafka,
-        &alert("AccuracyDecay", Severity::High, "fraud", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("AccuracyDecay", Severity::High, "fraud", t0)).await;
 
-    let (status, body) = post(
-        &format!("{}/v1/actions/{fraud}/approve", rem.api),
-        serde_json::json!({"by": "alice", "comment": "v3 is bad"}),
-    )
-    .await;
+    let (status, body) = rem
+        .post(
+            &format!("/v1/actions/{fraud}/approve"),
+            json!({"by": "alice", "comment": "v3 is bad"}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "executed", "{body}");
     let calls = sim.calls();
@@ -89,49 +75,28 @@ async fn rollback_waits_for_approval_then_happens_once() {
     assert_eq!(fraud_now.accuracy(), Some(0.93));
 
     // Approving twice is refused and calls nothing.
-    let (status, body) = post(
-        &format!("{}/v1/actions/{fraud}/approve", rem.api),
-        serde_json::json!({}),
-    )
-    .await;
+    let (status, body) = rem.post(&format!("/v1/actions/{fraud}/approve"), json!({})).await;
     assert_eq!(status, 409, "{body}");
-    let (status, _) = post(&format!("{}/v1/actions/nope/approve", rem.api), serde_json::json!({})).await;
+    let (status, _) = rem.post("/v1/actions/nope/approve", json!({})).await;
     assert_eq!(status, 404);
 
     // A rejected rollback never runs.
-    let (status, body) = post(
-        &format!("{}/v1/actions/{ranker}/reject", rem.api),
-        serde_json::json!({"by": "bob"}),
-    )
-    .await;
+    let (status, body) = rem
+        .post(&format!("/v1/actions/{ranker}/reject"), json!({"by": "bob"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "rejected");
-    let (status, _) = post(
-        &format!("{}/v1/actions/{ranker}/approve", rem.api),
-        serde_json::json!({}),
-    )
-    .await;
+    let (status, _) = rem.post(&format!("/v1/actions/{ranker}/approve"), json!({})).await;
     assert_eq!(status, 409);
 
-    publish(
-        &kafka,
-        &alert("AccuracyDecay", Severity::High, "fraud", AlertStatus::Resolved, t0),
-    )
-    .await;
+    publish(&kafka, &resolved("AccuracyDecay", Severity::High, "fraud", t0)).await;
     api_until(&rem.api, 30, "VERIFIED", |a| with_decision(a, "verified").len() == 1).await;
     assert_eq!(sim.calls().len(), 1, "{:?}", sim.calls());
     assert_eq!(sim.model("ranker").unwrap().deployment.active_version, "r9");
 
     let records = records(&kafka, 30, |rs| count(rs, ActionDecision::Verified) == 1).await;
-    let trail: Vec<ActionDecision> = decisions(
-        &records
-            .iter()
-            .filter(|r| r.action_id == fraud)
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
     assert_eq!(
-        trail,
+        trail(&records, &fraud),
         [
             ActionDecision::Planned,
             ActionDecision::AwaitingApproval,
@@ -145,15 +110,8 @@ async fn rollback_waits_for_approval_then_happens_once() {
         .find(|r| r.action_id == fraud && r.decision == ActionDecision::Approved as i32)
         .unwrap();
     assert_eq!(approved.reason, "approved by alice: v3 is bad");
-    let ranker_trail: Vec<ActionDecision> = decisions(
-        &records
-            .iter()
-            .filter(|r| r.action_id == ranker)
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
     assert_eq!(
-        ranker_trail,
+        trail(&records, &ranker),
         [
             ActionDecision::Planned,
             ActionDecision::AwaitingApproval,
@@ -162,4 +120,10 @@ async fn rollback_waits_for_approval_then_happens_once() {
     );
     rem.stop().await;
     shutdown.cancel();
+}
+
+/// The decisions recorded for one action, in order.
+fn trail(records: &[ActionRecord], action_id: &str) -> Vec<ActionDecision> {
+    let mine: Vec<ActionRecord> = records.iter().filter(|r| r.action_id == action_id).cloned().collect();
+    decisions(&mine)
 }

@@ -12,17 +12,18 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use mlwatch_common::kafka::KafkaConfig;
-use mlwatch_demo::sim::ModelSim;
-use mlwatch_proto::v1::{ActionDecision, AlertStatus, Severity};
+use mlwatch_proto::v1::{ActionDecision, Severity};
+use mlwatch_testkit::sim::ModelSim;
 use support::*;
 use tokio::process::{Child, Command};
 
 fn config_file(kafka: &KafkaConfig, suffix: &str, serving: std::net::SocketAddr, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"{kafka}
-[admin]
-listen = "127.0.0.1:0"
-
+    mlwatch_testkit::config_file(
+        &std::env::temp_dir(),
+        &format!("mlwatch-remediator-{suffix}-{}", mlwatch_testkit::run_suffix()),
+        kafka,
+        &format!(
+            r#"
 [log]
 filter = "info"
 
@@ -33,15 +34,9 @@ tick_ms = 200
 
 [serving]
 endpoint = "http://{serving}"
-"#,
-        kafka = mlwatch_tests::kafka_toml(kafka),
-    );
-    let path = std::env::temp_dir().join(format!(
-        "mlwatch-remediator-{suffix}-{}.toml",
-        mlwatch_demo::run_suffix()
-    ));
-    std::fs::write(&path, text).expect("config written");
-    path
+"#
+        ),
+    )
 }
 
 fn spawn(config: &PathBuf) -> Child {
@@ -71,11 +66,7 @@ async fn killed_between_planned_and_the_call_acts_once_after_restart() {
     let paused = config_file(&kafka, &suffix, addr, "test_pause_after_planned_ms = 600000");
     let mut child = spawn(&paused);
     let t0 = mlwatch_common::now_ms();
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "fraud", t0)).await;
     let before = records(&kafka, 90, |rs| count(rs, ActionDecision::Planned) == 1).await;
     assert_eq!(decisions(&before), [ActionDecision::Planned]);
     kill_9(&mut child).await;
@@ -85,20 +76,9 @@ async fn killed_between_planned_and_the_call_acts_once_after_restart() {
     let normal = config_file(&kafka, &suffix, addr, "");
     let mut child = spawn(&normal);
     within(90, "the Scale call after restart", sim.wait_for_calls(0)).await;
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Resolved, t0),
-    )
-    .await;
+    publish(&kafka, &resolved("HighP99Latency", Severity::High, "fraud", t0)).await;
     let after = records(&kafka, 90, |rs| count(rs, ActionDecision::Verified) == 1).await;
-    assert_eq!(
-        decisions(&after),
-        [
-            ActionDecision::Planned,
-            ActionDecision::Executed,
-            ActionDecision::Verified
-        ]
-    );
+    assert_eq!(decisions(&after), PLANNED_EXECUTED_VERIFIED);
     let calls = sim.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].request_id, before[0].request_id);
@@ -117,11 +97,7 @@ async fn killed_between_the_call_and_executed_is_deduplicated_by_request_id() {
     let paused = config_file(&kafka, &suffix, addr, "test_pause_after_call_ms = 600000");
     let mut child = spawn(&paused);
     let t0 = mlwatch_common::now_ms();
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "fraud", t0)).await;
     within(90, "the Scale call", sim.wait_for_calls(0)).await;
     kill_9(&mut child).await;
     let before = records(&kafka, 60, |rs| count(rs, ActionDecision::Planned) == 1).await;

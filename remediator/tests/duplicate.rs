@@ -5,25 +5,25 @@
 
 mod support;
 
-use mlwatch_demo::sim::ModelSim;
-use mlwatch_proto::v1::{ActionDecision, AlertStatus, Severity};
+use mlwatch_proto::v1::{ActionDecision, Severity};
+use mlwatch_testkit::sim::ModelSim;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicated_and_redelivered_alerts_act_once() {
     let (kafka, suffix, shutdown, sim, addr) = fixture("rem-dup").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let cfg = config(&kafka, &suffix, addr);
+    let cfg = Config::for_test(&kafka, &suffix, addr);
     let rem = Remediator::start(cfg.clone()).await;
 
     let t0 = mlwatch_common::now_ms();
-    let firing = alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Firing, t0);
+    let fired = firing("HighP99Latency", Severity::High, "fraud", t0);
     for _ in 0..3 {
-        publish(&kafka, &firing).await;
+        publish(&kafka, &fired).await;
     }
     // A marker after the copies: once it is handled, so are they.
-    let marker = alert("FeatureDrift", Severity::Medium, "fraud", AlertStatus::Firing, t0);
-    publish_keyed(&kafka, &firing.fingerprint, &marker).await;
+    let marker = firing("FeatureDrift", Severity::Medium, "fraud", t0);
+    publish_keyed(&kafka, &fired.fingerprint, &marker).await;
     api_until(&rem.api, 40, "the marker", |a| a.iter().any(|r| r["kind"] == "notify")).await;
     assert_eq!(sim.calls().len(), 1, "{:?}", sim.calls());
     rem.stop().await;
@@ -32,9 +32,9 @@ async fn duplicated_and_redelivered_alerts_act_once() {
     let mut again = cfg.clone();
     again.remediator.group_id = format!("{}-fresh", cfg.remediator.group_id);
     let rem = Remediator::start(again).await;
-    publish(&kafka, &firing).await;
-    let marker = alert("FeatureDrift", Severity::Medium, "recsys", AlertStatus::Firing, t0);
-    publish_keyed(&kafka, &firing.fingerprint, &marker).await;
+    publish(&kafka, &fired).await;
+    let marker = firing("FeatureDrift", Severity::Medium, "recsys", t0);
+    publish_keyed(&kafka, &fired.fingerprint, &marker).await;
     let actions = api_until(&rem.api, 60, "the second marker", |a| {
         a.iter().any(|r| r["kind"] == "notify" && r["model"] == "recsys")
     })

@@ -6,8 +6,8 @@
 mod support;
 
 use mlwatch_common::auth::Secret;
-use mlwatch_demo::sim::ModelSim;
-use mlwatch_proto::v1::{ActionDecision, ActionKind, AlertStatus, Severity};
+use mlwatch_proto::v1::{ActionDecision, ActionKind, Severity};
+use mlwatch_testkit::sim::ModelSim;
 use support::*;
 
 const TOKEN: &str = "ops-team-token";
@@ -40,7 +40,7 @@ async fn guards(api: &str) -> serde_json::Value {
 async fn the_kill_switch_needs_a_token_and_survives_a_restart() {
     let (kafka, suffix, shutdown, sim, addr) = fixture("rem-kill-switch").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 50.0).with_previous_versions(&["v2"]));
-    let mut c = config(&kafka, &suffix, addr);
+    let mut c = Config::for_test(&kafka, &suffix, addr);
     c.auth.bearer_tokens = vec![Secret::new(TOKEN)];
 
     let rem = Remediator::start(c.clone()).await;
@@ -75,11 +75,7 @@ async fn the_kill_switch_needs_a_token_and_survives_a_restart() {
         "engaged across the restart"
     );
     let t0 = mlwatch_common::now_ms();
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "fraud", t0)).await;
     let refused = records(&kafka, 60, |r| count(r, ActionDecision::Refused) >= 1).await;
     let refusal = refused
         .iter()

@@ -5,8 +5,8 @@
 
 mod support;
 
-use mlwatch_demo::sim::ModelSim;
 use mlwatch_proto::v1::{ActionDecision, Alert, AlertStatus, Severity};
+use mlwatch_testkit::sim::ModelSim;
 use prost::Message as _;
 use rdkafka::Message;
 use support::*;
@@ -15,26 +15,19 @@ use support::*;
 async fn latency_incident_scales_once_and_is_verified() {
     let (kafka, suffix, shutdown, sim, addr) = fixture("rem-latency").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let rem = Remediator::start(config(&kafka, &suffix, addr)).await;
+    let rem = Remediator::start(Config::for_test(&kafka, &suffix, addr)).await;
 
     let t0 = mlwatch_common::now_ms();
-    let firing = alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Firing, t0);
-    publish(&kafka, &firing).await;
+    let fired = firing("HighP99Latency", Severity::High, "fraud", t0);
+    publish(&kafka, &fired).await;
     within(30, "the Scale call", sim.wait_for_calls(0)).await;
     api_until(&rem.api, 30, "EXECUTED", |a| with_decision(a, "executed").len() == 1).await;
     assert_eq!(sim.model("fraud").unwrap().deployment.replicas, 3);
 
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Resolved, t0),
-    )
-    .await;
+    publish(&kafka, &resolved("HighP99Latency", Severity::High, "fraud", t0)).await;
     let actions = api_until(&rem.api, 30, "VERIFIED", |a| with_decision(a, "verified").len() == 1).await;
     assert!(
-        with_decision(&actions, "verified")[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("HighP99Latency resolved"),
+        reason(&actions, "verified").contains("HighP99Latency resolved"),
         "{actions:?}"
     );
 
@@ -42,14 +35,7 @@ async fn latency_incident_scales_once_and_is_verified() {
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!((calls[0].method, calls[0].detail.as_str()), ("Scale", "replicas=3"));
     let records = records(&kafka, 30, |rs| count(rs, ActionDecision::Verified) == 1).await;
-    assert_eq!(
-        decisions(&records),
-        [
-            ActionDecision::Planned,
-            ActionDecision::Executed,
-            ActionDecision::Verified
-        ]
-    );
+    assert_eq!(decisions(&records), PLANNED_EXECUTED_VERIFIED);
     assert!(records.iter().all(|r| r.request_id == calls[0].request_id));
     assert_eq!(records[0].params["to_replicas"], "3");
     assert_eq!(records[1].params["duplicate"], "false");
@@ -61,26 +47,19 @@ async fn latency_incident_scales_once_and_is_verified() {
 async fn an_action_that_does_not_help_raises_remediation_failed_and_is_not_repeated() {
     let (kafka, suffix, shutdown, sim, addr) = fixture("rem-verify-fail").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let mut cfg = config(&kafka, &suffix, addr);
+    let mut cfg = Config::for_test(&kafka, &suffix, addr);
     cfg.remediator.verify_window_secs = 2;
     cfg.guards.cooldown_secs = 0;
     let rem = Remediator::start(cfg).await;
 
     let t0 = mlwatch_common::now_ms();
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "fraud", t0)).await;
     let actions = api_until(&rem.api, 40, "VERIFICATION_FAILED", |a| {
         with_decision(a, "verification_failed").len() == 1
     })
     .await;
     assert!(
-        with_decision(&actions, "verification_failed")[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("still firing"),
+        reason(&actions, "verification_failed").contains("still firing"),
         "{actions:?}"
     );
 
@@ -113,16 +92,9 @@ async fn an_action_that_does_not_help_raises_remediation_failed_and_is_not_repea
 
     // The same alert fires again: the same remedy is not repeated blindly.
     let t1 = t0 + 60_000;
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Firing, t1),
-    )
-    .await;
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "fraud", t1)).await;
     let actions = api_until(&rem.api, 30, "the refusal", |a| with_decision(a, "refused").len() == 1).await;
-    let refused = with_decision(&actions, "refused")[0]["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let refused = reason(&actions, "refused").to_string();
     assert!(refused.contains("not repeating a scale"), "{refused}");
     assert_eq!(sim.calls().len(), 1, "{:?}", sim.calls());
     assert_eq!(
@@ -132,11 +104,7 @@ async fn an_action_that_does_not_help_raises_remediation_failed_and_is_not_repea
     );
 
     // When the first firing finally resolves, RemediationFailed resolves too.
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Resolved, t0),
-    )
-    .await;
+    publish(&kafka, &resolved("HighP99Latency", Severity::High, "fraud", t0)).await;
     let alerts = read_topic(&kafka, &kafka.topics.alerts, 30, |ms| {
         ms.iter().any(|m| {
             Alert::decode(m.payload().unwrap_or_default())

@@ -4,10 +4,11 @@
 
 mod support;
 
-use mlwatch_demo::receiver::HttpReceiver;
-use mlwatch_demo::sim::ModelSim;
-use mlwatch_proto::v1::{AlertStatus, Severity};
+use mlwatch_proto::v1::Severity;
 use mlwatch_remediator::policy::{ActionSpec, MinSeverity, Rule};
+use mlwatch_testkit::receiver::HttpReceiver;
+use mlwatch_testkit::sim::ModelSim;
+use serde_json::json;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,7 +16,7 @@ async fn unavailable_platform_is_retried_with_the_same_request_id() {
     let (kafka, suffix, shutdown, sim, addr) = fixture("rem-unavailable").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
     sim.add_model(ModelSim::new("recsys", "v1", 2, 114.0));
-    let mut cfg = config(&kafka, &suffix, addr);
+    let mut cfg = Config::for_test(&kafka, &suffix, addr);
     cfg.serving.timeout_ms = 2_000;
     cfg.remediator.max_attempts = 2;
     let rem = Remediator::start(cfg).await;
@@ -23,22 +24,14 @@ async fn unavailable_platform_is_retried_with_the_same_request_id() {
     // Briefly away: the client retries UNAVAILABLE within its deadline.
     sim.fail_next(2);
     let t0 = mlwatch_common::now_ms();
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "fraud", t0)).await;
     api_until(&rem.api, 40, "EXECUTED", |a| with_decision(a, "executed").len() == 1).await;
     assert_eq!(sim.unavailable_answers(), 2);
     assert_eq!(sim.applied_calls().len(), 1);
 
     // Away for good: retried on later ticks, then recorded as FAILED.
     sim.fail_next(1_000);
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "recsys", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "recsys", t0)).await;
     let actions = api_until(&rem.api, 60, "FAILED", |a| with_decision(a, "failed").len() == 1).await;
     let failed = with_decision(&actions, "failed")[0];
     assert!(
@@ -59,9 +52,9 @@ async fn unavailable_platform_is_retried_with_the_same_request_id() {
 async fn drift_calls_the_retraining_webhook_once() {
     let (kafka, suffix, shutdown, _sim, addr) = fixture("rem-retrain").await;
     let hook = HttpReceiver::default();
-    let (hook_addr, _t) = hook.serve(loopback(), shutdown.clone()).await.unwrap();
+    let hook_addr = hook.start(&shutdown).await;
     let secret_path = "/hooks/retrain/s3cr3t-token";
-    let mut cfg = config(&kafka, &suffix, addr);
+    let mut cfg = Config::for_test(&kafka, &suffix, addr);
     cfg.retrain.webhook_url = Some(format!("http://{hook_addr}{secret_path}"));
     cfg.policy.rules.insert(
         0,
@@ -75,15 +68,9 @@ async fn drift_calls_the_retraining_webhook_once() {
     );
     let rem = Remediator::start(cfg).await;
 
-    let firing = alert(
-        "FeatureDrift",
-        Severity::Medium,
-        "fraud",
-        AlertStatus::Firing,
-        mlwatch_common::now_ms(),
-    );
-    publish(&kafka, &firing).await;
-    publish(&kafka, &firing).await;
+    let fired = firing("FeatureDrift", Severity::Medium, "fraud", mlwatch_common::now_ms());
+    publish(&kafka, &fired).await;
+    publish(&kafka, &fired).await;
     let got = within(40, "the webhook call", hook.wait_accepted(0)).await;
     assert_eq!(got.path, secret_path);
     assert_eq!(got.body["model"], "fraud");
@@ -100,23 +87,12 @@ async fn drift_calls_the_retraining_webhook_once() {
     assert_eq!(done["request_id"], key.as_str());
     assert_eq!(done["params"]["webhook_status"], "200");
     // The webhook URL is a secret: it never shows in the API.
-    let all = reqwest::get(format!("{}/v1/actions", rem.api))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let all = get_text(&format!("{}/v1/actions", rem.api)).await;
     assert!(!all.contains("s3cr3t"), "{all}");
     // The duplicate did not call again: a marker published after it on the
     // same partition is handled, and only it adds a call.
-    let marker = alert(
-        "FeatureDrift",
-        Severity::Medium,
-        "recsys",
-        AlertStatus::Firing,
-        firing.starts_at_ms,
-    );
-    publish_keyed(&kafka, &firing.fingerprint, &marker).await;
+    let marker = firing("FeatureDrift", Severity::Medium, "recsys", fired.starts_at_ms);
+    publish_keyed(&kafka, &fired.fingerprint, &marker).await;
     let second = within(40, "the marker's webhook call", hook.wait_accepted(1)).await;
     assert_eq!(second.body["model"], "recsys");
     let models: Vec<String> = hook.accepted().iter().map(|r| r.body["model"].to_string()).collect();
@@ -129,36 +105,29 @@ async fn drift_calls_the_retraining_webhook_once() {
 async fn dry_run_plans_only_until_a_person_executes() {
     let (kafka, suffix, shutdown, sim, addr) = fixture("rem-dry-run").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let mut cfg = config(&kafka, &suffix, addr);
+    let mut cfg = Config::for_test(&kafka, &suffix, addr);
     cfg.remediator.dry_run = true;
     let rem = Remediator::start(cfg).await;
 
     // The preview records nothing and calls nothing.
-    let (status, preview) = post(
-        &format!("{}/v1/plan", rem.api),
-        serde_json::json!({"type": "HighP99Latency", "severity": "high", "labels": {"model": "fraud"}}),
-    )
-    .await;
+    let (status, preview) = rem
+        .post(
+            "/v1/plan",
+            json!({"type": "HighP99Latency", "severity": "high", "labels": {"model": "fraud"}}),
+        )
+        .await;
     assert_eq!(status, 200, "{preview}");
     assert_eq!(preview["outcome"], "dry_run", "{preview}");
     assert_eq!(preview["target"], "scale from 2 to 3 replicas");
-    let (status, bad) = post(
-        &format!("{}/v1/plan", rem.api),
-        serde_json::json!({"type": "HighP99Latency", "severity": "urgent"}),
-    )
-    .await;
+    let (status, bad) = rem
+        .post("/v1/plan", json!({"type": "HighP99Latency", "severity": "urgent"}))
+        .await;
     assert_eq!(status, 400);
     assert!(bad["error"].as_str().unwrap().contains("urgent"), "{bad}");
 
     publish(
         &kafka,
-        &alert(
-            "HighP99Latency",
-            Severity::High,
-            "fraud",
-            AlertStatus::Firing,
-            mlwatch_common::now_ms(),
-        ),
+        &firing("HighP99Latency", Severity::High, "fraud", mlwatch_common::now_ms()),
     )
     .await;
     let actions = api_until(&rem.api, 40, "PLANNED", |a| with_decision(a, "planned").len() == 1).await;
@@ -166,15 +135,13 @@ async fn dry_run_plans_only_until_a_person_executes() {
     assert_eq!(planned["dry_run"], true);
     assert!(sim.calls().is_empty());
     let id = planned["action_id"].as_str().unwrap();
-    let (status, body) = post(
-        &format!("{}/v1/actions/{id}/execute", rem.api),
-        serde_json::json!({"by": "carol"}),
-    )
-    .await;
+    let (status, body) = rem
+        .post(&format!("/v1/actions/{id}/execute"), json!({"by": "carol"}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "executed");
     assert_eq!(sim.applied_calls().len(), 1);
-    let (status, _) = post(&format!("{}/v1/actions/{id}/execute", rem.api), serde_json::json!({})).await;
+    let (status, _) = rem.post(&format!("/v1/actions/{id}/execute"), json!({})).await;
     assert_eq!(status, 409);
     assert_eq!(sim.calls().len(), 1);
     rem.stop().await;
@@ -185,7 +152,7 @@ async fn dry_run_plans_only_until_a_person_executes() {
 async fn a_traffic_shift_waits_for_approval_then_sets_the_split_once() {
     let (kafka, suffix, shutdown, sim, addr) = fixture("rem-shift").await;
     sim.add_model(ModelSim::new("ranker", "r9", 2, 50.0).with_previous_versions(&["r7", "r8"]));
-    let mut cfg = config(&kafka, &suffix, addr);
+    let mut cfg = Config::for_test(&kafka, &suffix, addr);
     cfg.policy.rules.insert(
         0,
         Rule {
@@ -201,11 +168,7 @@ async fn a_traffic_shift_waits_for_approval_then_sets_the_split_once() {
     );
     let rem = Remediator::start(cfg).await;
     let t0 = mlwatch_common::now_ms();
-    publish(
-        &kafka,
-        &alert("AccuracyDecay", Severity::Critical, "ranker", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("AccuracyDecay", Severity::Critical, "ranker", t0)).await;
     let actions = api_until(&rem.api, 40, "AWAITING_APPROVAL", |a| {
         with_decision(a, "awaiting_approval").len() == 1
     })
@@ -216,7 +179,7 @@ async fn a_traffic_shift_waits_for_approval_then_sets_the_split_once() {
     assert_eq!(waiting["params"]["traffic.r7"], "90");
     assert_eq!(waiting["params"]["traffic.r9"], "10");
     let id = waiting["action_id"].as_str().unwrap();
-    let (status, body) = post(&format!("{}/v1/actions/{id}/approve", rem.api), serde_json::json!({})).await;
+    let (status, body) = rem.post(&format!("/v1/actions/{id}/approve"), json!({})).await;
     assert_eq!(status, 200, "{body}");
     let calls = sim.calls();
     assert_eq!(calls.len(), 1, "{calls:?}");

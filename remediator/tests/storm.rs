@@ -4,8 +4,8 @@
 
 mod support;
 
-use mlwatch_demo::sim::ModelSim;
-use mlwatch_proto::v1::{AlertStatus, Severity};
+use mlwatch_proto::v1::Severity;
+use mlwatch_testkit::sim::ModelSim;
 use support::*;
 
 fn reasons(actions: &[serde_json::Value]) -> Vec<String> {
@@ -19,18 +19,12 @@ fn reasons(actions: &[serde_json::Value]) -> Vec<String> {
 async fn a_storm_on_one_model_scales_once_within_the_cooldown() {
     let (kafka, suffix, shutdown, sim, addr) = fixture("rem-storm-cooldown").await;
     sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
-    let rem = Remediator::start(config(&kafka, &suffix, addr)).await;
+    let rem = Remediator::start(Config::for_test(&kafka, &suffix, addr)).await;
 
     // Five separate firings (flapping), each a distinct alert id.
     let t0 = mlwatch_common::now_ms();
     for i in 0..5 {
-        let a = alert(
-            "HighP99Latency",
-            Severity::High,
-            "fraud",
-            AlertStatus::Firing,
-            t0 + i * 1000,
-        );
+        let a = firing("HighP99Latency", Severity::High, "fraud", t0 + i * 1000);
         publish(&kafka, &a).await;
     }
     let actions = api_until(&rem.api, 40, "one execution and four refusals", |a| {
@@ -51,7 +45,7 @@ async fn a_storm_over_models_respects_the_budgets_and_the_kill_switch() {
     for m in ["fraud", "recsys", "ranker"] {
         sim.add_model(ModelSim::new(m, "v1", 2, 114.0));
     }
-    let mut cfg = config(&kafka, &suffix, addr);
+    let mut cfg = Config::for_test(&kafka, &suffix, addr);
     cfg.guards.cooldown_secs = 0;
     cfg.guards.max_actions_per_hour_per_model = 2;
     cfg.guards.max_actions_per_hour = 3;
@@ -59,7 +53,7 @@ async fn a_storm_over_models_respects_the_budgets_and_the_kill_switch() {
 
     let t0 = mlwatch_common::now_ms();
     for i in 0..4 {
-        let a = alert("HighP99Latency", Severity::High, "fraud", AlertStatus::Firing, t0 + i);
+        let a = firing("HighP99Latency", Severity::High, "fraud", t0 + i);
         publish(&kafka, &a).await;
     }
     let actions = api_until(&rem.api, 40, "fraud's budget", |a| a.len() >= 2 * 2 + 2).await;
@@ -68,7 +62,7 @@ async fn a_storm_over_models_respects_the_budgets_and_the_kill_switch() {
         assert!(r.contains("budget: 2 actions on fraud in the last hour (max 2)"), "{r}");
     }
     for i in 0..2 {
-        let a = alert("LowThroughput", Severity::Medium, "recsys", AlertStatus::Firing, t0 + i);
+        let a = firing("LowThroughput", Severity::Medium, "recsys", t0 + i);
         publish(&kafka, &a).await;
     }
     let actions = api_until(&rem.api, 30, "the global budget", |a| {
@@ -95,22 +89,13 @@ async fn a_storm_over_models_respects_the_budgets_and_the_kill_switch() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "ranker", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "ranker", t0)).await;
     let actions = api_until(&rem.api, 30, "the kill switch refusal", |a| {
         with_decision(a, "refused").len() == 4
     })
     .await;
     assert!(reasons(&actions)[3].contains("kill switch engaged"), "{actions:?}");
-    let metrics = reqwest::get(format!("{}/metrics", rem.api))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{}/metrics", rem.api)).await;
     assert!(metrics.contains("mlwatch_remediator_kill_switch 1"), "{metrics}");
     assert!(
         metrics.contains(r#"mlwatch_remediator_decisions_total{decision="refused",kind="scale"} 4"#),
@@ -122,11 +107,7 @@ async fn a_storm_over_models_respects_the_budgets_and_the_kill_switch() {
         .send()
         .await
         .unwrap();
-    publish(
-        &kafka,
-        &alert("HighP99Latency", Severity::High, "*", AlertStatus::Firing, t0),
-    )
-    .await;
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "*", t0)).await;
     let actions = api_until(&rem.api, 30, "the wildcard refusal", |a| {
         with_decision(a, "refused").len() == 5
     })

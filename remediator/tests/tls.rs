@@ -6,9 +6,9 @@ mod support;
 
 use std::path::PathBuf;
 
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
 use mlwatch_proto::v1::ScaleRequest;
 use mlwatch_remediator::serving::{Serving, TlsConfig};
+use mlwatch_testkit::sim::{ModelSim, SimPlatform};
 use support::*;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 

@@ -18,10 +18,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use mlwatch_analyzer::accuracy::join::JoinBackend;
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_proto::v1::{Alert, AlertStatus};
-use mlwatch_tests::{init_logs, kafka_for_test, read_topic, within};
+use mlwatch_testkit::{read_topic, setup, temp_dir, within};
 use prost::Message as _;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -91,28 +90,16 @@ async fn delayed_labels_join_exactly_with_the_memory_join_backend() {
 }
 
 async fn delayed_labels_with(backend: JoinBackend, name: &str) {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test(name);
-    let shutdown = CancellationToken::new();
-    let dir = std::env::temp_dir().join(format!("mlwatch-accuracy-{suffix}"));
+    let (kafka, suffix, shutdown) = setup(name);
+    let dir = temp_dir("accuracy");
 
-    let mut collector = mlwatch_collector::Config::default();
-    collector.kafka = kafka.clone();
-    collector.admin = AdminConfig::on(([127, 0, 0, 1], 0).into());
-    collector.http.listen = ([127, 0, 0, 1], 0).into();
-    collector.grpc.listen = ([127, 0, 0, 1], 0).into();
-    let collector = mlwatch_collector::start(collector, shutdown.clone())
+    let collector = mlwatch_collector::start(mlwatch_collector::Config::for_test(&kafka), shutdown.clone())
         .await
         .expect("collector");
 
-    let mut c = mlwatch_analyzer::Config::default();
-    c.kafka = kafka.clone();
-    c.admin = AdminConfig::on(([127, 0, 0, 1], 0).into());
-    c.analyzer.group_id = format!("analyzer-{suffix}");
-    c.analyzer.state_topic = format!("mlwatch.analyzer.state.v1.{suffix}");
+    let mut c = mlwatch_analyzer::Config::for_test(&kafka, &suffix, dir.path());
     c.analyzer.checkpoint_interval_secs = 1;
     c.analyzer.idle_advance_after_secs = 1;
-    c.accuracy.join.dir = dir.clone();
     c.accuracy.join.backend = backend;
     c.accuracy.join.label_lag_secs = LAG_SECS as u64;
     for model in ["fraud", "churn"] {
@@ -307,7 +294,7 @@ async fn delayed_labels_with(backend: JoinBackend, name: &str) {
     assert!(!r["last_alerts"].as_array().unwrap().is_empty(), "{r}");
 
     // The gauges are on /metrics.
-    let metrics = mlwatch_tests::scrape_until(
+    let metrics = mlwatch_testkit::scrape_until(
         &client,
         &format!("{api}/metrics"),
         30,
@@ -335,5 +322,4 @@ async fn delayed_labels_with(backend: JoinBackend, name: &str) {
     shutdown.cancel();
     analyzer.task.await.unwrap().unwrap();
     let _ = collector.task.await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,13 +5,13 @@
 //! The read API and the Prometheus gauges serve every statistic.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::KafkaConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_proto::v1::{Alert, AlertStatus, InferenceEvent};
-use mlwatch_tests::{init_logs, kafka_for_test, read_topic, within};
+use mlwatch_testkit::{get_json, read_topic, scrape_until, setup, temp_dir, within};
 use prost::Message as _;
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
@@ -51,21 +51,12 @@ fn stream() -> Vec<(String, InferenceEvent)> {
     out
 }
 
-fn join_dir(group: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("mlwatch-join-{group}"))
-}
-
-fn config(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> mlwatch_analyzer::Config {
-    let mut c = mlwatch_analyzer::Config::default();
-    c.kafka = kafka.clone();
+fn config(kafka: &KafkaConfig, group: &str, alerts_topic: &str, dir: &Path) -> mlwatch_analyzer::Config {
+    let mut c = mlwatch_analyzer::Config::for_test(kafka, group, dir);
     c.kafka.topics.alerts = alerts_topic.to_string();
-    c.admin = AdminConfig::on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
-    c.analyzer.group_id = group.to_string();
-    c.analyzer.state_topic = format!("mlwatch.analyzer.state.v1.{group}");
     // Wall time must not move event time here: the run is pure replay.
     c.analyzer.idle_advance_after_secs = 0;
     c.analyzer.checkpoint_interval_secs = 1;
-    c.accuracy.join.dir = join_dir(group);
     c.rules.p99_latency.window_secs = 30;
     c.rules.p99_latency.resolve_for_secs = 5;
     c.rules.error_rate.window_secs = 30;
@@ -80,21 +71,15 @@ type Seen = BTreeSet<(String, String, String, i32, i64, String)>;
 /// address answers it gave.
 async fn analyse(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> (Seen, serde_json::Value, String) {
     let shutdown = CancellationToken::new();
-    let analyzer = mlwatch_analyzer::start(config(kafka, group, alerts_topic), shutdown.clone())
+    let dir = temp_dir("analyzer-alerts");
+    let analyzer = mlwatch_analyzer::start(config(kafka, group, alerts_topic, dir.path()), shutdown.clone())
         .await
         .expect("analyzer starts");
     let client = reqwest::Client::new();
     let base = format!("http://{}", analyzer.admin_addr);
     within(90, "every event applied", async {
         loop {
-            let v: serde_json::Value = client
-                .get(format!("{base}/v1/models"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = get_json(&format!("{base}/v1/models")).await;
             let total: i64 = v["models"]
                 .as_array()
                 .map(|a| a.iter().map(|s| s["events"].as_i64().unwrap_or(0)).sum())
@@ -106,16 +91,9 @@ async fn analyse(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> (Seen,
         }
     })
     .await;
-    let latency: serde_json::Value = client
-        .get(format!("{base}/v1/models/fraud/latency?window=1m"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let latency = get_json(&format!("{base}/v1/models/fraud/latency?window=1m")).await;
     // Gauges are refreshed every evaluation interval.
-    let metrics = mlwatch_tests::scrape_until(&client, &format!("{base}/metrics"), 30, "the refreshed gauges", |m| {
+    let metrics = scrape_until(&client, &format!("{base}/metrics"), 30, "the refreshed gauges", |m| {
         m.contains("mlwatch_analyzer_alerts_total{")
             && m.contains(r#"ml_model_throughput_rps{model_name="ranker",model_version="v2",window="1m"} 20"#)
             && m.lines().any(|l| {
@@ -128,7 +106,6 @@ async fn analyse(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> (Seen,
     .await;
     shutdown.cancel();
     analyzer.task.await.unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(join_dir(group));
     // The analyzer counts what it published; read that many back.
     let published: usize = metrics
         .lines()
@@ -156,8 +133,7 @@ async fn analyse(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> (Seen,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_stream_gives_the_same_alerts_with_the_same_ids() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("analyzer-replay");
+    let (kafka, suffix, _) = setup("analyzer-replay");
     let alerts_a = format!("{}.a", kafka.topics.alerts);
     let alerts_b = format!("{}.b", kafka.topics.alerts);
     kafka

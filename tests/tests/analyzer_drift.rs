@@ -14,11 +14,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use mlwatch_analyzer::drift::{BuildOptions, Profile, ProfileBuilder, Value};
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_proto::v1::{Alert, AlertStatus};
-use mlwatch_tests::{init_logs, kafka_for_test, read_topic, within};
-use prost::Message as _;
+use mlwatch_testkit::http::{get_text, poll_json};
+use mlwatch_testkit::{kafka_for_test, read_decoded, read_topic, scrape_until, setup, temp_dir};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
@@ -45,10 +44,8 @@ fn row(rng: &mut StdRng, shift: f64) -> (f64, f64, &'static str, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shifted_feature_fires_feature_drift_alone() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("drift");
-    let shutdown = CancellationToken::new();
-    let dir = std::env::temp_dir().join(format!("mlwatch-drift-{suffix}"));
+    let (kafka, suffix, shutdown) = setup("drift");
+    let dir = temp_dir("drift");
     let mut rng = StdRng::seed_from_u64(11);
 
     // The reference: 5000 rows of the stable distribution.
@@ -56,27 +53,15 @@ async fn shifted_feature_fires_feature_drift_alone() {
 
     let collector = start_collector(&kafka, &shutdown).await;
 
-    let c = analyzer_config(&kafka, &suffix, &dir);
-    let analyzer = mlwatch_analyzer::start(c, shutdown.clone()).await.expect("analyzer");
+    let (analyzer, api) = start_analyzer(&kafka, &suffix, dir.path(), &shutdown).await;
     let client = reqwest::Client::new();
-    let api = format!("http://{}", analyzer.admin_addr);
 
     // A profile for another model is refused, naming both.
-    let r = client
-        .put(format!("{api}/v1/models/other/profile"))
-        .body(profile.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = put_profile(&client, &format!("{api}/v1/models/other/profile"), profile.clone()).await;
     assert_eq!(r.status(), 400);
     let text = r.text().await.unwrap();
     assert!(text.contains("credit") && text.contains("other"), "{text}");
-    let r = client
-        .put(format!("{api}/v1/models/credit/profile"))
-        .body(profile.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = put_profile(&client, &format!("{api}/v1/models/credit/profile"), profile.clone()).await;
     assert_eq!(r.status(), 201);
     let v: Json = r.json().await.unwrap();
     assert_eq!(v["version"], 1);
@@ -103,12 +88,9 @@ async fn shifted_feature_fires_feature_drift_alone() {
     assert_eq!(fired.labels["model_version"], "v2");
 
     // The report: both distributions on the same bins.
-    let report = poll_json(
-        &client,
-        &format!("{api}/v1/models/credit/drift"),
-        "the drift report",
-        |v| !v["report"].is_null(),
-    )
+    let report = poll_json(&format!("{api}/v1/models/credit/drift"), 30, "the drift report", |v| {
+        !v["report"].is_null()
+    })
     .await;
     assert_eq!(report["profile_version"], 1);
     let features = report["report"]["features"].as_array().unwrap();
@@ -131,7 +113,7 @@ async fn shifted_feature_fires_feature_drift_alone() {
             .find_map(|l| l.strip_prefix(&prefix))
             .and_then(|v| v.parse().ok())
     };
-    let metrics = mlwatch_tests::scrape_until(
+    let metrics = scrape_until(
         &client,
         &format!("{api}/metrics"),
         30,
@@ -158,13 +140,12 @@ async fn shifted_feature_fires_feature_drift_alone() {
     assert_eq!(records[0].key(), Some(&b"credit"[..]));
     let stored = Profile::from_json(std::str::from_utf8(records[0].payload().unwrap()).unwrap()).unwrap();
     assert_eq!((stored.model.as_str(), stored.version), ("credit", 1));
-    let cached = std::fs::read_to_string(dir.join("profiles").join("credit").join("active")).unwrap();
+    let cached = std::fs::read_to_string(dir.path().join("profiles").join("credit").join("active")).unwrap();
     assert_eq!(cached.trim(), "1");
 
     shutdown.cancel();
     analyzer.task.await.unwrap().unwrap();
     let _ = collector.task.await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Event `i` of `version` (100 per second of event time from `t0`), its
@@ -179,18 +160,9 @@ fn event(rng: &mut StdRng, version: &str, i: i64, t0: i64, shift: f64) -> Json {
     })
 }
 
-/// GETs `url` until its JSON answer satisfies `done` (30 s at most).
-async fn poll_json(client: &reqwest::Client, url: &str, what: &str, done: impl Fn(&Json) -> bool) -> Json {
-    within(30, what, async {
-        loop {
-            let v: Json = client.get(url).send().await.unwrap().json().await.unwrap();
-            if done(&v) {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
+/// PUTs a reference profile to `url` (an analyzer's profile API).
+async fn put_profile(client: &reqwest::Client, url: &str, profile: String) -> reqwest::Response {
+    client.put(url).body(profile).send().await.unwrap()
 }
 
 /// Sends `events` through the collector's HTTP API.
@@ -205,16 +177,12 @@ async fn post_events(client: &reqwest::Client, collector: &mlwatch_collector::Ru
 /// The alerts on `kafka`'s alerts topic once `FeatureDrift` on amount is
 /// among them.
 async fn alerts_until_amount_drifts(kafka: &mlwatch_common::kafka::KafkaConfig) -> Vec<Alert> {
-    let msgs = read_topic(kafka, &kafka.topics.alerts, 90, |ms| {
-        ms.iter().any(|m| {
-            Alert::decode(m.payload().unwrap_or_default())
-                .is_ok_and(|a| a.r#type == "FeatureDrift" && a.labels.get("feature").is_some_and(|f| f == "amount"))
-        })
+    read_decoded(kafka, &kafka.topics.alerts, 90, |alerts: &[Alert]| {
+        alerts
+            .iter()
+            .any(|a| a.r#type == "FeatureDrift" && a.labels.get("feature").is_some_and(|f| f == "amount"))
     })
-    .await;
-    msgs.iter()
-        .filter_map(|m| Alert::decode(m.payload().unwrap_or_default()).ok())
-        .collect()
+    .await
 }
 
 /// The reference profile of [`row`] with no shift (5000 rows), as JSON.
@@ -236,12 +204,7 @@ async fn start_collector(
     kafka: &mlwatch_common::kafka::KafkaConfig,
     shutdown: &CancellationToken,
 ) -> mlwatch_collector::Running {
-    let mut collector = mlwatch_collector::Config::default();
-    collector.kafka = kafka.clone();
-    collector.admin = AdminConfig::on(([127, 0, 0, 1], 0).into());
-    collector.http.listen = ([127, 0, 0, 1], 0).into();
-    collector.grpc.listen = ([127, 0, 0, 1], 0).into();
-    mlwatch_collector::start(collector, shutdown.clone())
+    mlwatch_collector::start(mlwatch_collector::Config::for_test(kafka), shutdown.clone())
         .await
         .expect("collector")
 }
@@ -278,15 +241,9 @@ fn analyzer_config(
     name: &str,
     dir: &std::path::Path,
 ) -> mlwatch_analyzer::Config {
-    let mut c = mlwatch_analyzer::Config::default();
-    c.kafka = kafka.clone();
-    c.admin = AdminConfig::on(([127, 0, 0, 1], 0).into());
-    c.analyzer.group_id = format!("analyzer-{name}");
-    c.analyzer.state_topic = format!("mlwatch.analyzer.state.v1.{name}");
+    let mut c = mlwatch_analyzer::Config::for_test(kafka, name, dir);
     c.analyzer.checkpoint_interval_secs = 1;
     c.analyzer.idle_advance_after_secs = 1;
-    c.accuracy.join.dir = dir.join("join");
-    c.drift.profile_dir = dir.join("profiles");
     c.drift.window_secs = 10;
     c.drift.rules.defaults.min_window_events = 500;
     c
@@ -299,20 +256,18 @@ fn analyzer_config(
 /// profile uploaded to B reaches A, which follows the topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
-    init_logs();
-    let (kafka_a, suffix) = kafka_for_test("profiles");
-    let shutdown = CancellationToken::new();
-    let dir = std::env::temp_dir().join(format!("mlwatch-profiles-{suffix}"));
+    let (kafka_a, suffix, shutdown) = setup("profiles");
+    let dir = temp_dir("profiles");
     let mut rng = StdRng::seed_from_u64(12);
     let client = reqwest::Client::new();
 
-    let (a, api_a) = start_analyzer(&kafka_a, &format!("a-{suffix}"), &dir.join("a"), &shutdown).await;
-    let r = client
-        .put(format!("{api_a}/v1/models/credit/profile"))
-        .body(reference_profile(&mut rng))
-        .send()
-        .await
-        .unwrap();
+    let (a, api_a) = start_analyzer(&kafka_a, &format!("a-{suffix}"), &dir.path().join("a"), &shutdown).await;
+    let r = put_profile(
+        &client,
+        &format!("{api_a}/v1/models/credit/profile"),
+        reference_profile(&mut rng),
+    )
+    .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let v: Json = r.json().await.unwrap();
     assert_eq!(v["version"], 1);
@@ -335,7 +290,7 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
 
     // Instance B: its own event topics and state, the same profiles topic.
     let (kafka_b, suffix_b) = sharing_profiles(&kafka_a, "profiles-b");
-    let (b, api_b) = start_analyzer(&kafka_b, &format!("b-{suffix_b}"), &dir.join("b"), &shutdown).await;
+    let (b, api_b) = start_analyzer(&kafka_b, &format!("b-{suffix_b}"), &dir.path().join("b"), &shutdown).await;
     // Read in full at start: no waiting.
     let r = client
         .get(format!("{api_b}/v1/models/credit/profile"))
@@ -345,16 +300,16 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     assert_eq!(r.status(), 200);
     let p: Json = r.json().await.unwrap();
     assert_eq!((p["model"].as_str(), p["version"].as_u64()), (Some("credit"), Some(1)));
-    assert!(dir.join("b").join("profiles").join("credit").join("v1.json").exists());
+    assert!(
+        dir.path()
+            .join("b")
+            .join("profiles")
+            .join("credit")
+            .join("v1.json")
+            .exists()
+    );
     // The two foreign records are counted as skipped (and logged).
-    let metrics = client
-        .get(format!("{api_b}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("{api_b}/metrics")).await;
     assert!(
         metrics.contains(r#"mlwatch_analyzer_profile_records_total{result="skipped"} 2"#)
             && metrics.contains(r#"mlwatch_analyzer_profile_records_total{result="applied"} 1"#),
@@ -382,8 +337,8 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
 
     // The API shows each version; v1 is judged against the same profile.
     let report = poll_json(
-        &client,
         &format!("{api_b}/v1/models/credit/drift"),
+        30,
         "both versions in the drift report",
         |v| {
             v["versions"]
@@ -405,12 +360,12 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     }
 
     // A profile of the canary alone, uploaded to B, reaches A.
-    let r = client
-        .put(format!("{api_b}/v1/models/credit/profile?model_version=v2"))
-        .body(reference_profile(&mut rng))
-        .send()
-        .await
-        .unwrap();
+    let r = put_profile(
+        &client,
+        &format!("{api_b}/v1/models/credit/profile?model_version=v2"),
+        reference_profile(&mut rng),
+    )
+    .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let v: Json = r.json().await.unwrap();
     assert_eq!(
@@ -418,8 +373,8 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
         (Some(2), Some("v2"))
     );
     let p = poll_json(
-        &client,
         &format!("{api_a}/v1/models/credit/profile?model_version=v2"),
+        30,
         "instance a to follow the profiles topic",
         |p| p["version"] == 2,
     )
@@ -427,8 +382,8 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     assert_eq!(p["model_version"], "v2");
     // The model-wide profile is unchanged for the other versions.
     let p = poll_json(
-        &client,
         &format!("{api_a}/v1/models/credit/profile?model_version=v1"),
+        30,
         "v1's profile",
         |_| true,
     )
@@ -439,7 +394,6 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
     a.task.await.unwrap().unwrap();
     b.task.await.unwrap().unwrap();
     let _ = collector.task.await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A profile captured from a model version's events on instance A is
@@ -447,15 +401,13 @@ async fn a_profile_uploaded_to_one_instance_is_used_by_another_per_version() {
 /// instance B too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_captured_profile_reaches_every_instance() {
-    init_logs();
-    let (kafka_a, suffix) = kafka_for_test("capture");
-    let shutdown = CancellationToken::new();
-    let dir = std::env::temp_dir().join(format!("mlwatch-capture-{suffix}"));
+    let (kafka_a, suffix, shutdown) = setup("capture");
+    let dir = temp_dir("capture");
     let mut rng = StdRng::seed_from_u64(13);
     let client = reqwest::Client::new();
-    let (a, api_a) = start_analyzer(&kafka_a, &format!("a-{suffix}"), &dir.join("a"), &shutdown).await;
+    let (a, api_a) = start_analyzer(&kafka_a, &format!("a-{suffix}"), &dir.path().join("a"), &shutdown).await;
     let (kafka_b, suffix_b) = sharing_profiles(&kafka_a, "capture-b");
-    let (b, api_b) = start_analyzer(&kafka_b, &format!("b-{suffix_b}"), &dir.join("b"), &shutdown).await;
+    let (b, api_b) = start_analyzer(&kafka_b, &format!("b-{suffix_b}"), &dir.path().join("b"), &shutdown).await;
 
     let r = client
         .post(format!(
@@ -483,8 +435,8 @@ async fn a_captured_profile_reaches_every_instance() {
     post_events(&client, &collector, &events).await;
 
     let p = poll_json(
-        &client,
         &format!("{api_b}/v1/models/credit/profile"),
+        30,
         "the captured profile on instance b",
         |p| p["version"] == 1,
     )
@@ -497,12 +449,9 @@ async fn a_captured_profile_reaches_every_instance() {
     };
     // v2's amounts (shifted by 50) were not captured.
     assert!(amount.max < 150.0, "{p}");
-    let on_a = poll_json(
-        &client,
-        &format!("{api_a}/v1/models/credit/profile"),
-        "a's profile",
-        |_| true,
-    )
+    let on_a = poll_json(&format!("{api_a}/v1/models/credit/profile"), 30, "a's profile", |_| {
+        true
+    })
     .await;
     assert_eq!(on_a, p);
 
@@ -510,5 +459,4 @@ async fn a_captured_profile_reaches_every_instance() {
     a.task.await.unwrap().unwrap();
     b.task.await.unwrap().unwrap();
     let _ = collector.task.await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

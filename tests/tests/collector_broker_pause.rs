@@ -5,20 +5,20 @@
 //! (the client's cue to retry), never anything else; the same over gRPC
 //! (OK, or RESOURCE_EXHAUSTED / UNAVAILABLE with a retry hint).
 
-mod collector_support;
+mod support;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use collector_support::TestCollector;
 use mlwatch_proto::v1::collector_client::CollectorClient;
 use mlwatch_proto::v1::{InferenceEvent, IngestInferencesRequest};
-use mlwatch_tests::{kafka_for_test, read_topic};
+use mlwatch_testkit::{kafka_for_test, read_topic};
 use prost::Message as _;
 use rdkafka::Message;
 use serde_json::json;
+use support::TestCollector;
 use tokio::process::{Child, Command};
 
 /// A private Tansu broker, killed when dropped.

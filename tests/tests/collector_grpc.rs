@@ -3,19 +3,19 @@
 //! only protobuf can carry (NaN, infinity), and whole-request errors mapped
 //! to their gRPC codes.
 
-mod collector_support;
+mod support;
 
 use std::collections::{BTreeSet, HashMap};
 
-use collector_support::TestCollector;
 use mlwatch_proto::v1::collector_client::CollectorClient;
 use mlwatch_proto::v1::{
     FeatureValue, InferenceEvent, IngestInferencesRequest, IngestLabelsRequest, IngestResponse, LabelEvent,
     feature_value,
 };
-use mlwatch_tests::{read_inferences, read_topic};
+use mlwatch_testkit::{read_inferences, read_topic};
 use prost::Message as _;
 use rdkafka::Message;
+use support::TestCollector;
 use tonic::codegen::tokio_stream;
 
 fn event(id: &str) -> InferenceEvent {

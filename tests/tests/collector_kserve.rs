@@ -4,13 +4,13 @@
 //! endpoint feeding `ml_queue_depth`, `ml_memory_usage_bytes` and
 //! `ml_gpu_utilization_percent`.
 
-mod collector_support;
+mod support;
 
-use collector_support::TestCollector;
 use mlwatch_collector::validate::format_rfc3339_ms;
 use mlwatch_proto::v1::feature_value::Kind;
-use mlwatch_tests::read_inferences;
+use mlwatch_testkit::read_inferences;
 use serde_json::{Value, json};
+use support::TestCollector;
 
 async fn post_ce(http: &reqwest::Client, url: &str, id: &str, kind: &str, time: &str, body: Value) -> (u16, Value) {
     let r = http

@@ -4,18 +4,18 @@
 //! in the end every valid event is on the broker, every bad line reported
 //! by its line number.
 
-mod collector_support;
+mod support;
 
 use std::collections::BTreeSet;
 
-use collector_support::TestCollector;
 use mlwatch_collector::client::{Client, ClientConfig};
 use mlwatch_collector::replay::{Options, replay};
 use mlwatch_proto::v1::{InferenceEvent, LabelEvent};
-use mlwatch_tests::read_topic;
+use mlwatch_testkit::read_topic;
 use prost::Message as _;
 use rdkafka::Message;
 use serde_json::json;
+use support::TestCollector;
 
 /// A JSON Lines file: 600 inferences, 200 labels, 400 inferences, with two
 /// malformed lines and one invalid event. Returns the text and the line

@@ -3,21 +3,21 @@
 //! missing or wrong token refused (401 / UNAUTHENTICATED), and no token in
 //! any answer or metric.
 
-mod collector_support;
+mod support;
 
 use std::path::PathBuf;
 
-use collector_support::TestCollector;
 use mlwatch_collector::client::{Client, ClientConfig, Kind};
 use mlwatch_collector::security::{Secret, TlsConfig};
 use mlwatch_proto::v1::collector_client::CollectorClient;
 use mlwatch_proto::v1::{InferenceEvent, IngestInferencesRequest};
 use serde_json::json;
+use support::TestCollector;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/collector_support/tls")
+        .join("tests/fixtures/tls")
         .join(name)
 }
 
@@ -109,12 +109,7 @@ async fn tokens_and_tls_guard_http_and_grpc() {
     assert_eq!(grpc.ingest_inferences(right).await.unwrap().into_inner().accepted, 1);
 
     // No secret on the admin port either.
-    let metrics = reqwest::get(collector.admin("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = mlwatch_testkit::http::get_text(&collector.admin("/metrics")).await;
     assert!(!metrics.contains("s3cret"));
     collector.stop().await;
 }

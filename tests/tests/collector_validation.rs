@@ -3,14 +3,14 @@
 //! HTTP, the valid events of the same request are published to the real
 //! broker, and the collector is healthy afterwards.
 
-mod collector_support;
+mod support;
 
-use collector_support::TestCollector;
 use mlwatch_proto::v1::InferenceEvent;
-use mlwatch_tests::read_topic;
+use mlwatch_testkit::read_topic;
 use prost::Message as _;
 use rdkafka::Message;
 use serde_json::{Value, json};
+use support::TestCollector;
 
 /// One bad inference event: its description, the event, and the exact
 /// `(field, reason)` the collector must answer.

@@ -11,9 +11,7 @@ use std::time::Duration;
 use mlwatch_demo::scenario::{self, ScenarioOptions};
 use mlwatch_demo::stack::{QualityWindows, Stack, StackOptions};
 use mlwatch_proto::v1::{ActionDecision, ActionKind, ActionRecord};
-use mlwatch_tests::{init_logs, kafka_for_test, read_topic};
-use prost::Message as _;
-use rdkafka::Message;
+use mlwatch_testkit::{read_decoded, setup};
 use tokio_util::sync::CancellationToken;
 
 fn slack_texts(stack: &Stack) -> Vec<String> {
@@ -27,8 +25,7 @@ fn slack_texts(stack: &Stack) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_incidents_are_detected_paged_remediated_and_resolved() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("demo-incidents");
+    let (kafka, suffix, _) = setup("demo-incidents");
     let sim = scenario::platform();
     let mut opts = StackOptions::new(kafka.clone(), &suffix);
     opts.quality = Some(QualityWindows::default());
@@ -140,10 +137,9 @@ async fn three_incidents_are_detected_paged_remediated_and_resolved() {
     );
 
     // The audit trail: both platform actions verified, the drift notified.
-    let records = read_topic(&kafka, &kafka.topics.actions, 30, |ms| ms.len() >= 7).await;
+    let records = read_decoded(&kafka, &kafka.topics.actions, 30, |rs: &[ActionRecord]| rs.len() >= 7).await;
     let records: Vec<(String, i32, i32)> = records
-        .iter()
-        .filter_map(|m| ActionRecord::decode(m.payload().unwrap_or_default()).ok())
+        .into_iter()
         .map(|r| (r.alert_type, r.kind, r.decision))
         .collect();
     for (kind, action) in [

@@ -6,30 +6,21 @@
 
 use std::time::Duration;
 
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
 use mlwatch_demo::stack::{Stack, StackOptions};
 use mlwatch_proto::v1::{ActionDecision, ActionRecord};
-use mlwatch_tests::{init_logs, kafka_for_test, read_topic, within};
-use prost::Message as _;
-use rdkafka::Message;
+use mlwatch_testkit::sim::{ModelSim, SimPlatform};
+use mlwatch_testkit::{read_decoded, setup, within};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn latency_regression_is_paged_remediated_and_resolved() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("e2e");
+    let (kafka, suffix, _) = setup("e2e");
     let sim = SimPlatform::default();
     sim.add_model(ModelSim::new("fraud", "v3", 2, 50.0));
     let mut opts = StackOptions::new(kafka.clone(), &suffix);
     opts.p99_window_secs = 10;
     opts.resolve_for_secs = 3;
     let stack = Stack::start(opts, sim.clone()).await.expect("stack starts");
-    let (sent, _traffic) = mlwatch_demo::traffic::start(
-        format!("http://{}", stack.collector_http),
-        sim.clone(),
-        vec!["fraud".into()],
-        Duration::from_millis(100),
-        stack.shutdown.clone(),
-    );
+    let (sent, _traffic) = stack.start_traffic(vec!["fraud".into()]);
 
     // Healthy traffic first: nobody is paged.
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -68,18 +59,11 @@ async fn latency_regression_is_paged_remediated_and_resolved() {
 
     // Exactly one action for the one firing, and the audit trail shows it
     // executed and verified.
-    let records = read_topic(&kafka, &kafka.topics.actions, 30, |ms| {
-        ms.iter().any(|m| {
-            ActionRecord::decode(m.payload().unwrap_or_default())
-                .is_ok_and(|r| r.decision == ActionDecision::Verified as i32)
-        })
+    let records = read_decoded(&kafka, &kafka.topics.actions, 30, |rs: &[ActionRecord]| {
+        rs.iter().any(|r| r.decision == ActionDecision::Verified as i32)
     })
     .await;
-    let decisions: Vec<i32> = records
-        .iter()
-        .filter_map(|m| ActionRecord::decode(m.payload().unwrap_or_default()).ok())
-        .map(|r| r.decision)
-        .collect();
+    let decisions: Vec<i32> = records.iter().map(|r| r.decision).collect();
     assert_eq!(
         decisions,
         vec![

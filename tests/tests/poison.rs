@@ -4,30 +4,19 @@
 
 use std::time::Duration;
 
-use mlwatch_common::config::AdminConfig;
-use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_proto::v1::InferenceEvent;
-use mlwatch_tests::{header, init_logs, kafka_for_test, read_topic, within};
+use mlwatch_testkit::http::{get_status, get_text, poll_json};
+use mlwatch_testkit::{header, read_topic, setup, temp_dir};
 use prost::Message as _;
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 use serde_json::json;
 
-fn loopback() -> std::net::SocketAddr {
-    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analyzer_dead_letters_poison_and_keeps_counting() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("poison");
-    let shutdown = CancellationToken::new();
-    let mut config = mlwatch_analyzer::Config::default();
-    config.kafka = kafka.clone();
-    config.admin = AdminConfig::on(loopback());
-    config.analyzer.group_id = format!("analyzer-{suffix}");
-    let join_dir = std::env::temp_dir().join(format!("mlwatch-join-{suffix}"));
-    config.accuracy.join.dir = join_dir.clone();
+    let (kafka, suffix, shutdown) = setup("poison");
+    let dir = temp_dir("poison");
+    let config = mlwatch_analyzer::Config::for_test(&kafka, &suffix, dir.path());
     let analyzer = mlwatch_analyzer::start(config, shutdown.clone())
         .await
         .expect("analyzer starts");
@@ -109,40 +98,20 @@ async fn analyzer_dead_letters_poison_and_keeps_counting() {
     assert_eq!(dead[0].key(), Some(topic.as_bytes()));
 
     // The valid events on either side were counted.
-    let client = reqwest::Client::new();
     let url = format!("http://{}/v1/models", analyzer.admin_addr);
-    within(30, "both valid events counted", async {
-        loop {
-            let v: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
-            if v["models"][0]["events"] == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
-    let health = client
-        .get(format!("http://{}/healthz", analyzer.admin_addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    poll_json(&url, 30, "both valid events counted", |v| v["models"][0]["events"] == 2).await;
+    assert_eq!(
+        get_status(&format!("http://{}/healthz", analyzer.admin_addr)).await,
+        200
+    );
     shutdown.cancel();
     analyzer.task.await.unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(&join_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_answers_bad_input_precisely_and_publishes_the_rest() {
-    init_logs();
-    let (kafka, _suffix) = kafka_for_test("ingest");
-    let shutdown = CancellationToken::new();
-    let mut config = mlwatch_collector::Config::default();
-    config.kafka = kafka.clone();
-    config.admin = AdminConfig::on(loopback());
-    config.http.listen = loopback();
-    config.grpc.listen = loopback();
-    let collector = mlwatch_collector::start(config, shutdown.clone())
+    let (kafka, _suffix, shutdown) = setup("ingest");
+    let collector = mlwatch_collector::start(mlwatch_collector::Config::for_test(&kafka), shutdown.clone())
         .await
         .expect("collector starts");
     let client = reqwest::Client::new();
@@ -187,20 +156,11 @@ async fn collector_answers_bad_input_precisely_and_publishes_the_rest() {
         assert_eq!(e.event_id, "a1");
         assert_eq!(e.model_version, "unversioned");
     }
-    let ready = client
-        .get(format!("http://{}/readyz", collector.admin_addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let metrics = client
-        .get(format!("http://{}/metrics", collector.admin_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(
+        get_status(&format!("http://{}/readyz", collector.admin_addr)).await,
+        200
+    );
+    let metrics = get_text(&format!("http://{}/metrics", collector.admin_addr)).await;
     assert!(metrics.contains("ml_inference_latency_seconds_bucket"), "{metrics}");
     assert!(metrics.contains("mlwatch_collector_events_total"));
     shutdown.cancel();

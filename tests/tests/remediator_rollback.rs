@@ -6,17 +6,18 @@
 //! approved, exactly one Rollback, and the labels joined to the predictions
 //! on the real topics show accuracy back up under v2.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
 use mlwatch_demo::stack::{Stack, StackOptions};
-use mlwatch_proto::v1::{Alert, AlertStatus, InferenceEvent, LabelEvent, Severity};
-use mlwatch_tests::{init_logs, kafka_for_test, read_topic, within};
+use mlwatch_proto::v1::{AlertStatus, InferenceEvent, LabelEvent, Severity};
+use mlwatch_testkit::http::poll_json;
+use mlwatch_testkit::kafka::analyzer_alert;
+use mlwatch_testkit::sim::{ModelSim, SimPlatform};
+use mlwatch_testkit::{Publisher, read_topic, setup, within};
 use prost::Message as _;
 use rdkafka::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 async fn wait_labels(sent: &mlwatch_demo::traffic::Sent, at_least: u64) {
     within(90, "labels from the traffic generator", async {
@@ -29,8 +30,7 @@ async fn wait_labels(sent: &mlwatch_demo::traffic::Sent, at_least: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_approved_rollback_restores_accuracy() {
-    init_logs();
-    let (kafka, suffix) = kafka_for_test("rem-rollback-accuracy");
+    let (kafka, suffix, _) = setup("rem-rollback-accuracy");
     let sim = SimPlatform::default();
     sim.add_model(
         ModelSim::new("fraud", "v3", 2, 50.0)
@@ -41,63 +41,29 @@ async fn an_approved_rollback_restores_accuracy() {
     let stack = Stack::start(StackOptions::new(kafka.clone(), &suffix), sim.clone())
         .await
         .expect("stack starts");
-    let (sent, _traffic) = mlwatch_demo::traffic::start(
-        format!("http://{}", stack.collector_http),
-        sim.clone(),
-        vec!["fraud".into()],
-        Duration::from_millis(100),
-        stack.shutdown.clone(),
-    );
+    let (sent, _traffic) = stack.start_traffic(vec!["fraud".into()]);
     wait_labels(&sent, 300).await;
 
     // The accuracy incident, as the analyzer raises it.
-    let mut labels = BTreeMap::new();
-    labels.insert("model".to_string(), "fraud".to_string());
-    labels.insert("model_version".to_string(), "v3".to_string());
-    let fingerprint = mlwatch_proto::identity::fingerprint("AccuracyDecay", &labels);
-    let starts_at_ms = mlwatch_common::now_ms();
-    let alert = Alert {
-        id: mlwatch_proto::identity::alert_id(&fingerprint, AlertStatus::Firing, starts_at_ms),
-        fingerprint: fingerprint.clone(),
-        status: AlertStatus::Firing as i32,
-        r#type: "AccuracyDecay".into(),
-        severity: Severity::High as i32,
-        labels: labels.into_iter().collect(),
-        starts_at_ms,
-        source: "analyzer".into(),
-        generated_at_ms: starts_at_ms,
-        ..Default::default()
-    };
-    let producer: FutureProducer = kafka.producer().expect("producer");
-    producer
-        .send(
-            FutureRecord::to(&kafka.topics.alerts)
-                .key(&fingerprint)
-                .payload(&alert.encode_to_vec()),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("alert published");
+    let alert = analyzer_alert(
+        "AccuracyDecay",
+        Severity::High,
+        &[("model", "fraud"), ("model_version", "v3")],
+        AlertStatus::Firing,
+        mlwatch_common::now_ms(),
+    );
+    Publisher::new(&kafka).await.send(&alert).await;
 
     let api = format!("http://{}", stack.remediator_admin);
     let client = reqwest::Client::new();
-    let id = within(60, "the approval request", async {
-        loop {
-            let v: serde_json::Value = client
-                .get(format!("{api}/v1/actions?decision=awaiting_approval"))
-                .send()
-                .await
-                .expect("api")
-                .json()
-                .await
-                .expect("json");
-            if let Some(id) = v["actions"][0]["action_id"].as_str() {
-                return id.to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
+    let waiting = poll_json(
+        &format!("{api}/v1/actions?decision=awaiting_approval"),
+        60,
+        "the approval request",
+        |v| v["actions"][0]["action_id"].is_string(),
+    )
     .await;
+    let id = waiting["actions"][0]["action_id"].as_str().unwrap_or_default();
     assert!(sim.calls().is_empty(), "nothing before approval: {:?}", sim.calls());
     let r = client
         .post(format!("{api}/v1/actions/{id}/approve"))

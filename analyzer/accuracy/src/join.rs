@@ -14,7 +14,7 @@
 //!   in the log. RAM grows with the ids tracked (~tens of bytes each), the
 //!   cost per event is a hash lookup and an append.
 //!
-//! Both apply the same rules ([`rules`]): each backend only finds what it
+//! Both apply the same rules (`rules`): each backend only finds what it
 //! knows of an id and stores what the rules decide, so they cannot drift
 //! apart (a differential proptest feeds both the same inputs). Each
 //! [`JoinStore::apply`] is atomic and records the offsets it consumed, so

@@ -644,7 +644,7 @@ impl AccuracyTracker {
     /// The evaluation tick: prunes old buckets, judges decay, runs the rule
     /// state machines and returns the alert transitions (sorted by
     /// fingerprint), built with the fingerprint and id scheme of
-    /// [`crate::rules`].
+    /// [`mlwatch_analyzer_core::rules`].
     pub fn evaluate(&mut self, now_ms: i64) -> Vec<Alert> {
         let horizon = now_ms - self.retention_ms();
         let keys: Vec<SeriesKey> = self.state.series.keys().cloned().collect();

@@ -6,7 +6,7 @@
 //!    its messages is applied; messages below the checkpoint's next offset
 //!    are skipped as already counted (the committed offset may lag it).
 //! 2. Messages are handled a poll at a time (everything the client has
-//!    fetched, up to [`MAX_BATCH`]): applied under one lock, with one
+//!    fetched, up to `MAX_BATCH`): applied under one lock, with one
 //!    join-store transaction per partition; the alerts they caused are
 //!    published and acknowledged, and a poison message is dead-lettered
 //!    (messages after it wait until it is), before the next poll.

@@ -49,7 +49,7 @@ impl Drop for Setup {
 
 impl Setup {
     fn new(name: &str, backend: &'static str) -> Self {
-        let (kafka, suffix) = mlwatch_tests::kafka_for_test(name);
+        let (kafka, suffix) = mlwatch_testkit::kafka_for_test(name);
         let dir = std::env::temp_dir().join(format!("mlwatch-analyzer-{suffix}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Self {
@@ -85,7 +85,7 @@ backend = "{backend}"
 "#,
             backend = self.backend,
             join = self.dir.join("join").display(),
-            kafka = mlwatch_tests::kafka_toml(&self.kafka),
+            kafka = mlwatch_testkit::kafka_toml(&self.kafka),
             group = self.group,
             state = self.state_topic,
         );

@@ -12,14 +12,12 @@
 //! `KAFKA_BOOTSTRAP_SERVERS` or 127.0.0.1:9092. See docs/benchmarks-collector.md.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::future::join_all;
 use mlwatch_collector::Config;
 use mlwatch_collector::grpc_client::{EncodedClient, INFERENCES};
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::{KafkaConfig, Topics};
 use mlwatch_proto::v1::{FeatureValue, InferenceEvent, IngestInferencesRequest, Prediction, feature_value};
 use prost::Message as _;
@@ -161,10 +159,6 @@ fn cpu_secs() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -203,11 +197,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The collector, in process, same broker.
     let shutdown = CancellationToken::new();
-    let mut config = Config::default();
-    config.kafka = kafka.clone();
-    config.admin = AdminConfig::on(loopback());
-    config.http.listen = loopback();
-    config.grpc.listen = loopback();
+    let mut config = Config::for_test(&kafka);
     config.log.filter = "warn".into();
     mlwatch_common::telemetry::init(&config.log);
     let running = mlwatch_collector::start(config, shutdown.clone()).await?;

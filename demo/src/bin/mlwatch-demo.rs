@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let suffix = mlwatch_demo::run_suffix();
+    let suffix = mlwatch_testkit::run_suffix();
     let kafka = KafkaConfig {
         bootstrap_servers: args.bootstrap_servers.clone(),
         topics: Topics::with_suffix(&format!("demo-{suffix}")),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use mlwatch_demo::sim::{ModelSim, SimPlatform};
+use mlwatch_testkit::sim::{ModelSim, SimPlatform};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -22,7 +22,7 @@ struct Args {
     /// Base URL of the collector's HTTP ingest.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "MLWATCH_SIM_COLLECTOR")]
     collector: String,
-    /// Models as name:version:replicas:load_rps[:accuracy], comma-separated;
+    /// Models as `name:version:replicas:load_rps[:accuracy]`, comma-separated;
     /// with an accuracy, the ground-truth label of each prediction is sent
     /// too (right with that probability).
     #[arg(

@@ -2,10 +2,10 @@
 //! append-only log of state changes (docs/decisions/0006-join-store-backends.md).
 //!
 //! - **Index**: a hash map from the 128-bit xxh3 hash (seeded per store) of
-//!   `model NUL event id` to a 16-byte [`Slot`]: the id's state (pending,
+//!   `model NUL event id` to a 16-byte `Slot`: the id's state (pending,
 //!   waiting, settled and how), its deadline, and where its record sits in
 //!   the log. Payloads (the prediction, the waiting label) stay in the log,
-//!   in a plain length-prefixed layout ([`payload`]).
+//!   in a plain length-prefixed layout (`payload`).
 //! - **Expiry**: one coarse time wheel per state (1 s buckets in a B-tree)
 //!   with lazy deletion: an entry whose id moved on is dropped when its
 //!   bucket comes due.
@@ -1397,7 +1397,7 @@ impl LogStore {
 
     /// Estimated heap bytes of the index, the wheels and the journal
     /// (capacities, hashbrown's control bytes included); the recent-records
-    /// buffer is [`RECENT_BYTES`] to twice that on top.
+    /// buffer is `RECENT_BYTES` to twice that on top.
     pub fn index_bytes(&self) -> u64 {
         let slot = std::mem::size_of::<(u128, Slot)>() + 1;
         (self.index.capacity() * slot

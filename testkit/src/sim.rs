@@ -15,7 +15,6 @@ use mlwatch_proto::v1::{
     SetTrafficRequest, SetTrafficResponse,
 };
 use rand::Rng;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status};
@@ -215,12 +214,13 @@ impl SimPlatform {
     }
 
     /// Serves `ServingControl` on `listen` until `shutdown`.
-    pub async fn serve(
-        &self,
-        listen: SocketAddr,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    pub async fn serve(&self, listen: SocketAddr, shutdown: CancellationToken) -> crate::Served {
         self.serve_with(listen, None, shutdown).await
+    }
+
+    /// [`Self::serve`] on a loopback port the OS picks; returns the address.
+    pub async fn start(&self, shutdown: &CancellationToken) -> SocketAddr {
+        crate::started(self.serve(crate::loopback(), shutdown.clone()).await)
     }
 
     /// Serves `ServingControl` over TLS (mutual TLS when `tls` names a
@@ -230,7 +230,7 @@ impl SimPlatform {
         listen: SocketAddr,
         tls: ServerTlsConfig,
         shutdown: CancellationToken,
-    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    ) -> crate::Served {
         self.serve_with(listen, Some(tls), shutdown).await
     }
 
@@ -239,9 +239,8 @@ impl SimPlatform {
         listen: SocketAddr,
         tls: Option<ServerTlsConfig>,
         shutdown: CancellationToken,
-    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
+    ) -> crate::Served {
+        let (listener, addr) = crate::bind(listen).await?;
         let svc = ServingControlServer::new(self.clone());
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {

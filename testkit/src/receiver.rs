@@ -11,7 +11,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// One received request.
@@ -22,6 +21,19 @@ pub struct Received {
     pub body: serde_json::Value,
     /// Status the receiver answered.
     pub status: u16,
+}
+
+impl Received {
+    /// The `text` field of the JSON body (a Slack message's text); empty
+    /// when there is none.
+    pub fn text(&self) -> &str {
+        self.body["text"].as_str().unwrap_or_default()
+    }
+
+    /// A header's value (header names arrive lowercase).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
 }
 
 #[derive(Default)]
@@ -72,13 +84,9 @@ impl HttpReceiver {
         }
     }
 
-    pub async fn serve(
-        &self,
-        listen: SocketAddr,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
+    /// Serves on `listen` until `shutdown`.
+    pub async fn serve(&self, listen: SocketAddr, shutdown: CancellationToken) -> crate::Served {
+        let (listener, addr) = crate::bind(listen).await?;
         let app = Router::new().fallback(record).with_state(self.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -86,6 +94,11 @@ impl HttpReceiver {
                 .await;
         });
         Ok((addr, task))
+    }
+
+    /// [`Self::serve`] on a loopback port the OS picks; returns the address.
+    pub async fn start(&self, shutdown: &CancellationToken) -> SocketAddr {
+        crate::started(self.serve(crate::loopback(), shutdown.clone()).await)
     }
 }
 

@@ -1,19 +1,13 @@
-//! Shared by the `collector_*` tests: a real collector on loopback ports
-//! with private topics, against the broker under test.
+//! Shared by the workspace tests that need more than `mlwatch-testkit`: a
+//! real collector on loopback ports with private topics, against the
+//! broker under test.
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-
 use mlwatch_collector::{Config, Running};
-use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::KafkaConfig;
-use mlwatch_tests::{init_logs, kafka_for_test};
+use mlwatch_testkit::{init_logs, kafka_for_test};
 use tokio_util::sync::CancellationToken;
-
-pub fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 /// A started collector and what a test needs to talk to it.
 pub struct TestCollector {
@@ -33,11 +27,7 @@ impl TestCollector {
     pub async fn start_with(kafka: KafkaConfig, adjust: impl FnOnce(&mut Config)) -> Self {
         init_logs();
         let shutdown = CancellationToken::new();
-        let mut config = Config::default();
-        config.kafka = kafka.clone();
-        config.admin = AdminConfig::on(loopback());
-        config.http.listen = loopback();
-        config.grpc.listen = loopback();
+        let mut config = Config::for_test(&kafka);
         adjust(&mut config);
         let running = mlwatch_collector::start(config, shutdown.clone())
             .await
@@ -75,12 +65,7 @@ impl TestCollector {
 
     /// Value of one sample line of the admin `/metrics`, 0 when absent.
     pub async fn metric(&self, line_prefix: &str) -> f64 {
-        let text = reqwest::get(self.admin("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = mlwatch_testkit::http::get_text(&self.admin("/metrics")).await;
         text.lines()
             .find(|l| l.starts_with(line_prefix))
             .and_then(|l| l.rsplit(' ').next())

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -162,13 +161,8 @@ impl SmtpServer {
     }
 
     /// Listens on `listen` until `shutdown` fires.
-    pub async fn serve(
-        &self,
-        listen: SocketAddr,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-        let listener = tokio::net::TcpListener::bind(listen).await?;
-        let addr = listener.local_addr()?;
+    pub async fn serve(&self, listen: SocketAddr, shutdown: CancellationToken) -> crate::Served {
+        let (listener, addr) = crate::bind(listen).await?;
         let server = self.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -192,6 +186,11 @@ impl SmtpServer {
             }
         });
         Ok((addr, task))
+    }
+
+    /// [`Self::serve`] on a loopback port the OS picks; returns the address.
+    pub async fn start(&self, shutdown: &CancellationToken) -> SocketAddr {
+        crate::started(self.serve(crate::loopback(), shutdown.clone()).await)
     }
 
     async fn connection(&self, stream: tokio::net::TcpStream) -> std::io::Result<()> {
