@@ -4,14 +4,14 @@
 //! instead of buffering without limit.
 
 use std::ops::Range;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlwatch_common::kafka::KafkaSetupError;
+use mlwatch_common::kafka::{KafkaSetupError, ResilientProducer};
 use mlwatch_proto::v1::{InferenceEvent, InferenceStatus, LabelEvent};
 use prost::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
@@ -247,7 +247,7 @@ impl Payload<'_> {
 /// Publishes validated events; shared by the HTTP and gRPC front ends.
 #[derive(Clone)]
 pub struct Ingestor {
-    producer: Arc<ProducerSlot>,
+    producer: Arc<ResilientProducer>,
     inference_topic: Arc<str>,
     labels_topic: Arc<str>,
     permits: Arc<Semaphore>,
@@ -267,10 +267,7 @@ impl Ingestor {
         metrics: Metrics,
     ) -> Self {
         Self {
-            producer: Arc::new(ProducerSlot {
-                current: RwLock::new((0, producer)),
-                rebuild: None,
-            }),
+            producer: Arc::new(ResilientProducer::fixed(producer)),
             inference_topic: inference_topic.into(),
             labels_topic: labels_topic.into(),
             permits: Arc::new(Semaphore::new(max_in_flight)),
@@ -287,12 +284,9 @@ impl Ingestor {
         self,
         rebuild: impl Fn() -> Result<FutureProducer, KafkaSetupError> + Send + Sync + 'static,
     ) -> Self {
-        let current = self.producer.current();
+        let (_, current) = self.producer.current();
         Self {
-            producer: Arc::new(ProducerSlot {
-                current: RwLock::new(current),
-                rebuild: Some(Box::new(rebuild)),
-            }),
+            producer: Arc::new(ResilientProducer::new(current, rebuild)),
             ..self
         }
     }
@@ -441,13 +435,7 @@ impl Ingestor {
             }
         }
         if let Some(error) = failure {
-            if let Some((code, reason)) = producer.client().fatal_error() {
-                self.producer.replace(generation, code, &reason);
-            } else if let KafkaError::MessageProduction(code) = &error
-                && producer_state_lost(*code)
-            {
-                self.producer.replace(generation, *code, "producer state lost");
-            }
+            self.producer.failed(generation, &error);
             return Err(match error {
                 KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => IngestError::Overloaded {
                     in_flight: self.max_in_flight,
@@ -504,56 +492,6 @@ struct Handles {
     latency: prometheus::Histogram,
     batch_size: prometheus::Histogram,
     predictions: prometheus::Histogram,
-}
-
-/// Errors after which an idempotent producer never produces again (its
-/// producer id or epoch is no longer valid on the broker); some brokers
-/// report them per message rather than as a fatal error.
-fn producer_state_lost(code: RDKafkaErrorCode) -> bool {
-    matches!(
-        code,
-        RDKafkaErrorCode::ProducerFenced
-            | RDKafkaErrorCode::InvalidProducerEpoch
-            | RDKafkaErrorCode::OutOfOrderSequenceNumber
-            | RDKafkaErrorCode::UnknownProducerId
-            | RDKafkaErrorCode::InvalidProducerIdMapping
-            | RDKafkaErrorCode::Fatal
-    )
-}
-
-type Rebuild = Box<dyn Fn() -> Result<FutureProducer, KafkaSetupError> + Send + Sync>;
-
-/// The current producer and its generation; a fatal producer error swaps in
-/// a new one (once per generation, however many requests saw the error).
-struct ProducerSlot {
-    current: RwLock<(u64, FutureProducer)>,
-    rebuild: Option<Rebuild>,
-}
-
-impl ProducerSlot {
-    fn current(&self) -> (u64, FutureProducer) {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn replace(&self, generation: u64, code: RDKafkaErrorCode, reason: &str) {
-        let Some(rebuild) = &self.rebuild else {
-            return;
-        };
-        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current.0 != generation {
-            return;
-        }
-        match rebuild() {
-            Ok(fresh) => {
-                tracing::warn!(%code, %reason, generation, "producer hit a fatal error; replaced it");
-                *current = (generation + 1, fresh);
-            }
-            Err(error) => tracing::error!(%error, "cannot replace the failed producer"),
-        }
-    }
 }
 
 #[cfg(test)]

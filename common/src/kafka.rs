@@ -9,6 +9,7 @@
 //! topic with its reason (headers) and is then skipped.
 
 use std::collections::BTreeMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -278,17 +279,154 @@ pub trait Handler {
     async fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), HandleError>;
 }
 
+/// Errors after which an idempotent producer never produces again (its
+/// producer id or epoch is no longer valid on the broker, typically after
+/// the broker was unreachable for longer than its transaction timeout);
+/// some brokers report them per message rather than as a fatal error.
+pub fn producer_state_lost(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+            | RDKafkaErrorCode::UnknownProducerId
+            | RDKafkaErrorCode::InvalidProducerIdMapping
+            | RDKafkaErrorCode::Fatal
+    )
+}
+
+type Rebuild = Box<dyn Fn() -> Result<FutureProducer, KafkaSetupError> + Send + Sync>;
+
+/// A producer that replaces itself after an error it cannot recover from
+/// (a fenced or out-of-sequence idempotent producer), so a service keeps
+/// producing after broker trouble without a restart. Each replacement is a
+/// new generation; however many sends saw the failure, a generation is
+/// replaced once.
+pub struct ResilientProducer {
+    current: RwLock<(u64, FutureProducer)>,
+    rebuild: Option<Rebuild>,
+}
+
+impl ResilientProducer {
+    /// `producer`, replaced by a fresh one from `rebuild` when it fails for
+    /// good.
+    pub fn new(
+        producer: FutureProducer,
+        rebuild: impl Fn() -> Result<FutureProducer, KafkaSetupError> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            current: RwLock::new((0, producer)),
+            rebuild: Some(Box::new(rebuild)),
+        }
+    }
+
+    /// `producer`, never replaced.
+    pub fn fixed(producer: FutureProducer) -> Self {
+        Self {
+            current: RwLock::new((0, producer)),
+            rebuild: None,
+        }
+    }
+
+    /// A producer whose failures are replaced from `kafka`'s settings plus
+    /// `extra`.
+    pub fn from_config(kafka: &KafkaConfig, extra: &[(&str, &str)]) -> Result<Self, KafkaSetupError> {
+        let producer = kafka.producer_with(extra)?;
+        let (kafka, extra): (KafkaConfig, Vec<(String, String)>) = (
+            kafka.clone(),
+            extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        );
+        Ok(Self::new(producer, move || {
+            let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            kafka.producer_with(&extra)
+        }))
+    }
+
+    /// The current producer and its generation.
+    pub fn current(&self) -> (u64, FutureProducer) {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// After a send of generation `generation` failed with `error`: replaces
+    /// the producer when librdkafka reports a fatal error or the error says
+    /// the producer's state is lost. Returns whether it was replaced.
+    pub fn failed(&self, generation: u64, error: &KafkaError) -> bool {
+        let (_, producer) = self.current();
+        if let Some((code, reason)) = rdkafka::producer::Producer::client(&producer).fatal_error() {
+            return self.replace(generation, code, &reason);
+        }
+        match error {
+            KafkaError::MessageProduction(code) if producer_state_lost(*code) => {
+                self.replace(generation, *code, "producer state lost")
+            }
+            KafkaError::Flush(code) if producer_state_lost(*code) => {
+                self.replace(generation, *code, "producer state lost")
+            }
+            _ => false,
+        }
+    }
+
+    fn replace(&self, generation: u64, code: RDKafkaErrorCode, reason: &str) -> bool {
+        let Some(rebuild) = &self.rebuild else {
+            return false;
+        };
+        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.0 != generation {
+            return true; // another send replaced it already
+        }
+        match rebuild() {
+            Ok(fresh) => {
+                tracing::warn!(%code, %reason, generation, "producer hit an unrecoverable error; replaced it");
+                *current = (generation + 1, fresh);
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot replace the failed producer");
+                false
+            }
+        }
+    }
+
+    /// Sends one record and waits for the broker's acknowledgement; a
+    /// failure that the producer cannot recover from replaces it (the next
+    /// send uses the fresh one).
+    pub async fn send<K, P>(&self, record: FutureRecord<'_, K, P>, timeout: Duration) -> Result<(i32, i64), KafkaError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        let (generation, producer) = self.current();
+        let delivered = producer.send(record, timeout).await;
+        match delivered {
+            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Err((error, _)) => {
+                self.failed(generation, &error);
+                Err(error)
+            }
+        }
+    }
+}
+
 /// Sends poison messages to the dead-letter topic: key = source topic,
 /// value = the raw bytes, headers = reason, source partition and offset.
 #[derive(Clone)]
 pub struct DeadLetter {
-    producer: FutureProducer,
+    producer: std::sync::Arc<ResilientProducer>,
     topic: String,
     timeout: Duration,
 }
 
 impl DeadLetter {
     pub fn new(producer: FutureProducer, topic: String, timeout: Duration) -> Self {
+        Self::resilient(std::sync::Arc::new(ResilientProducer::fixed(producer)), topic, timeout)
+    }
+
+    /// A dead-letter publisher on a producer that replaces itself after an
+    /// unrecoverable error (shared with the service's other sends).
+    pub fn resilient(producer: std::sync::Arc<ResilientProducer>, topic: String, timeout: Duration) -> Self {
         Self {
             producer,
             topic,
@@ -326,11 +464,7 @@ impl DeadLetter {
             .key(message.topic())
             .payload(message.payload().unwrap_or_default())
             .headers(headers);
-        self.producer
-            .send(record, self.timeout)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
+        self.producer.send(record, self.timeout).await.map(|_| ())
     }
 }
 

@@ -11,7 +11,8 @@
 //!   PLAIN` and scripted refusals) and [`sim::SimPlatform`] (the serving
 //!   platform: a real tonic `ServingControl` server over simulated models;
 //!   the demo and `mlwatch-sim` use it too).
-//! - Kafka ([`kafka`]): the broker under test, private topics and groups
+//! - Kafka ([`kafka`]): the broker under test, a private one to freeze or
+//!   kill ([`broker::PrivateBroker`]), private topics and groups
 //!   per test ([`kafka_for_test`], [`run_suffix`]), the TOML file of a
 //!   service started as a child process ([`config_file`], [`kafka_toml`]),
 //!   topics read back and decoded ([`read_topic`], [`read_decoded`],
@@ -27,6 +28,7 @@
 //!   first line of most tests), [`loopback`] (port 0), [`temp_dir`]
 //!   (removed when dropped), [`init_logs`].
 
+pub mod broker;
 pub mod http;
 pub mod kafka;
 pub mod receiver;

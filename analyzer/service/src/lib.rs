@@ -92,7 +92,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .kafka
         .ensure_topics(&[&topics.inference, &topics.labels, &topics.alerts, &topics.deadletter])
         .await?;
-    let producer = config.kafka.producer()?;
+    // Alerts and dead letters share a producer that replaces itself after
+    // an unrecoverable error (broker trouble fences idempotent producers).
+    let producer = Arc::new(mlwatch_common::kafka::ResilientProducer::from_config(
+        &config.kafka,
+        &[],
+    )?);
     let store = CheckpointStore::open(&config.kafka, &a.state_topic)
         .await
         .map_err(|e| Error::Task("state topic", e.to_string()))?;
@@ -137,7 +142,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
 
     let timeout = Duration::from_millis(config.kafka.produce_timeout_ms);
-    let dead_letter = DeadLetter::new(producer.clone(), topics.deadletter.clone(), timeout);
+    let dead_letter = DeadLetter::resilient(producer.clone(), topics.deadletter.clone(), timeout);
     let consume = consumer::Loop::new(
         owner,
         kafka_consumer,
