@@ -804,3 +804,116 @@ fn who(what: &str, by: &str, comment: &str) -> String {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::base_record;
+
+    fn settings() -> Settings {
+        Settings {
+            rules: crate::policy::default_rules(),
+            guards: GuardConfig::default(),
+            dry_run: false,
+            verify_window_ms: 300_000,
+            max_attempts: 5,
+            retrain: RetrainConfig::default(),
+            retrain_timeout: Duration::from_secs(1),
+            pause_after_planned: Duration::ZERO,
+            pause_after_call: Duration::ZERO,
+        }
+    }
+
+    fn record(id: &str, model: &str, kind: ActionKind, decision: ActionDecision, at_ms: i64) -> ActionRecord {
+        let alert = Alert {
+            id: format!("alert-{id}"),
+            labels: [("model".to_string(), model.to_string())].into(),
+            ..Default::default()
+        };
+        base_record(&alert, id, kind, decision, "why".into(), at_ms)
+    }
+
+    #[test]
+    fn errors_map_to_one_status_and_retry_hint() {
+        let cases = [
+            (RemediatorError::NotFound("x".into()), 404, false),
+            (RemediatorError::Refused(Refusal::KillSwitch), 409, false),
+            (RemediatorError::BadRequest("x".into()), 400, false),
+            (RemediatorError::Publish("x".into()), 503, true),
+            (RemediatorError::Unavailable("x".into()), 503, true),
+        ];
+        for (e, status, retry) in cases {
+            assert_eq!(e.http_status(), status, "{e}");
+            assert_eq!(e.retry_hint() == mlwatch_common::RetryHint::Retry, retry, "{e}");
+        }
+        assert_eq!(
+            RemediatorError::Refused(Refusal::KillSwitch).to_string(),
+            "refused: kill switch engaged"
+        );
+    }
+
+    #[test]
+    fn manual_verbs_and_who() {
+        assert_eq!(Manual::from_path("approve"), Some(Manual::Approve));
+        assert_eq!(Manual::from_path("reject"), Some(Manual::Reject));
+        assert_eq!(Manual::from_path("execute"), Some(Manual::Execute));
+        assert_eq!(Manual::from_path("delete"), None);
+        assert_eq!(
+            who(Manual::Approve.verb(), "alice", " v3 is bad "),
+            "approved by alice: v3 is bad"
+        );
+        assert_eq!(who(Manual::Execute.verb(), " ", ""), "executed by hand by anonymous");
+        assert!(Manual::Execute.precondition().contains("dry-run"));
+    }
+
+    #[test]
+    fn records_as_json() {
+        let mut r = record("a", "fraud", ActionKind::Rollback, ActionDecision::AwaitingApproval, 7);
+        r.params.insert("to_version".into(), "v2".into());
+        let j = record_json(&r);
+        assert_eq!(j["kind"], "rollback");
+        assert_eq!(j["decision"], "awaiting_approval");
+        assert_eq!(j["params"]["to_version"], "v2");
+        assert_eq!(j["model"], "fraud");
+        let mut l = Ledger::default();
+        l.apply(r);
+        let e = entry_json(l.get("a").unwrap());
+        assert_eq!(e["state"], "awaiting_approval");
+        assert_eq!(e["records"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn guard_state_counts_committed_actions_only() {
+        let s = settings();
+        let mut l = Ledger::default();
+        l.apply(record("a", "fraud", ActionKind::Scale, ActionDecision::Planned, 0));
+        l.apply(record("n", "fraud", ActionKind::Notify, ActionDecision::Executed, 0));
+        let mut dry = record("d", "recsys", ActionKind::Scale, ActionDecision::Planned, 0);
+        dry.dry_run = true;
+        l.apply(dry);
+        let mut waiting = record("w", "recsys", ActionKind::Rollback, ActionDecision::Planned, 0);
+        waiting.params.insert(ledger::APPROVAL_REQUIRED.into(), "true".into());
+        l.apply(waiting.clone());
+        l.apply(plan::next_record(
+            &waiting,
+            ActionDecision::AwaitingApproval,
+            "ask".into(),
+            1,
+        ));
+        let g = guard_state(&s, true, &l, 60_000);
+        assert_eq!(g["kill_switch"], true);
+        assert_eq!(g["budget"]["used_last_hour"], 1);
+        assert_eq!(g["budget"]["used_last_hour_per_model"]["fraud"], 1);
+        assert_eq!(g["cooldowns"][0]["remaining_secs"], 540);
+        assert_eq!(g["awaiting_approval"][0], "w");
+        let later = guard_state(&s, false, &l, 3_600_000);
+        assert_eq!(later["budget"]["used_last_hour"], 0);
+        assert_eq!(later["cooldowns"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn retries_back_off_and_stop_growing() {
+        assert_eq!(retry_backoff_ms(1), 2_000);
+        assert_eq!(retry_backoff_ms(2), 4_000);
+        assert_eq!(retry_backoff_ms(10), retry_backoff_ms(40));
+    }
+}

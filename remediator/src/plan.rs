@@ -497,3 +497,447 @@ pub fn remediation_failed_alert(failed: &ActionRecord, status: AlertStatus, now_
     })
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::default_rules;
+    use proptest::prelude::*;
+
+    fn alert(id: &str, t: &str, severity: Severity, model: &str, status: AlertStatus) -> Alert {
+        Alert {
+            id: id.into(),
+            fingerprint: format!("fp-{t}-{model}"),
+            r#type: t.into(),
+            severity: severity as i32,
+            status: status as i32,
+            labels: [("model".to_string(), model.to_string())].into(),
+            starts_at_ms: 1,
+            ..Default::default()
+        }
+    }
+
+    fn firing(id: &str, t: &str, model: &str) -> Alert {
+        alert(id, t, Severity::High, model, AlertStatus::Firing)
+    }
+
+    fn deployment(replicas: u32) -> Deployment {
+        Deployment {
+            model: "fraud".into(),
+            active_version: "v3".into(),
+            replicas,
+            min_replicas: 1,
+            max_replicas: 50,
+            previous_versions: vec!["v2".into()],
+            traffic_percent: Default::default(),
+        }
+    }
+
+    fn ctx<'a>(rules: &'a [Rule], guards: &'a GuardConfig, ledger: &'a Ledger) -> Context<'a> {
+        Context {
+            rules,
+            guards,
+            kill_switch: false,
+            dry_run: false,
+            retrain_webhook: true,
+            ledger,
+        }
+    }
+
+    /// Plans as the engine does: reads the deployment when asked.
+    fn decide(c: &Context<'_>, a: &Alert, d: &Deployment, now_ms: i64) -> Plan {
+        match plan(c, a, Platform::Unread, now_ms) {
+            Plan::ReadDeployment { .. } => plan(c, a, Platform::Read(d), now_ms),
+            p => p,
+        }
+    }
+
+    fn decided(p: Plan) -> Decided {
+        match p {
+            Plan::Decided(d) => *d,
+            other => panic!("not a new action: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_scale_reads_the_deployment_then_executes() {
+        let (rules, guards, ledger) = (default_rules(), GuardConfig::default(), Ledger::default());
+        let c = ctx(&rules, &guards, &ledger);
+        let a = firing("a1", "HighP99Latency", "fraud");
+        assert_eq!(
+            plan(&c, &a, Platform::Unread, 10),
+            Plan::ReadDeployment { model: "fraud".into() }
+        );
+        let d = decided(plan(&c, &a, Platform::Read(&deployment(2)), 10));
+        assert_eq!(d.outcome, Outcome::Execute);
+        assert_eq!(d.target, Some(Target::Replicas { from: 2, to: 3 }));
+        let r = &d.record;
+        assert_eq!(r.decision, ActionDecision::Planned as i32);
+        assert_eq!(r.action_id, policy::action_id("a1", "scale"));
+        assert_eq!(
+            r.reason,
+            "scale-up-on-latency: HighP99Latency fired: scale from 2 to 3 replicas"
+        );
+        assert_eq!(r.params["to_replicas"], "3");
+        assert_eq!(r.params["rule"], "scale-up-on-latency");
+        assert_eq!(r.params["alert_starts_at_ms"], "1");
+        assert_eq!(r.model_version, "v3", "taken from the deployment");
+        assert!(!r.dry_run && !r.params.contains_key(APPROVAL_REQUIRED));
+    }
+
+    #[test]
+    fn refusals_come_before_the_platform_is_asked() {
+        let (rules, guards, ledger) = (default_rules(), GuardConfig::default(), Ledger::default());
+        let mut c = ctx(&rules, &guards, &ledger);
+        c.kill_switch = true;
+        let d = decided(plan(&c, &firing("a1", "HighP99Latency", "fraud"), Platform::Unread, 0));
+        assert_eq!(d.outcome, Outcome::Refused);
+        assert_eq!(d.record.reason, "scale-up-on-latency: refused: kill switch engaged");
+        assert_eq!(d.record.decision, ActionDecision::Refused as i32);
+        c.kill_switch = false;
+        let d = decided(plan(&c, &firing("a1", "HighP99Latency", "*"), Platform::Unread, 0));
+        assert!(
+            d.record.reason.contains("wildcard target model \"*\""),
+            "{}",
+            d.record.reason
+        );
+    }
+
+    #[test]
+    fn notify_records_executed_whatever_the_guards() {
+        let (rules, guards, ledger) = (default_rules(), GuardConfig::default(), Ledger::default());
+        let mut c = ctx(&rules, &guards, &ledger);
+        c.kill_switch = true;
+        c.dry_run = true;
+        let d = decided(plan(&c, &firing("a1", "FeatureDrift", ""), Platform::Unread, 0));
+        assert_eq!(d.outcome, Outcome::Notified);
+        assert_eq!(d.record.decision, ActionDecision::Executed as i32);
+        assert!(!d.record.dry_run);
+        let p = Plan::Decided(Box::new(d)).preview();
+        assert_eq!((p.outcome, p.target.as_deref()), ("notify", Some("notify only")));
+    }
+
+    #[test]
+    fn retrain_needs_a_webhook_but_no_deployment() {
+        let rules = vec![Rule {
+            name: "retrain".into(),
+            alert_types: vec!["FeatureDrift".into()],
+            min_severity: Default::default(),
+            labels: BTreeMap::new(),
+            action: policy::ActionSpec::Retrain,
+        }];
+        let (guards, ledger) = (GuardConfig::default(), Ledger::default());
+        let mut c = ctx(&rules, &guards, &ledger);
+        let a = firing("a1", "FeatureDrift", "fraud");
+        let d = decided(plan(&c, &a, Platform::Unread, 0));
+        assert_eq!((d.outcome, d.target), (Outcome::Execute, Some(Target::Webhook)));
+        c.retrain_webhook = false;
+        let d = decided(plan(&c, &a, Platform::Unread, 0));
+        assert_eq!(d.outcome, Outcome::Refused);
+        assert_eq!(d.record.reason, "retrain: refused: no retraining webhook configured");
+    }
+
+    #[test]
+    fn an_unreadable_deployment_fails_and_an_impossible_target_refuses() {
+        let (rules, guards, ledger) = (default_rules(), GuardConfig::default(), Ledger::default());
+        let c = ctx(&rules, &guards, &ledger);
+        let a = firing("a1", "HighP99Latency", "fraud");
+        let d = decided(plan(&c, &a, Platform::Unreadable("status: NotFound"), 0));
+        assert_eq!(d.outcome, Outcome::Failed);
+        assert_eq!(d.record.decision, ActionDecision::Failed as i32);
+        assert_eq!(d.record.error, "status: NotFound");
+        let p = Plan::Decided(Box::new(d)).preview();
+        assert_eq!(p.outcome, "fail");
+        assert!(p.reason.ends_with("status: NotFound"), "{}", p.reason);
+        let d = decided(plan(&c, &a, Platform::Read(&deployment(20)), 0));
+        assert_eq!(d.outcome, Outcome::Refused);
+        assert!(d.record.reason.contains("already at the replica limit: 20 of max 20"));
+    }
+
+    #[test]
+    fn dry_run_and_approval_stop_at_planned() {
+        let (rules, guards, ledger) = (default_rules(), GuardConfig::default(), Ledger::default());
+        let mut c = ctx(&rules, &guards, &ledger);
+        let decay = firing("a1", "AccuracyDecay", "fraud");
+        let d = decided(decide(&c, &decay, &deployment(2), 0));
+        assert_eq!(d.outcome, Outcome::AwaitApproval);
+        assert_eq!(d.record.params[APPROVAL_REQUIRED], "true");
+        assert_eq!(d.record.params["to_version"], "v2");
+        c.dry_run = true;
+        let d = decided(decide(&c, &decay, &deployment(2), 0));
+        assert_eq!(d.outcome, Outcome::DryRun);
+        assert!(d.record.dry_run);
+    }
+
+    #[test]
+    fn a_decided_firing_resumes_and_a_stale_one_is_ignored() {
+        let (rules, guards) = (default_rules(), GuardConfig::default());
+        let mut ledger = Ledger::default();
+        let a = firing("a1", "HighP99Latency", "fraud");
+        let first = decided(decide(&ctx(&rules, &guards, &ledger), &a, &deployment(2), 0));
+        ledger.apply(first.record);
+        let p = plan(&ctx(&rules, &guards, &ledger), &a, Platform::Unread, 5);
+        assert!(
+            matches!(
+                &p,
+                Plan::Resume {
+                    step: NextStep::Execute,
+                    state: ActionDecision::Planned,
+                    ..
+                }
+            ),
+            "{p:?}"
+        );
+        assert_eq!(p.preview().outcome, "already_decided");
+        let mut old = firing("a2", "HighP99Latency", "recsys");
+        old.generated_at_ms = 1_000;
+        let c = ctx(&rules, &guards, &ledger);
+        let now = 1_000 + guards.memory_ms() + 1;
+        assert_eq!(plan(&c, &old, Platform::Unread, now), Plan::Nothing(Nothing::Stale));
+        let mut own = firing("a3", REMEDIATION_FAILED, "fraud");
+        own.source = "remediator".into();
+        assert_eq!(plan(&c, &own, Platform::Unread, 0), Plan::Nothing(Nothing::Own));
+        assert_eq!(
+            plan(&c, &firing("a4", "Unknown", "fraud"), Platform::Unread, 0),
+            Plan::Nothing(Nothing::NoRule)
+        );
+    }
+
+    /// The effects of resolving `a` against `ledger` at `now_ms`.
+    fn resolve(rules: &[Rule], guards: &GuardConfig, ledger: &Ledger, a: &Alert, now_ms: i64) -> Vec<Effect> {
+        let mut resolved = a.clone();
+        resolved.status = AlertStatus::Resolved as i32;
+        match plan(&ctx(rules, guards, ledger), &resolved, Platform::Unread, now_ms) {
+            Plan::Resolved(effects) => effects,
+            other => panic!("not resolved: {other:?}"),
+        }
+    }
+
+    /// Plans an action for `a`, then records it as moved on to `then`.
+    fn record_as(rules: &[Rule], guards: &GuardConfig, ledger: &mut Ledger, a: &Alert, then: ActionDecision) {
+        let planned = decided(decide(&ctx(rules, guards, ledger), a, &deployment(2), 0)).record;
+        ledger.apply(planned.clone());
+        ledger.apply(next_record(&planned, then, "next".into(), 1_000));
+    }
+
+    /// The one record of `effects`.
+    fn only_record(effects: &[Effect]) -> &ActionRecord {
+        match effects {
+            [Effect::Record(r)] => r,
+            other => panic!("not one record: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_resolved_alert_verifies_lapses_and_closes() {
+        let (rules, guards) = (default_rules(), GuardConfig::default());
+        let mut ledger = Ledger::default();
+        let a = firing("a1", "HighP99Latency", "fraud");
+        record_as(&rules, &guards, &mut ledger, &a, ActionDecision::Executed);
+        let effects = resolve(&rules, &guards, &ledger, &a, 25_000);
+        let r = only_record(&effects);
+        assert_eq!(r.decision, ActionDecision::Verified as i32);
+        assert_eq!(r.reason, "HighP99Latency resolved 24 s after the action");
+
+        // Overdue instead: RemediationFailed fires, and the resolve closes it.
+        let raised = overdue(&ledger, 301_000, 300_000);
+        let [Effect::Alert(fired), Effect::Record(failed)] = raised.as_slice() else {
+            panic!("{raised:?}")
+        };
+        assert_eq!(fired.r#type, REMEDIATION_FAILED);
+        assert_eq!(fired.starts_at_ms, 301_000);
+        assert_eq!(failed.decision, ActionDecision::VerificationFailed as i32);
+        ledger.apply(failed.clone());
+        let effects = resolve(&rules, &guards, &ledger, &a, 400_000);
+        let [Effect::Alert(closed)] = effects.as_slice() else {
+            panic!("{effects:?}")
+        };
+        assert_eq!((closed.id != fired.id, &closed.fingerprint), (true, &fired.fingerprint));
+        assert_eq!(closed.status, AlertStatus::Resolved as i32);
+
+        // A request for approval lapses.
+        let decay = firing("b1", "AccuracyDecay", "fraud");
+        record_as(&rules, &guards, &mut ledger, &decay, ActionDecision::AwaitingApproval);
+        let effects = resolve(&rules, &guards, &ledger, &decay, 2_000);
+        assert_eq!(only_record(&effects).decision, ActionDecision::Rejected as i32);
+    }
+
+    #[test]
+    fn recheck_uses_the_planned_target() {
+        let rules = default_rules();
+        let guards = GuardConfig {
+            max_replicas: 3,
+            ..Default::default()
+        };
+        let mut ledger = Ledger::default();
+        let mut r = base_record(
+            &firing("a1", "HighP99Latency", "fraud"),
+            "x",
+            ActionKind::Scale,
+            ActionDecision::Planned,
+            String::new(),
+            0,
+        );
+        r.dry_run = true;
+        r.params.insert("to_replicas".into(), "4".into());
+        ledger.apply(r.clone());
+        let c = ctx(&rules, &guards, &ledger);
+        assert!(matches!(recheck(&c, &r, 1), Err(Refusal::Bounds { replicas: 4, .. })));
+    }
+
+    /// One step of a random history.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Fire { alert: usize, model: usize, kind: usize },
+        Resolve { alert: usize, model: usize, kind: usize },
+        KillSwitch(bool),
+        DryRun(bool),
+    }
+
+    const MODELS: [&str; 3] = ["fraud", "recsys", "*"];
+    const TYPES: [&str; 4] = ["HighP99Latency", "AccuracyDecay", "FeatureDrift", "DataQuality"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..12usize, 0..3usize, 0..4usize).prop_map(|(alert, model, kind)| Op::Fire { alert, model, kind }),
+            2 => (0..12usize, 0..3usize, 0..4usize).prop_map(|(alert, model, kind)| Op::Resolve { alert, model, kind }),
+            1 => any::<bool>().prop_map(Op::KillSwitch),
+            1 => any::<bool>().prop_map(Op::DryRun),
+        ]
+    }
+
+    fn storm_rules() -> Vec<Rule> {
+        let mut rules = default_rules();
+        rules.push(Rule {
+            name: "retrain-on-quality".into(),
+            alert_types: vec!["DataQuality".into()],
+            min_severity: Default::default(),
+            labels: BTreeMap::new(),
+            action: policy::ActionSpec::Retrain,
+        });
+        rules
+    }
+
+    fn storm_guards() -> GuardConfig {
+        GuardConfig {
+            cooldown_secs: 300,
+            max_actions_per_hour_per_model: 3,
+            max_actions_per_hour: 4,
+            min_replicas: 1,
+            max_replicas: 6,
+            require_approval: vec!["rollback".into()],
+            ..Default::default()
+        }
+    }
+
+    /// What the preview says, against what the executor does with the
+    /// plan's first record (as the ledger reads it back).
+    fn check_preview_matches(p: &Plan, ledger: &Ledger) -> Result<(), TestCaseError> {
+        let preview = p.preview();
+        match p {
+            Plan::Decided(d) => {
+                let mut l = ledger.clone();
+                l.apply(d.record.clone());
+                let e = l.get(&d.record.action_id).expect("applied");
+                let expected = match (e.decision(), e.next_step(), e.last().dry_run) {
+                    (ActionDecision::Executed, _, _) => "notify",
+                    (ActionDecision::Refused, _, _) => "refuse",
+                    (ActionDecision::Failed, _, _) => "fail",
+                    (ActionDecision::Planned, NextStep::None, true) => "dry_run",
+                    (ActionDecision::Planned, NextStep::AskApproval, false) => "await_approval",
+                    (ActionDecision::Planned, NextStep::Execute, false) => "execute",
+                    other => return Err(TestCaseError::fail(format!("unexpected first record {other:?}"))),
+                };
+                prop_assert_eq!(preview.outcome, expected);
+                prop_assert_eq!(preview.rule.as_deref(), Some(d.rule.as_str()));
+            }
+            Plan::Resume { .. } => prop_assert_eq!(preview.outcome, "already_decided"),
+            Plan::Nothing(_) | Plan::Resolved(_) | Plan::ReadDeployment { .. } => {
+                prop_assert_eq!(preview.outcome, "nothing")
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Over a random history of firings, resolves, kill-switch and
+        /// dry-run changes, with the plan carried out as the engine does:
+        /// - the preview always says what the executor does with the plan;
+        /// - nothing is committed while the kill switch is engaged or in
+        ///   dry-run, and nothing ever targets a wildcard model;
+        /// - a resolved alert never starts an action;
+        /// - committed actions respect the cooldown, both budgets and the
+        ///   replica bounds;
+        /// - planning is pure: the same inputs give the same plan.
+        #[test]
+        fn random_histories_keep_every_guard(steps in proptest::collection::vec((0..200_000i64, op()), 1..60)) {
+            let rules = storm_rules();
+            let guards = storm_guards();
+            let mut ledger = Ledger::default();
+            let mut replicas: BTreeMap<&str, u32> = MODELS.iter().map(|m| (*m, 1)).collect();
+            let (mut kill_switch, mut dry_run) = (false, false);
+            let mut now = 0;
+            let mut committed: Vec<(i64, String, i32)> = Vec::new();
+            for (dt, op) in steps {
+                now += dt;
+                let (a, fire) = match op {
+                    Op::KillSwitch(on) => { kill_switch = on; continue }
+                    Op::DryRun(on) => { dry_run = on; continue }
+                    Op::Fire { alert: i, model, kind } => (alert(&format!("f{i}"), TYPES[kind], Severity::High, MODELS[model], AlertStatus::Firing), true),
+                    Op::Resolve { alert: i, model, kind } => (alert(&format!("r{i}"), TYPES[kind], Severity::High, MODELS[model], AlertStatus::Resolved), false),
+                };
+                let model = MODELS.iter().position(|m| a.labels["model"] == *m).unwrap();
+                let d = Deployment { model: MODELS[model].into(), replicas: replicas[MODELS[model]], max_replicas: 10, ..deployment(1) };
+                let c = Context { rules: &rules, guards: &guards, kill_switch, dry_run, retrain_webhook: true, ledger: &ledger };
+                let p = decide(&c, &a, &d, now);
+                prop_assert_eq!(&p, &decide(&c, &a, &d, now));
+                check_preview_matches(&p, &ledger)?;
+                let before = ledger.len();
+                match p {
+                    Plan::Resolved(effects) => {
+                        prop_assert!(!fire);
+                        for e in effects {
+                            if let Effect::Record(r) = e {
+                                prop_assert!(ledger.get(&r.action_id).is_some(), "a resolve started {}", r.action_id);
+                                ledger.apply(r);
+                            }
+                        }
+                        prop_assert_eq!(ledger.len(), before);
+                    }
+                    Plan::Decided(d) => {
+                        prop_assert!(fire);
+                        let r = d.record;
+                        let commits = d.outcome == Outcome::Execute;
+                        if commits {
+                            prop_assert!(!kill_switch && !dry_run);
+                            prop_assert!(!guards::bad_target(&r.model));
+                            committed.push((now, r.model.clone(), r.kind));
+                            if let Some(Target::Replicas { to, .. }) = d.target {
+                                prop_assert!((guards.min_replicas..=guards.max_replicas).contains(&to));
+                                replicas.insert(MODELS[model], to);
+                            }
+                        }
+                        ledger.apply(r.clone());
+                        if commits {
+                            ledger.apply(next_record(&r, ActionDecision::Executed, "done".into(), now));
+                        }
+                    }
+                    Plan::Nothing(_) | Plan::Resume { .. } => {}
+                    Plan::ReadDeployment { .. } => prop_assert!(false, "the deployment was given"),
+                }
+            }
+            let hour = 3_600_000;
+            let cooldown = 300_000;
+            for (t, m, k) in &committed {
+                let window = |u: &i64| *u <= *t && t - u < hour;
+                prop_assert!(committed.iter().filter(|(u, n, _)| n == m && window(u)).count() <= 3);
+                prop_assert!(committed.iter().filter(|(u, _, _)| window(u)).count() <= 4);
+                prop_assert_eq!(
+                    committed.iter().filter(|(u, n, j)| n == m && j == k && u < t && t - u < cooldown).count(),
+                    0
+                );
+            }
+        }
+    }
+}
