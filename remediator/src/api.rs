@@ -123,7 +123,7 @@ async fn plan(State(engine): State<Engine>, Json(a): Json<AlertIn>) -> Result<im
         labels: a.labels,
         ..Default::default()
     };
-    Ok(Json(engine.plan(&alert, mlwatch_common::now_ms()).await))
+    Ok(Json(engine.plan(&alert, mlwatch_common::now_ms()).await?))
 }
 
 async fn guards(State(engine): State<Engine>) -> impl IntoResponse {

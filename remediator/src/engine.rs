@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlwatch_proto::v1::{
-    ActionDecision, ActionKind, ActionRecord, Alert, AlertStatus, RollbackRequest, ScaleRequest, SetTrafficRequest,
-    Severity,
+    ActionDecision, ActionKind, ActionRecord, Alert, RollbackRequest, ScaleRequest, SetTrafficRequest,
 };
 use prometheus::{IntCounterVec, IntGauge, Opts};
 use prost::Message as _;
@@ -22,9 +21,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::guards::{self, GuardConfig, Proposal, Refusal};
-use crate::ledger::{self, APPROVAL_REQUIRED, Entry, Ledger, NextStep};
-use crate::policy::{self, REMEDIATION_FAILED, Rule, Target, kind_name};
+use crate::guards::{GuardConfig, Refusal};
+pub use crate::ledger::decision_name;
+use crate::ledger::{self, Entry, Ledger, NextStep};
+use crate::plan::{self, Effect, Outcome, Plan, Platform, next_record};
+pub use crate::plan::{PlanPreview, remediation_failed_alert};
+use crate::policy::{Rule, Target, kind_name};
 use crate::serving::{self, Serving};
 
 /// The crate's error: what went wrong handling an alert or an API call.
@@ -150,21 +152,6 @@ impl Metrics {
 #[derive(Clone)]
 pub struct Engine(Arc<Mutex<Core>>);
 
-pub fn decision_name(d: ActionDecision) -> &'static str {
-    match d {
-        ActionDecision::Unspecified => "unspecified",
-        ActionDecision::Planned => "planned",
-        ActionDecision::Refused => "refused",
-        ActionDecision::AwaitingApproval => "awaiting_approval",
-        ActionDecision::Approved => "approved",
-        ActionDecision::Rejected => "rejected",
-        ActionDecision::Executed => "executed",
-        ActionDecision::Failed => "failed",
-        ActionDecision::Verified => "verified",
-        ActionDecision::VerificationFailed => "verification_failed",
-    }
-}
-
 /// An action record as JSON for the API.
 pub fn record_json(r: &ActionRecord) -> serde_json::Value {
     let params: BTreeMap<&String, &String> = r.params.iter().collect();
@@ -230,18 +217,6 @@ impl Manual {
     }
 }
 
-/// What a `POST /v1/plan` answers: the decision without acting.
-#[derive(Debug, Serialize)]
-pub struct PlanPreview {
-    pub rule: Option<String>,
-    pub kind: Option<&'static str>,
-    pub target: Option<String>,
-    pub params: BTreeMap<String, String>,
-    /// `execute`, `await_approval`, `dry_run`, `refuse`, `nothing`.
-    pub outcome: &'static str,
-    pub reason: String,
-}
-
 impl Engine {
     pub fn new(settings: Settings, ledger: Ledger, serving: Serving, sink: Sink, metrics: Metrics) -> Self {
         // `guards.kill_switch = true` in the configuration engages the switch
@@ -286,8 +261,11 @@ impl Engine {
         core.entry_json(id)
     }
 
-    pub async fn plan(&self, alert: &Alert, now_ms: i64) -> PlanPreview {
-        self.0.lock().await.preview(alert, now_ms).await
+    /// What the remediator would do about `alert` now, without acting:
+    /// the live path's own plan. A platform that is away answers
+    /// [`RemediatorError::Unavailable`], as it holds the live path back.
+    pub async fn plan(&self, alert: &Alert, now_ms: i64) -> Result<PlanPreview, RemediatorError> {
+        Ok(self.0.lock().await.decide(alert, now_ms).await?.preview())
     }
 
     pub async fn action(&self, id: &str) -> Result<serde_json::Value, RemediatorError> {
@@ -339,86 +317,62 @@ impl Engine {
     /// Guard state for the API.
     pub async fn guard_state(&self, now_ms: i64) -> serde_json::Value {
         let core = self.0.lock().await;
-        let g = &core.settings.guards;
-        let mut per_model: BTreeMap<String, u32> = BTreeMap::new();
-        let mut overall = 0u32;
-        let mut cooldowns = Vec::new();
-        let cooldown_ms = i64::try_from(g.cooldown_secs).unwrap_or(i64::MAX).saturating_mul(1000);
-        for e in core.ledger.entries() {
-            let Some(at) = e.committed_at_ms else { continue };
-            if e.kind() == ActionKind::Notify {
-                continue;
-            }
-            if now_ms - at < 3_600_000 {
-                overall += 1;
-                *per_model.entry(e.last().model.clone()).or_default() += 1;
-            }
-            if now_ms - at < cooldown_ms {
-                cooldowns.push(serde_json::json!({
-                    "model": e.last().model,
-                    "kind": kind_name(e.kind()),
-                    "action_id": e.last().action_id,
-                    "remaining_secs": (cooldown_ms - (now_ms - at)) / 1000,
-                }));
-            }
+        guard_state(&core.settings, core.kill_switch, &core.ledger, now_ms)
+    }
+}
+
+/// Kill switch, dry-run, cooldowns running, budgets used and pending
+/// approvals at `now_ms`, as the API shows them.
+fn guard_state(settings: &Settings, kill_switch: bool, ledger: &Ledger, now_ms: i64) -> serde_json::Value {
+    let g = &settings.guards;
+    let mut per_model: BTreeMap<String, u32> = BTreeMap::new();
+    let mut overall = 0u32;
+    let mut cooldowns = Vec::new();
+    let cooldown_ms = i64::try_from(g.cooldown_secs).unwrap_or(i64::MAX).saturating_mul(1000);
+    for e in ledger.entries() {
+        let Some(at) = e.committed_at_ms else { continue };
+        if e.kind() == ActionKind::Notify {
+            continue;
         }
-        let awaiting: Vec<String> = core
-            .ledger
-            .entries()
-            .filter(|e| e.decision() == ActionDecision::AwaitingApproval)
-            .map(|e| e.last().action_id.clone())
-            .collect();
-        serde_json::json!({
-            "kill_switch": core.kill_switch,
-            "dry_run": core.settings.dry_run,
-            "require_approval": g.require_approval,
-            "cooldown_secs": g.cooldown_secs,
-            "cooldowns": cooldowns,
-            "budget": {
-                "max_actions_per_hour": g.max_actions_per_hour,
-                "max_actions_per_hour_per_model": g.max_actions_per_hour_per_model,
-                "used_last_hour": overall,
-                "used_last_hour_per_model": per_model,
-            },
-            "replicas": {"min": g.min_replicas, "max": g.max_replicas},
-            "awaiting_approval": awaiting,
-        })
+        if now_ms - at < 3_600_000 {
+            overall += 1;
+            *per_model.entry(e.last().model.clone()).or_default() += 1;
+        }
+        if now_ms - at < cooldown_ms {
+            cooldowns.push(serde_json::json!({
+                "model": e.last().model,
+                "kind": kind_name(e.kind()),
+                "action_id": e.last().action_id,
+                "remaining_secs": (cooldown_ms - (now_ms - at)) / 1000,
+            }));
+        }
     }
+    let awaiting: Vec<String> = ledger
+        .entries()
+        .filter(|e| e.decision() == ActionDecision::AwaitingApproval)
+        .map(|e| e.last().action_id.clone())
+        .collect();
+    serde_json::json!({
+        "kill_switch": kill_switch,
+        "dry_run": settings.dry_run,
+        "require_approval": g.require_approval,
+        "cooldown_secs": g.cooldown_secs,
+        "cooldowns": cooldowns,
+        "budget": {
+            "max_actions_per_hour": g.max_actions_per_hour,
+            "max_actions_per_hour_per_model": g.max_actions_per_hour_per_model,
+            "used_last_hour": overall,
+            "used_last_hour_per_model": per_model,
+        },
+        "replicas": {"min": g.min_replicas, "max": g.max_replicas},
+        "awaiting_approval": awaiting,
+    })
 }
 
-fn base_record(
-    alert: &Alert,
-    action_id: &str,
-    kind: ActionKind,
-    decision: ActionDecision,
-    reason: String,
-    now_ms: i64,
-) -> ActionRecord {
-    ActionRecord {
-        action_id: action_id.to_string(),
-        request_id: action_id.to_string(),
-        alert_id: alert.id.clone(),
-        alert_fingerprint: alert.fingerprint.clone(),
-        alert_type: alert.r#type.clone(),
-        model: alert.labels.get("model").cloned().unwrap_or_default(),
-        model_version: alert.labels.get("model_version").cloned().unwrap_or_default(),
-        kind: kind as i32,
-        decision: decision as i32,
-        reason,
-        at_ms: now_ms,
-        ..Default::default()
-    }
-}
-
-/// The next record of an action: a copy of its last one with a new
-/// decision, reason and time.
-fn next_record(last: &ActionRecord, decision: ActionDecision, reason: String, now_ms: i64) -> ActionRecord {
-    let mut r = last.clone();
-    r.decision = decision as i32;
-    r.reason = reason;
-    r.at_ms = now_ms;
-    r.error.clear();
-    r
+/// How long to wait before the next attempt at an action call, after
+/// `attempts` failed ones: 2, 4, 8 … s, at most about 17 minutes.
+fn retry_backoff_ms(attempts: u32) -> i64 {
+    1000i64 << attempts.min(10)
 }
 
 enum Called {
@@ -474,140 +428,97 @@ impl Core {
             .ok_or_else(|| RemediatorError::NotFound(id.to_string()))
     }
 
-    async fn on_alert(&mut self, alert: &Alert, now_ms: i64) -> Result<(), RemediatorError> {
-        if policy::is_own(alert) {
-            return Ok(());
+    /// What the plan is made from, besides the alert and the deployment.
+    fn context(&self) -> plan::Context<'_> {
+        plan::Context {
+            rules: &self.settings.rules,
+            guards: &self.settings.guards,
+            kill_switch: self.kill_switch,
+            dry_run: self.settings.dry_run,
+            retrain_webhook: self.settings.retrain.webhook_url.is_some(),
+            ledger: &self.ledger,
         }
-        if alert.status == AlertStatus::Resolved as i32 {
-            return self.on_resolved(alert, now_ms).await;
-        }
-        let Some(rule) = policy::select(&self.settings.rules, alert).cloned() else {
-            tracing::debug!(alert_id = %alert.id, alert_type = %alert.r#type, "no rule matches; no action");
-            return Ok(());
+    }
+
+    /// The plan for `alert` at `now_ms`, reading the model's deployment
+    /// first when the plan needs it. The one decision of both the live
+    /// path and the preview. A transient failure to read the deployment is
+    /// an error (the alert is tried again), never a decision.
+    async fn decide(&self, alert: &Alert, now_ms: i64) -> Result<Plan, RemediatorError> {
+        let first = plan::plan(&self.context(), alert, Platform::Unread, now_ms);
+        let Plan::ReadDeployment { model } = &first else {
+            return Ok(first);
         };
-        let kind = rule.action.kind();
-        let id = policy::action_id(&alert.id, kind_name(kind));
-        if self.ledger.get(&id).is_none() && policy::is_stale(alert, now_ms, self.memory_ms()) {
-            // Older than what the ledger remembers: it may have been acted
-            // on long ago, so never act on it now.
-            tracing::warn!(alert_id = %alert.id, alert_type = %alert.r#type, "stale firing alert ignored");
-            return Ok(());
-        }
-        if let Some(e) = self.ledger.get(&id) {
-            // A redelivered or duplicated alert: finish what a crash may
-            // have interrupted, never start a second action.
-            let step = e.next_step();
-            tracing::info!(action_id = %id, ?step, "alert already decided; not acting again");
-            return match step {
-                NextStep::Execute => self.execute(&id, now_ms).await,
-                NextStep::AskApproval => self.ask_approval(&id, now_ms).await,
-                NextStep::None | NextStep::Verify => Ok(()),
-            };
-        }
-        if kind == ActionKind::Notify {
-            // Touches nothing, so no guard applies (not even the kill switch).
-            let r = base_record(
-                alert,
-                &id,
-                kind,
-                ActionDecision::Executed,
-                format!(
-                    "{}: {} fired: notify only (people are paged by the alerter)",
-                    rule.name, alert.r#type
-                ),
-                now_ms,
-            );
-            return self.record(r).await;
-        }
-        let model = alert.labels.get("model").cloned().unwrap_or_default();
-        let refuse = |reason: String| base_record(alert, &id, kind, ActionDecision::Refused, reason, now_ms);
-        let pre = Proposal {
-            action_id: &id,
-            model: &model,
-            kind,
-            alert_fingerprint: &alert.fingerprint,
-            to_replicas: None,
-        };
-        if let Err(refusal) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &pre, now_ms) {
-            return self.record(refuse(format!("{}: refused: {refusal}", rule.name))).await;
-        }
-        if kind == ActionKind::Retrain && self.settings.retrain.webhook_url.is_none() {
-            return self
-                .record(refuse(format!(
-                    "{}: refused: no retraining webhook configured",
-                    rule.name
-                )))
-                .await;
-        }
-        let (target, version) = if kind == ActionKind::Retrain {
-            (Target::Webhook, None)
-        } else {
-            let deployment = match self.serving.get_deployment(&model).await {
-                Ok(d) => d,
-                Err(status) if serving::is_transient(&status) => {
-                    return Err(RemediatorError::Unavailable(format!("GetDeployment {model}: {status}")));
-                }
-                Err(status) => {
-                    let mut r = base_record(
-                        alert,
-                        &id,
-                        kind,
-                        ActionDecision::Failed,
-                        format!("{}: cannot read the deployment of {model}", rule.name),
-                        now_ms,
-                    );
-                    r.error = status.to_string();
-                    return self.record(r).await;
-                }
-            };
-            match policy::target(&rule.action, &deployment, self.settings.guards.max_replicas) {
-                Ok(t) => (t, Some(deployment.active_version)),
-                Err(e) => return self.record(refuse(format!("{}: refused: {e}", rule.name))).await,
+        let plan = match self.serving.get_deployment(model).await {
+            Ok(d) => plan::plan(&self.context(), alert, Platform::Read(&d), now_ms),
+            Err(status) if serving::is_transient(&status) => {
+                return Err(RemediatorError::Unavailable(format!("GetDeployment {model}: {status}")));
             }
+            Err(status) => plan::plan(
+                &self.context(),
+                alert,
+                Platform::Unreadable(&status.to_string()),
+                now_ms,
+            ),
         };
-        let to_replicas = match &target {
-            Target::Replicas { to, .. } => Some(*to),
-            _ => None,
-        };
-        let full = Proposal { to_replicas, ..pre };
-        if let Err(refusal) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &full, now_ms) {
-            return self.record(refuse(format!("{}: refused: {refusal}", rule.name))).await;
+        Ok(plan)
+    }
+
+    /// Decides, then does: records the plan's first record, then carries
+    /// the action as far as the plan says.
+    async fn on_alert(&mut self, alert: &Alert, now_ms: i64) -> Result<(), RemediatorError> {
+        match self.decide(alert, now_ms).await? {
+            Plan::Nothing(why) => {
+                if why == plan::Nothing::Stale {
+                    tracing::warn!(alert_id = %alert.id, alert_type = %alert.r#type, "stale firing alert ignored");
+                } else {
+                    tracing::debug!(alert_id = %alert.id, alert_type = %alert.r#type, reason = why.reason(), "no action");
+                }
+                Ok(())
+            }
+            Plan::Resolved(effects) => self.publish(effects).await,
+            Plan::Resume { action_id, step, .. } => {
+                // A redelivered or duplicated alert: finish what a crash may
+                // have interrupted, never start a second action.
+                tracing::info!(%action_id, ?step, "alert already decided; not acting again");
+                match step {
+                    NextStep::Execute => self.execute(&action_id, now_ms).await,
+                    NextStep::AskApproval => self.ask_approval(&action_id, now_ms).await,
+                    NextStep::None | NextStep::Verify => Ok(()),
+                }
+            }
+            Plan::ReadDeployment { model } => {
+                // `decide` reads it; a plan with the deployment never asks again.
+                Err(RemediatorError::Unavailable(format!("deployment of {model} not read")))
+            }
+            Plan::Decided(d) => {
+                let plan::Decided { record, outcome, .. } = *d;
+                let id = record.action_id.clone();
+                self.record(record).await?;
+                match outcome {
+                    Outcome::Notified | Outcome::Refused | Outcome::Failed | Outcome::DryRun => Ok(()),
+                    Outcome::AwaitApproval => self.ask_approval(&id, now_ms).await,
+                    Outcome::Execute => {
+                        if !self.settings.pause_after_planned.is_zero() {
+                            tracing::warn!(action_id = %id, pause = ?self.settings.pause_after_planned, "test pause after PLANNED");
+                            tokio::time::sleep(self.settings.pause_after_planned).await;
+                        }
+                        self.execute(&id, now_ms).await
+                    }
+                }
+            }
         }
-        let approval = self.settings.guards.needs_approval(kind);
-        let mut planned = base_record(
-            alert,
-            &id,
-            kind,
-            ActionDecision::Planned,
-            format!("{}: {} fired: {}", rule.name, alert.r#type, target.describe()),
-            now_ms,
-        );
-        planned.dry_run = self.settings.dry_run;
-        planned.params = target.to_params();
-        planned.params.insert("rule".into(), rule.name.clone());
-        planned
-            .params
-            .insert("alert_starts_at_ms".into(), alert.starts_at_ms.to_string());
-        if let Some(v) = version
-            && planned.model_version.is_empty()
-        {
-            planned.model_version = v;
+    }
+
+    /// Publishes what a plan produced, in order.
+    async fn publish(&mut self, effects: Vec<Effect>) -> Result<(), RemediatorError> {
+        for effect in effects {
+            match effect {
+                Effect::Record(r) => self.record(r).await?,
+                Effect::Alert(a) => self.publish_alert(&a).await?,
+            }
         }
-        if approval {
-            planned.params.insert(APPROVAL_REQUIRED.into(), "true".into());
-        }
-        self.record(planned).await?;
-        if self.settings.dry_run {
-            return Ok(());
-        }
-        if approval {
-            return self.ask_approval(&id, now_ms).await;
-        }
-        if !self.settings.pause_after_planned.is_zero() {
-            tracing::warn!(action_id = %id, pause = ?self.settings.pause_after_planned, "test pause after PLANNED");
-            tokio::time::sleep(self.settings.pause_after_planned).await;
-        }
-        self.execute(&id, now_ms).await
+        Ok(())
     }
 
     async fn ask_approval(&mut self, id: &str, now_ms: i64) -> Result<(), RemediatorError> {
@@ -688,7 +599,7 @@ impl Core {
                     r.error = error;
                     return self.record(r).await;
                 }
-                let backoff = 1000i64 << attempts.min(10);
+                let backoff = retry_backoff_ms(attempts);
                 retry.next_ms = now_ms + backoff;
                 tracing::warn!(action_id = %id, attempts, %error, backoff_ms = backoff, "action call failed, will retry");
                 Ok(())
@@ -808,53 +719,6 @@ impl Core {
         }
     }
 
-    async fn on_resolved(&mut self, alert: &Alert, now_ms: i64) -> Result<(), RemediatorError> {
-        let matching: Vec<ActionRecord> = self
-            .ledger
-            .entries()
-            .filter(|e| e.last().alert_fingerprint == alert.fingerprint)
-            .filter(|e| {
-                e.next_step() == NextStep::Verify
-                    || e.decision() == ActionDecision::AwaitingApproval
-                    || (e.decision() == ActionDecision::VerificationFailed
-                        && e.planned().and_then(|p| p.params.get("alert_starts_at_ms"))
-                            == Some(&alert.starts_at_ms.to_string()))
-            })
-            .map(|e| e.last().clone())
-            .collect();
-        for last in matching {
-            if last.decision == ActionDecision::VerificationFailed as i32 {
-                // The alert resolved after all: close the RemediationFailed
-                // alert raised for it.
-                if let Some(raised) = remediation_failed_alert(&last, AlertStatus::Resolved, now_ms) {
-                    self.publish_alert(&raised).await?;
-                }
-                continue;
-            }
-            if last.decision == ActionDecision::AwaitingApproval as i32 {
-                // Nobody approved it in time and the problem went away: an
-                // approval now would act on a healthy model.
-                let r = next_record(
-                    &last,
-                    ActionDecision::Rejected,
-                    format!("{} resolved before approval: not needed any more", alert.r#type),
-                    now_ms,
-                );
-                self.record(r).await?;
-                continue;
-            }
-            let after_secs = (now_ms - last.at_ms).max(0) / 1000;
-            let r = next_record(
-                &last,
-                ActionDecision::Verified,
-                format!("{} resolved {after_secs} s after the action", alert.r#type),
-                now_ms,
-            );
-            self.record(r).await?;
-        }
-        Ok(())
-    }
-
     async fn publish_alert(&self, alert: &Alert) -> Result<(), RemediatorError> {
         self.sink
             .producer
@@ -880,57 +744,10 @@ impl Core {
                 self.execute(&id, now_ms).await?;
             }
         }
-        let window = self.settings.verify_window_ms;
-        for (id, executed) in self.ledger.overdue_verifications(now_ms, window) {
-            let Some(e) = self.ledger.get(&id) else { continue };
-            let last = e.last().clone();
-            let mut r = next_record(
-                &last,
-                ActionDecision::VerificationFailed,
-                format!(
-                    "{} still firing {} s after the action; not repeating it, raising {REMEDIATION_FAILED}",
-                    last.alert_type,
-                    window / 1000
-                ),
-                now_ms,
-            );
-            // Deterministic start, so a repeat after a crash has the same id.
-            r.params.insert(
-                "remediation_failed_starts_at_ms".into(),
-                (executed + window).to_string(),
-            );
-            if let Some(alert) = remediation_failed_alert(&r, AlertStatus::Firing, now_ms) {
-                self.publish_alert(&alert).await?;
-            }
-            self.record(r).await?;
-        }
-        self.ledger.prune(now_ms - self.memory_ms());
+        let effects = plan::overdue(&self.ledger, now_ms, self.settings.verify_window_ms);
+        self.publish(effects).await?;
+        self.ledger.prune(now_ms - self.settings.guards.memory_ms());
         Ok(())
-    }
-
-    /// How long finished actions stay in the ledger: long enough for every
-    /// guard that looks back (and no firing older than this is acted on).
-    fn memory_ms(&self) -> i64 {
-        let g = &self.settings.guards;
-        let secs = g.failed_memory_secs.max(g.cooldown_secs).max(3600);
-        i64::try_from(secs).unwrap_or(i64::MAX / 2000).saturating_mul(1000)
-    }
-
-    fn check_again(&self, last: &ActionRecord, now_ms: i64) -> Result<(), Refusal> {
-        let kind = ActionKind::try_from(last.kind).unwrap_or_default();
-        let planned = self.ledger.get(&last.action_id).and_then(|e| e.planned().cloned());
-        let to_replicas = planned
-            .as_ref()
-            .and_then(|p| p.params.get("to_replicas"))
-            .and_then(|v| v.parse().ok());
-        let p = Proposal {
-            action_id: &last.action_id,
-            model: &last.model,
-            kind,
-            alert_fingerprint: &last.alert_fingerprint,
-            to_replicas,
-        };
-        guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &p, now_ms)
     }
 
     fn conflict(&self, last: &ActionRecord, why: &str) -> RemediatorError {
@@ -964,7 +781,7 @@ impl Core {
             let r = next_record(&last, ActionDecision::Rejected, who(m.verb(), by, comment), now_ms);
             return self.record(r).await;
         }
-        if let Err(refusal) = self.check_again(&last, now_ms) {
+        if let Err(refusal) = plan::recheck(&self.context(), &last, now_ms) {
             let reason = format!("{} but refused: {refusal}", who(m.verb(), by, comment));
             self.record(next_record(&last, ActionDecision::Refused, reason, now_ms))
                 .await?;
@@ -975,71 +792,6 @@ impl Core {
         r.dry_run = false;
         self.record(r).await?;
         self.execute(id, now_ms).await
-    }
-
-    async fn preview(&mut self, alert: &Alert, now_ms: i64) -> PlanPreview {
-        let mut out = PlanPreview {
-            rule: None,
-            kind: None,
-            target: None,
-            params: BTreeMap::new(),
-            outcome: "nothing",
-            reason: "no rule matches this alert".into(),
-        };
-        let Some(rule) = policy::select(&self.settings.rules, alert).cloned() else {
-            return out;
-        };
-        let kind = rule.action.kind();
-        out.rule = Some(rule.name.clone());
-        out.kind = Some(kind_name(kind));
-        let model = alert.labels.get("model").cloned().unwrap_or_default();
-        let id = policy::action_id(&alert.id, kind_name(kind));
-        let mut proposal = Proposal {
-            action_id: &id,
-            model: &model,
-            kind,
-            alert_fingerprint: &alert.fingerprint,
-            to_replicas: None,
-        };
-        if let Err(r) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &proposal, now_ms) {
-            out.outcome = "refuse";
-            out.reason = r.to_string();
-            return out;
-        }
-        let target = match kind {
-            ActionKind::Notify => Ok(Target::Notify),
-            ActionKind::Retrain => Ok(Target::Webhook),
-            _ => match self.serving.get_deployment(&model).await {
-                Ok(d) => policy::target(&rule.action, &d, self.settings.guards.max_replicas).map_err(|e| e.to_string()),
-                Err(s) => Err(format!("cannot read the deployment: {s}")),
-            },
-        };
-        let target = match target {
-            Ok(t) => t,
-            Err(e) => {
-                out.outcome = "refuse";
-                out.reason = e;
-                return out;
-            }
-        };
-        out.target = Some(target.describe());
-        out.params = target.to_params().into_iter().collect();
-        if let Target::Replicas { to, .. } = target {
-            proposal.to_replicas = Some(to);
-        }
-        if let Err(r) = guards::check(&self.settings.guards, self.kill_switch, &self.ledger, &proposal, now_ms) {
-            out.outcome = "refuse";
-            out.reason = r.to_string();
-            return out;
-        }
-        (out.outcome, out.reason) = if self.settings.dry_run {
-            ("dry_run", "dry-run mode: the action would be planned only".into())
-        } else if self.settings.guards.needs_approval(kind) {
-            ("await_approval", "the action would wait for approval".into())
-        } else {
-            ("execute", "every guard passes".into())
-        };
-        out
     }
 }
 
@@ -1052,46 +804,116 @@ fn who(what: &str, by: &str, comment: &str) -> String {
     }
 }
 
-/// The `RemediationFailed` alert for a failed verification (same
-/// fingerprint and id conventions as the analyzer's alerts).
-pub fn remediation_failed_alert(failed: &ActionRecord, status: AlertStatus, now_ms: i64) -> Option<Alert> {
-    let starts_at_ms: i64 = failed.params.get("remediation_failed_starts_at_ms")?.parse().ok()?;
-    let kind = kind_name(ActionKind::try_from(failed.kind).unwrap_or_default());
-    let mut labels = BTreeMap::new();
-    labels.insert("model".to_string(), failed.model.clone());
-    if !failed.model_version.is_empty() {
-        labels.insert("model_version".to_string(), failed.model_version.clone());
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::base_record;
+
+    fn settings() -> Settings {
+        Settings {
+            rules: crate::policy::default_rules(),
+            guards: GuardConfig::default(),
+            dry_run: false,
+            verify_window_ms: 300_000,
+            max_attempts: 5,
+            retrain: RetrainConfig::default(),
+            retrain_timeout: Duration::from_secs(1),
+            pause_after_planned: Duration::ZERO,
+            pause_after_call: Duration::ZERO,
+        }
     }
-    labels.insert("alert_type".to_string(), failed.alert_type.clone());
-    labels.insert("action".to_string(), kind.to_string());
-    let fingerprint = mlwatch_proto::identity::fingerprint(REMEDIATION_FAILED, &labels);
-    let id = mlwatch_proto::identity::alert_id(&fingerprint, status, starts_at_ms);
-    let mut annotations = HashMap::new();
-    annotations.insert(
-        "summary".to_string(),
-        format!(
-            "{kind} of {} did not resolve {} (action {})",
-            failed.model, failed.alert_type, failed.action_id
-        ),
-    );
-    annotations.insert("description".to_string(), failed.reason.clone());
-    Some(Alert {
-        id,
-        fingerprint,
-        status: status as i32,
-        r#type: REMEDIATION_FAILED.to_string(),
-        severity: Severity::High as i32,
-        labels: labels.into_iter().collect(),
-        annotations,
-        value: 1.0,
-        threshold: 0.0,
-        starts_at_ms,
-        ends_at_ms: if status == AlertStatus::Resolved { now_ms } else { 0 },
-        recommendations: vec![format!(
-            "look at {} by hand: the automatic {kind} did not help",
-            failed.model
-        )],
-        source: "remediator".into(),
-        generated_at_ms: now_ms,
-    })
+
+    fn record(id: &str, model: &str, kind: ActionKind, decision: ActionDecision, at_ms: i64) -> ActionRecord {
+        let alert = Alert {
+            id: format!("alert-{id}"),
+            labels: [("model".to_string(), model.to_string())].into(),
+            ..Default::default()
+        };
+        base_record(&alert, id, kind, decision, "why".into(), at_ms)
+    }
+
+    #[test]
+    fn errors_map_to_one_status_and_retry_hint() {
+        let cases = [
+            (RemediatorError::NotFound("x".into()), 404, false),
+            (RemediatorError::Refused(Refusal::KillSwitch), 409, false),
+            (RemediatorError::BadRequest("x".into()), 400, false),
+            (RemediatorError::Publish("x".into()), 503, true),
+            (RemediatorError::Unavailable("x".into()), 503, true),
+        ];
+        for (e, status, retry) in cases {
+            assert_eq!(e.http_status(), status, "{e}");
+            assert_eq!(e.retry_hint() == mlwatch_common::RetryHint::Retry, retry, "{e}");
+        }
+        assert_eq!(
+            RemediatorError::Refused(Refusal::KillSwitch).to_string(),
+            "refused: kill switch engaged"
+        );
+    }
+
+    #[test]
+    fn manual_verbs_and_who() {
+        assert_eq!(Manual::from_path("approve"), Some(Manual::Approve));
+        assert_eq!(Manual::from_path("reject"), Some(Manual::Reject));
+        assert_eq!(Manual::from_path("execute"), Some(Manual::Execute));
+        assert_eq!(Manual::from_path("delete"), None);
+        assert_eq!(
+            who(Manual::Approve.verb(), "alice", " v3 is bad "),
+            "approved by alice: v3 is bad"
+        );
+        assert_eq!(who(Manual::Execute.verb(), " ", ""), "executed by hand by anonymous");
+        assert!(Manual::Execute.precondition().contains("dry-run"));
+    }
+
+    #[test]
+    fn records_as_json() {
+        let mut r = record("a", "fraud", ActionKind::Rollback, ActionDecision::AwaitingApproval, 7);
+        r.params.insert("to_version".into(), "v2".into());
+        let j = record_json(&r);
+        assert_eq!(j["kind"], "rollback");
+        assert_eq!(j["decision"], "awaiting_approval");
+        assert_eq!(j["params"]["to_version"], "v2");
+        assert_eq!(j["model"], "fraud");
+        let mut l = Ledger::default();
+        l.apply(r);
+        let e = entry_json(l.get("a").unwrap());
+        assert_eq!(e["state"], "awaiting_approval");
+        assert_eq!(e["records"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn guard_state_counts_committed_actions_only() {
+        let s = settings();
+        let mut l = Ledger::default();
+        l.apply(record("a", "fraud", ActionKind::Scale, ActionDecision::Planned, 0));
+        l.apply(record("n", "fraud", ActionKind::Notify, ActionDecision::Executed, 0));
+        let mut dry = record("d", "recsys", ActionKind::Scale, ActionDecision::Planned, 0);
+        dry.dry_run = true;
+        l.apply(dry);
+        let mut waiting = record("w", "recsys", ActionKind::Rollback, ActionDecision::Planned, 0);
+        waiting.params.insert(ledger::APPROVAL_REQUIRED.into(), "true".into());
+        l.apply(waiting.clone());
+        l.apply(plan::next_record(
+            &waiting,
+            ActionDecision::AwaitingApproval,
+            "ask".into(),
+            1,
+        ));
+        let g = guard_state(&s, true, &l, 60_000);
+        assert_eq!(g["kill_switch"], true);
+        assert_eq!(g["budget"]["used_last_hour"], 1);
+        assert_eq!(g["budget"]["used_last_hour_per_model"]["fraud"], 1);
+        assert_eq!(g["cooldowns"][0]["remaining_secs"], 540);
+        assert_eq!(g["awaiting_approval"][0], "w");
+        let later = guard_state(&s, false, &l, 3_600_000);
+        assert_eq!(later["budget"]["used_last_hour"], 0);
+        assert_eq!(later["cooldowns"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn retries_back_off_and_stop_growing() {
+        assert_eq!(retry_backoff_ms(1), 2_000);
+        assert_eq!(retry_backoff_ms(2), 4_000);
+        assert_eq!(retry_backoff_ms(10), retry_backoff_ms(40));
+    }
 }

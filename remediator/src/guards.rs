@@ -54,6 +54,14 @@ impl GuardConfig {
         self.require_approval.iter().any(|k| k == kind_name(kind))
     }
 
+    /// How long finished actions must stay in the ledger: the longest look
+    /// back of any guard (and at least an hour, for the budgets). A firing
+    /// older than this is never acted on.
+    pub fn memory_ms(&self) -> i64 {
+        let secs = self.failed_memory_secs.max(self.cooldown_secs).max(3600);
+        i64::try_from(secs).unwrap_or(i64::MAX / 2000).saturating_mul(1000)
+    }
+
     /// Checks the values a deserializer cannot; names the key.
     pub fn validate(&self) -> Result<(), (String, String)> {
         const KINDS: [&str; 4] = ["scale", "rollback", "shift_traffic", "retrain"];

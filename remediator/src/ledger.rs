@@ -15,6 +15,22 @@ use mlwatch_proto::v1::{ActionDecision, ActionKind, ActionRecord};
 /// Parameter set on a `PLANNED` record whose action needs approval.
 pub const APPROVAL_REQUIRED: &str = "approval_required";
 
+/// Short lowercase name of a decision, used in the API and metrics.
+pub fn decision_name(d: ActionDecision) -> &'static str {
+    match d {
+        ActionDecision::Unspecified => "unspecified",
+        ActionDecision::Planned => "planned",
+        ActionDecision::Refused => "refused",
+        ActionDecision::AwaitingApproval => "awaiting_approval",
+        ActionDecision::Approved => "approved",
+        ActionDecision::Rejected => "rejected",
+        ActionDecision::Executed => "executed",
+        ActionDecision::Failed => "failed",
+        ActionDecision::Verified => "verified",
+        ActionDecision::VerificationFailed => "verification_failed",
+    }
+}
+
 /// One action and its records, oldest first.
 #[derive(Debug, Clone)]
 pub struct Entry {

@@ -9,9 +9,17 @@
 //! - [`ledger`] (pure): each action's life rebuilt from its records: what
 //!   was decided, what waits for approval, what is left to carry out or to
 //!   verify.
-//! - [`engine`]: applies policy and guards to alerts, approvals and the
-//!   clock; carries actions out; verifies them; publishes `ActionRecord`s
-//!   on `mlwatch.actions.v1` and `RemediationFailed` alerts.
+//! - [`plan`] (pure): decide. From an alert, the policy, the guards, the
+//!   ledger and (when needed) the model's deployment, one [`plan::Plan`]:
+//!   nothing, resume an action already decided, the follow-ups of a
+//!   resolved alert, or a new action's first record (refused, failed,
+//!   notify, dry-run, awaiting approval, execute). Also what an overdue
+//!   verification and a person's approval decide.
+//! - [`engine`]: do. Reads the deployment when a plan asks for it, then
+//!   carries the plan out: publishes its `ActionRecord`s on
+//!   `mlwatch.actions.v1` and `RemediationFailed` alerts, calls the
+//!   platform or the webhook, retries, verifies. The live path and the
+//!   `POST /v1/plan` preview take the same plan, so they cannot disagree.
 //! - [`serving`]: the `ServingControl` gRPC client (deadlines, retries on
 //!   `UNAVAILABLE` only, request ids, TLS/mTLS).
 //! - [`replay`]: rebuilds the ledger from the actions topic at start-up.
@@ -26,6 +34,7 @@ pub mod api;
 pub mod engine;
 pub mod guards;
 pub mod ledger;
+pub mod plan;
 pub mod policy;
 pub mod replay;
 pub mod serving;
