@@ -6,7 +6,8 @@
 # Prometheus on loopback using the repo's rules, and asserts that every
 # PromQL expression of the dashboards and rules returns data (latency,
 # accuracy against baseline, label coverage and lag, drift per feature,
-# data quality, firing alerts, notifications, remediation actions).
+# data quality, firing alerts, notifications, remediation actions), and
+# that every service's /metrics passes `promtool check metrics`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,3 +70,19 @@ if ! python3 scripts/promql_check.py "http://127.0.0.1:$port" 240; then
   echo "--- prometheus log" >&2; tail -20 "$work/prometheus.log" >&2
   exit 1
 fi
+
+# Every service's live exposition passes promtool's lint (names, types,
+# help, reserved labels), now that every series exists.
+python3 - "$work/targets.json" >"$work/targets.txt" <<'PY'
+import json, sys
+for group in json.load(open(sys.argv[1])):
+    for t in group["targets"]:
+        print(group["labels"]["job"], t)
+PY
+while read -r job target; do
+  if ! curl -fsS "http://$target/metrics" | promtool check metrics; then
+    echo "prometheus-check: $job's /metrics fails promtool check metrics" >&2
+    exit 1
+  fi
+  echo "promtool check metrics: $job clean"
+done <"$work/targets.txt"

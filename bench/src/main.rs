@@ -36,6 +36,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 #[derive(Parser, Debug)]
+#[command(version)]
 #[command(about = "Measure mlwatch against the broker's own ceiling")]
 struct Args {
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]

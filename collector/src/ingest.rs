@@ -302,11 +302,7 @@ impl Ingestor {
     /// Records a rejection in the collector's own metrics.
     pub fn count_rejections(&self, kind: &str, rejected: &[Rejection]) {
         for r in rejected {
-            let reason = if r.field.is_empty() {
-                "body"
-            } else {
-                r.field.split('.').next().unwrap_or("")
-            };
+            let reason = rejection_label(&r.field);
             self.metrics.events.with_label_values(&[kind, "rejected", reason]).inc();
         }
     }
@@ -494,9 +490,52 @@ struct Handles {
     predictions: prometheus::Histogram,
 }
 
+/// The fields of the public event shape: the only values the `reason`
+/// label of a rejection takes besides `body` and `other_field`, so a
+/// client's unknown field names never become label values.
+const EVENT_FIELDS: &[&str] = &[
+    "event_id",
+    "model",
+    "model_version",
+    "endpoint",
+    "timestamp",
+    "latency_ms",
+    "status",
+    "error",
+    "batch_size",
+    "prediction",
+    "features",
+    "tags",
+    "label",
+    "value",
+];
+
+/// The `reason` label of a rejection of `field` (a path like
+/// `features.amount`): its top-level field when the event shape has it.
+fn rejection_label(field: &str) -> &'static str {
+    if field.is_empty() {
+        return "body";
+    }
+    let top = field.split(['.', '[']).next().unwrap_or("");
+    EVENT_FIELDS
+        .iter()
+        .find(|f| **f == top)
+        .copied()
+        .unwrap_or("other_field")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejection_labels_come_from_a_fixed_set() {
+        assert_eq!(rejection_label(""), "body");
+        assert_eq!(rejection_label("features.amount"), "features");
+        assert_eq!(rejection_label("latency_ms"), "latency_ms");
+        assert_eq!(rejection_label("x-attacker-chosen-42"), "other_field");
+        assert_eq!(rejection_label("tags[9]"), "tags");
+    }
 
     #[test]
     fn spans_find_borrowed_text_again() {

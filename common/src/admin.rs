@@ -1,5 +1,5 @@
 //! The admin HTTP server every service runs: `/metrics` (Prometheus text
-//! from the registry passed in), `/healthz` (the process is alive),
+//! from the registry passed in, plus the `process_*` and build lines), `/healthz` (the process is alive),
 //! `/readyz` (the service is ready for traffic), plus the service's own
 //! routes merged in.
 
@@ -37,7 +37,9 @@ pub fn render(registry: &Registry) -> String {
     if let Err(error) = encoder.encode(&registry.gather(), &mut buf) {
         tracing::warn!(%error, "cannot encode metrics");
     }
-    String::from_utf8(buf).unwrap_or_default()
+    let mut text = String::from_utf8(buf).unwrap_or_default();
+    text.push_str(&crate::process::render());
+    text
 }
 
 /// The admin routes, to be merged with the service's own.

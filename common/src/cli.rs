@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, EXIT_BAD_CONFIG};
 use crate::telemetry::{self, LogConfig};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 struct Args {
     /// TOML configuration file; `MLWATCH_<SECTION>__<KEY>` variables override it.
     #[arg(long, short, env = "MLWATCH_CONFIG")]
@@ -26,13 +26,18 @@ pub trait HasLog {
 }
 
 /// Runs a service binary. `sections` are the config's top-level sections.
-pub fn main<C, F, Fut>(name: &str, sections: &[&str], run: F) -> !
+pub fn main<C, F, Fut>(name: &'static str, sections: &[&str], run: F) -> !
 where
     C: DeserializeOwned + Serialize + Default + HasLog,
     F: FnOnce(C, CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), crate::ServiceError>>,
 {
-    let args = Args::parse();
+    // `--version` names the service and the release it was built from.
+    let matches = Args::command()
+        .name(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let config: C = match config::load(args.config.as_deref(), sections) {
         Ok(c) => c,
         Err(error) => {

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;
 

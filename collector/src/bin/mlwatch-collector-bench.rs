@@ -25,6 +25,7 @@ use rdkafka::producer::FutureRecord;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
+#[command(version)]
 #[command(name = "mlwatch-collector-bench")]
 struct Args {
     /// Events per throughput phase.

@@ -12,6 +12,7 @@ use mlwatch_collector::replay::{self, Options};
 use mlwatch_collector::security::Secret;
 
 #[derive(Parser)]
+#[command(version)]
 #[command(
     name = "mlwatch-replay",
     about = "Replay a JSON Lines file of events through the collector"

@@ -15,6 +15,7 @@ use mlwatch_demo::scenario::{self, ScenarioOptions};
 use mlwatch_demo::stack::{QualityWindows, Stack, StackOptions};
 
 #[derive(Parser, Debug)]
+#[command(version)]
 #[command(about = "Run mlwatch locally and watch three incidents travel end to end")]
 struct Args {
     /// Kafka-API broker to use.

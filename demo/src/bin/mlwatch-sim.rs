@@ -14,7 +14,11 @@ use mlwatch_testkit::sim::{ModelSim, SimPlatform};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(about = "Simulated serving platform and traffic generator for mlwatch")]
+#[command(version)]
+#[command(
+    name = "mlwatch-sim",
+    about = "Simulated serving platform and traffic generator for mlwatch"
+)]
 struct Args {
     /// Address of the ServingControl gRPC server.
     #[arg(long, default_value = "127.0.0.1:50051", env = "MLWATCH_SIM_LISTEN")]

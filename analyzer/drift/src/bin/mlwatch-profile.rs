@@ -16,6 +16,7 @@ use mlwatch_analyzer_drift::ingest::{self, Columns, Format};
 use mlwatch_analyzer_drift::{BuildOptions, FeatureProfile, Profile, ProfileBuilder};
 
 #[derive(Parser)]
+#[command(version)]
 #[command(
     name = "mlwatch-profile",
     about = "Build and inspect mlwatch drift reference profiles"

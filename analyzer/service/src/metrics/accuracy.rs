@@ -36,9 +36,9 @@ impl AccuracyMetrics {
             lag: GaugeVec::new(
                 Opts::new(
                     "ml_model_label_lag_seconds",
-                    "Label lag (label time - prediction time) quantiles over the decay window",
+                    "Label lag (label time - prediction time) percentiles over the decay window (label percentile: p50, p90, p99; a gauge, so not named quantile)",
                 ),
-                &["model_name", "model_version", "quantile"],
+                &["model_name", "model_version", "percentile"],
             )?,
             join: IntCounterVec::new(
                 Opts::new("mlwatch_analyzer_label_join_total", "Label join outcomes"),
@@ -105,7 +105,7 @@ impl AccuracyMetrics {
                 continue;
             }
             if let Some(l) = &w.label_lag {
-                for (q, v) in [("0.5", l.p50_secs), ("0.9", l.p90_secs), ("0.99", l.p99_secs)] {
+                for (q, v) in [("p50", l.p50_secs), ("p90", l.p90_secs), ("p99", l.p99_secs)] {
                     self.lag
                         .with_label_values(&[&w.series.model, &w.series.model_version, q])
                         .set(v);
@@ -210,7 +210,7 @@ mod tests {
         let lag: f64 = text
             .lines()
             .find_map(|l| {
-                l.strip_prefix(r#"ml_model_label_lag_seconds{model_name="fraud",model_version="v3",quantile="0.5"} "#)
+                l.strip_prefix(r#"ml_model_label_lag_seconds{model_name="fraud",model_version="v3",percentile="p50"} "#)
             })
             .expect("lag gauge")
             .parse()
