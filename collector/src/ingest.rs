@@ -490,35 +490,18 @@ struct Handles {
     predictions: prometheus::Histogram,
 }
 
-/// The fields of the public event shape: the only values the `reason`
-/// label of a rejection takes besides `body` and `other_field`, so a
-/// client's unknown field names never become label values.
-const EVENT_FIELDS: &[&str] = &[
-    "event_id",
-    "model",
-    "model_version",
-    "endpoint",
-    "timestamp",
-    "latency_ms",
-    "status",
-    "error",
-    "batch_size",
-    "prediction",
-    "features",
-    "tags",
-    "label",
-    "value",
-];
-
 /// The `reason` label of a rejection of `field` (a path like
-/// `features.amount`): its top-level field when the event shape has it.
+/// `features.amount`): its top-level field when the public event shape has
+/// it, else `other_field`, so a client's unknown field names never become
+/// label values.
 fn rejection_label(field: &str) -> &'static str {
     if field.is_empty() {
         return "body";
     }
     let top = field.split(['.', '[']).next().unwrap_or("");
-    EVENT_FIELDS
+    crate::validate::INFERENCE_FIELDS
         .iter()
+        .chain(crate::validate::LABEL_FIELDS)
         .find(|f| **f == top)
         .copied()
         .unwrap_or("other_field")

@@ -111,7 +111,8 @@ pub fn split_body(body: &[u8]) -> Result<Vec<Result<Value, Rejection>>, Rejectio
         .collect())
 }
 
-const INFERENCE_FIELDS: &[&str] = &[
+/// The fields of an inference event in the public JSON shape.
+pub const INFERENCE_FIELDS: &[&str] = &[
     "event_id",
     "model",
     "model_version",
@@ -126,7 +127,8 @@ const INFERENCE_FIELDS: &[&str] = &[
     "tags",
 ];
 
-const LABEL_FIELDS: &[&str] = &["event_id", "model", "timestamp", "label", "value"];
+/// The fields of a label event in the public JSON shape.
+pub const LABEL_FIELDS: &[&str] = &["event_id", "model", "timestamp", "label", "value"];
 
 /// Converts one JSON value to an inference event and validates it.
 pub fn inference_from_json(
