@@ -57,9 +57,42 @@ impl<'de> Deserialize<'de> for Secret {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Accepted bearer tokens (e.g. one per team). Empty: no authentication.
+    /// A list, or one string holding a token or several separated by
+    /// commas (`MLWATCH_AUTH__BEARER_TOKENS=team-a-token,team-b-token`).
     /// Clients send `Authorization: Bearer <token>` (HTTP) or the
     /// `authorization` metadata (gRPC).
+    #[serde(deserialize_with = "list_or_comma_separated")]
     pub bearer_tokens: Vec<Secret>,
+}
+
+/// Tokens from a list, or from one comma-separated string (bearer tokens
+/// hold no commas).
+fn list_or_comma_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    struct Tokens;
+    impl<'de> serde::de::Visitor<'de> for Tokens {
+        type Value = Vec<Secret>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of tokens or a comma-separated string of tokens")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(Secret::new)
+                .collect())
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut tokens = Vec::new();
+            while let Some(token) = seq.next_element()? {
+                tokens.push(token);
+            }
+            Ok(tokens)
+        }
+    }
+    d.deserialize_any(Tokens)
 }
 
 /// The configured tokens as digests; cheap to clone.

@@ -24,8 +24,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-/// The `[kafka]` section shared by every service.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The `[kafka]` section shared by every service. Its `Debug` form shows
+/// pass-through settings named as secrets (`sasl.password`, ...) as
+/// `<redacted>`.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
@@ -51,6 +53,32 @@ pub struct KafkaConfig {
     /// How long a produce may wait for the broker's acknowledgement.
     #[serde(default = "default_produce_timeout_ms")]
     pub produce_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let client: BTreeMap<&str, &str> = self
+            .client
+            .iter()
+            .map(|(k, v)| {
+                let shown = if crate::secrets::is_secret_name(k) {
+                    "<redacted>"
+                } else {
+                    v
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("client", &client)
+            .field("topics", &self.topics)
+            .field("create_topics", &self.create_topics)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("produce_timeout_ms", &self.produce_timeout_ms)
+            .finish()
+    }
 }
 
 fn default_bootstrap() -> String {
@@ -544,4 +572,20 @@ pub fn decode<M: prost::Message + Default>(message: &BorrowedMessage<'_>) -> Res
         .payload()
         .ok_or_else(|| HandleError::Poison("empty payload".into()))?;
     M::decode(payload).map_err(|e| HandleError::Poison(format!("undecodable protobuf: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secret_pass_through_settings() {
+        let mut config = KafkaConfig::default();
+        config.client.insert("sasl.password".into(), "s3cr3t-1".into());
+        config.client.insert("ssl.key.pem".into(), "s3cr3t-2".into());
+        config.client.insert("security.protocol".into(), "SASL_SSL".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("SASL_SSL") && shown.contains("sasl.password"), "{shown}");
+    }
 }

@@ -7,6 +7,8 @@
 //!   creation, an idempotent producer, and the at-least-once consume loop with
 //!   dead-lettering of poison messages.
 //! - [`auth`]: secrets that never print and bearer-token authentication.
+//! - [`secrets`]: which configuration keys hold secrets, one rule for config
+//!   errors and logged settings.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`) that
 //!   each service extends with its own routes.
 //! - [`shutdown`]: one root cancellation token fired by SIGTERM/SIGINT.
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod kafka;
 pub mod process;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 

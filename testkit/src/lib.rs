@@ -24,6 +24,11 @@
 //!   until it shows something ([`scrape_until`]).
 //! - HTTP ([`http`]): GET (JSON, text, status; [`http::poll_json`] until an
 //!   answer satisfies a test) and POST of JSON against a service's API.
+//! - Secrets in configuration errors ([`secrets`]): each secret-bearing
+//!   key given a wrong type, from a TOML file and from the environment,
+//!   must fail naming the key, never the value, in-process
+//!   ([`secrets::assert_hidden`]) and from the binary (exit 64,
+//!   [`secrets::assert_binary_hides`]).
 //! - The rest: [`setup`] (logs, private topics, a shutdown token: the
 //!   first line of most tests), [`loopback`] (port 0), [`temp_dir`]
 //!   (removed when dropped), [`init_logs`].
@@ -32,6 +37,7 @@ pub mod broker;
 pub mod http;
 pub mod kafka;
 pub mod receiver;
+pub mod secrets;
 pub mod sim;
 pub mod smtp;
 pub mod wait;

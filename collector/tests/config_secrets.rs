@@ -1,0 +1,16 @@
+//! Each secret-bearing key of the collector's configuration given a wrong
+//! type, from a TOML file and from the environment: the error names the
+//! key, never the value; the binary exits with code 64.
+
+use mlwatch_collector::{Config, SECTIONS};
+use mlwatch_testkit::secrets::{self, BEARER_TOKENS, KAFKA_CLIENT};
+
+#[test]
+fn every_secret_key_of_the_wrong_type_is_named_but_not_shown() {
+    secrets::assert_hidden::<Config>(SECTIONS, &[&[BEARER_TOKENS], KAFKA_CLIENT]);
+}
+
+#[test]
+fn the_binary_exits_64_without_showing_the_token() {
+    secrets::assert_binary_hides(env!("CARGO_BIN_EXE_mlwatch-collector"), &BEARER_TOKENS);
+}
