@@ -97,8 +97,10 @@ impl Serving {
         };
         let mut ep = Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| bad(e.to_string()))?
-            .connect_timeout(deadline)
-            .timeout(deadline);
+            // The deadline is enforced per call in `retrying` (as
+            // DEADLINE_EXCEEDED); a channel-wide timeout would surface as
+            // CANCELLED, which reads as a failure, not a retryable one.
+            .connect_timeout(deadline);
         let wants_tls = endpoint.starts_with("https://");
         let has_tls_settings = *tls != TlsConfig::default();
         if has_tls_settings && !wants_tls {
@@ -123,7 +125,16 @@ impl Serving {
         loop {
             // Every attempt gets what is left of the one deadline.
             let left = self.deadline.saturating_sub(started.elapsed());
-            match call(self.client.clone(), left).await {
+            let answer = match tokio::time::timeout(left, call(self.client.clone(), left)).await {
+                Ok(answer) => answer.map_err(deadline_as_such),
+                // The platform may have applied the call: the request id
+                // makes trying it again act once.
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "no answer within the {} ms deadline",
+                    self.deadline.as_millis()
+                ))),
+            };
+            match answer {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(status) if status.code() == Code::Unavailable && started.elapsed() + backoff < self.deadline => {
                     tracing::debug!(%status, ?backoff, "serving platform unavailable, retrying");
@@ -184,6 +195,17 @@ fn mutating<T>(message: T, request_id: &str, left: Duration) -> tonic::Request<T
     req
 }
 
+/// A call cut by its own deadline is DEADLINE_EXCEEDED, whatever layer
+/// noticed (tonic reports a client-side timeout as CANCELLED).
+fn deadline_as_such(status: Status) -> Status {
+    let timed_out = status.code() == Code::Cancelled && status.message().to_ascii_lowercase().contains("timeout");
+    if timed_out {
+        Status::deadline_exceeded(status.message().to_string())
+    } else {
+        status
+    }
+}
+
 /// Whether a failed call may succeed when tried again later.
 pub fn is_transient(status: &Status) -> bool {
     matches!(
@@ -195,6 +217,18 @@ pub fn is_transient(status: &Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeout_is_a_deadline_and_transient() {
+        let cut = deadline_as_such(Status::cancelled("Timeout expired"));
+        assert_eq!(cut.code(), Code::DeadlineExceeded);
+        assert!(is_transient(&cut));
+        assert_eq!(
+            deadline_as_such(Status::cancelled("operator cancelled")).code(),
+            Code::Cancelled
+        );
+        assert!(!is_transient(&Status::invalid_argument("x")));
+    }
 
     #[test]
     fn tls_settings_need_https() {

@@ -48,6 +48,34 @@ async fn unavailable_platform_is_retried_with_the_same_request_id() {
     shutdown.cancel();
 }
 
+/// A platform that applies a call but answers after the client's deadline:
+/// the deadline is a transient failure, the call is tried again on a later
+/// tick with the same request id, the platform answers it as a duplicate,
+/// and the action ends EXECUTED, applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_is_retried_and_acts_once() {
+    let (kafka, suffix, shutdown, sim, addr) = fixture("rem-deadline").await;
+    sim.add_model(ModelSim::new("fraud", "v3", 2, 114.0));
+    let mut cfg = Config::for_test(&kafka, &suffix, addr);
+    cfg.serving.timeout_ms = 500;
+    cfg.remediator.max_attempts = 4;
+    let rem = Remediator::start(cfg).await;
+
+    sim.answer_late(1, std::time::Duration::from_millis(1_500));
+    let t0 = mlwatch_common::now_ms();
+    publish(&kafka, &firing("HighP99Latency", Severity::High, "fraud", t0)).await;
+    let actions = api_until(&rem.api, 60, "EXECUTED", |a| with_decision(a, "executed").len() == 1).await;
+    assert!(with_decision(&actions, "failed").is_empty(), "{actions:?}");
+    let calls = sim.calls();
+    assert!(calls.len() >= 2, "the late call was not tried again: {calls:?}");
+    assert!(calls.iter().all(|c| c.request_id == calls[0].request_id), "{calls:?}");
+    assert_eq!(sim.applied_calls().len(), 1, "applied more than once: {calls:?}");
+    assert!(calls[1..].iter().all(|c| c.duplicate), "{calls:?}");
+    assert_eq!(sim.model("fraud").unwrap().deployment.replicas, 3);
+    rem.stop().await;
+    shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_calls_the_retraining_webhook_once() {
     let (kafka, suffix, shutdown, _sim, addr) = fixture("rem-retrain").await;

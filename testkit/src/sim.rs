@@ -138,6 +138,9 @@ struct Inner {
     fail_next: u32,
     /// Mutating calls answered `UNAVAILABLE` so far.
     unavailable_answers: u32,
+    /// Mutating calls still to be applied at once but answered late.
+    late_next: u32,
+    late_by: std::time::Duration,
 }
 
 /// The simulated platform; cheap to clone.
@@ -195,6 +198,28 @@ impl SimPlatform {
     /// is briefly away) without being applied.
     pub fn fail_next(&self, n: u32) {
         self.lock().fail_next = n;
+    }
+
+    /// The next `n` mutating calls are applied at once but answered only
+    /// after `by` (a platform slower than its client's deadline).
+    pub fn answer_late(&self, n: u32, by: std::time::Duration) {
+        let mut inner = self.lock();
+        inner.late_next = n;
+        inner.late_by = by;
+    }
+
+    /// Holds the answer of a call that must be late.
+    async fn late(&self) {
+        let wait = {
+            let mut inner = self.lock();
+            (inner.late_next > 0).then(|| {
+                inner.late_next -= 1;
+                inner.late_by
+            })
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// How many mutating calls were answered `UNAVAILABLE`.
@@ -324,6 +349,7 @@ impl ServingControl for SimPlatform {
                 d.replicas = replicas;
                 Ok(())
             })?;
+        self.late().await;
         Ok(Response::new(ScaleResponse {
             deployment: Some(deployment),
             duplicate,
@@ -352,6 +378,7 @@ impl ServingControl for SimPlatform {
             d.traffic_percent.insert(target, 100.0);
             Ok(())
         })?;
+        self.late().await;
         Ok(Response::new(RollbackResponse {
             deployment: Some(deployment),
             duplicate,
@@ -372,6 +399,7 @@ impl ServingControl for SimPlatform {
                 m.deployment.traffic_percent = split.clone();
                 Ok(())
             })?;
+        self.late().await;
         Ok(Response::new(SetTrafficResponse {
             deployment: Some(deployment),
             duplicate,
