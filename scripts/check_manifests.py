@@ -5,7 +5,7 @@ Every Deployment: a container port named `admin`, readiness `/readyz` and
 liveness `/healthz` probes on it, resource requests, a selector matching the
 pod labels, a ConfigMap providing the file that `--config` names, and
 `MLWATCH_<SECTION>__<KEY>` variables whose section the service knows (read
-from the service's `SECTIONS` in its `src/lib.rs`). Every Service selects a
+from the service's `SECTIONS` in its crate's `src/`). Every Service selects a
 Deployment and targets named container ports. Exits 1 listing problems.
 """
 import glob
@@ -19,7 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def sections(service):
-    src = open(os.path.join(ROOT, service, "src", "lib.rs")).read()
+    # The analyzer's service crate sits beside its libraries.
+    crate = os.path.join(ROOT, service, "service") if service == "analyzer" else os.path.join(ROOT, service)
+    src = "".join(open(p).read() for p in sorted(glob.glob(os.path.join(crate, "src", "*.rs"))))
     m = re.search(r"pub const SECTIONS: &\[&str\] = &\[(.*?)\];", src, re.S)
     return set(re.findall(r'"([a-z_]+)"', m.group(1))) if m else set()
 

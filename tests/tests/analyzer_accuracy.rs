@@ -293,6 +293,39 @@ async fn delayed_labels_with(backend: JoinBackend, name: &str) {
     assert!(acc["firing"].as_bool().unwrap(), "{acc}");
     assert!(!r["last_alerts"].as_array().unwrap().is_empty(), "{r}");
 
+    // Every signal's firing alerts are served (kept with the partition's
+    // checkpoint across the restart above): the alerts API lists the decay
+    // as active, /v1/models lists its type for the version.
+    let fingerprint = first.fingerprint.clone();
+    within(30, "the decay among the active alerts", async {
+        loop {
+            let v = get(&client, &format!("{api}/v1/alerts?model=fraud")).await;
+            let active = v["active"].as_array().unwrap();
+            let models = get(&client, &format!("{api}/v1/models")).await;
+            let listed = models["models"].as_array().unwrap().iter().any(|s| {
+                s["model"] == "fraud"
+                    && s["segment"] == ""
+                    && s["alerts_firing"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|t| t == "AccuracyDecay")
+            });
+            if active
+                .iter()
+                .any(|a| a["fingerprint"] == fingerprint.as_str() && a["type"] == "AccuracyDecay")
+                && listed
+            {
+                assert!(active.iter().all(|a| a["labels"]["model"] == "fraud"), "{v}");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let bad = get(&client, &format!("{api}/v1/alerts?limit=0")).await;
+    assert!(bad["error"].as_str().unwrap_or_default().contains("limit"), "{bad}");
+
     // The gauges are on /metrics.
     let metrics = mlwatch_testkit::scrape_until(
         &client,

@@ -171,6 +171,7 @@ async fn capture_profile(
 pub(crate) fn router(core: Shared, profiles: Option<Arc<ProfileTopic>>) -> Router {
     Router::new()
         .route("/v1/models", get(list_models))
+        .route("/v1/alerts", get(list_alerts))
         .route("/v1/models/{model}/latency", get(model_latency))
         .route("/v1/models/{model}/accuracy", get(model_accuracy))
         .route("/v1/models/{model}/decay", get(model_decay))
@@ -262,6 +263,32 @@ async fn model_join(State(core): State<Shared>, Path(model): Path<String>) -> Re
         return not_found(format!("model: no predictions seen for {model:?} on this instance"));
     }
     axum::Json(serde_json::json!({"model": model, "join": total})).into_response()
+}
+
+/// `GET /v1/alerts[?model=m][&limit=n]`: the alerts of every signal this
+/// instance published: `active` (firing, kept across restarts with the
+/// partition's checkpoint) and `recent` transitions of this process,
+/// newest first (`limit`, default 100, at most 1000).
+async fn list_alerts(State(core): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=crate::alerts::RECENT).contains(&n) => n,
+        Some(_) => {
+            return bad_request(format!(
+                "limit: {:?} is not a whole number from 1 to {}",
+                q["limit"],
+                crate::alerts::RECENT
+            ));
+        }
+    };
+    let model = q.get("model").map(String::as_str);
+    let core = consumer::lock(&core);
+    let book = core.alerts();
+    axum::Json(serde_json::json!({
+        "active": book.active(model),
+        "recent": book.recent(model, limit),
+    }))
+    .into_response()
 }
 
 async fn list_models(State(core): State<Shared>) -> Response {

@@ -17,7 +17,9 @@
 //! - [`checkpoint`]: partition checkpoints on a compacted topic.
 //! - [`profiles`]: drift reference profiles on a compacted topic, read in
 //!   full and followed by every instance.
-//! - `api`: the JSON API (models, latency, accuracy, drift, profiles).
+//! - [`alerts`]: the alerts published, active (checkpointed) and recent.
+//! - `api`: the JSON API (models, alerts, latency, accuracy, drift,
+//!   profiles).
 //! - [`metrics`]: every Prometheus gauge and counter.
 //! - this file: start-up and shutdown.
 //!
@@ -27,6 +29,7 @@
 //! `mlwatch_analyzer_drift::monitor` (decided per window by
 //! `mlwatch_analyzer_drift::part`).
 
+pub mod alerts;
 mod api;
 pub mod checkpoint;
 pub mod config;

@@ -36,6 +36,8 @@ use mlwatch_proto::v1::{Alert, InferenceStatus};
 use mlwatch_proto::view::{InferenceRef, LabelRef};
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::{AlertBook, AlertRecord};
+
 /// A message decoded outside the lock (`Err`: why it is poison); an
 /// inference event borrows from its message.
 // Not boxed: a box per event is the allocation the decoding avoids.
@@ -77,6 +79,9 @@ pub struct PartitionRecord {
     pub label_next_offset: i64,
     #[serde(flatten)]
     pub latency: LatencyPart,
+    /// The partition's alerts that are firing (published, not resolved).
+    #[serde(default)]
+    pub alerts: Vec<AlertRecord>,
 }
 
 /// Where a partition stands: its two offsets and its clock (a checkpoint is
@@ -187,6 +192,8 @@ pub struct Partitions {
     /// to `profiles` directly (no topic: unit tests, tools).
     captured: Option<tokio::sync::mpsc::UnboundedSender<Profile>>,
     outbox: Vec<(i32, Alert)>,
+    /// Alerts published: active per partition, recent per process.
+    alerts: AlertBook,
 }
 
 /// The prediction of a decoded inference event, as the join keeps it.
@@ -243,6 +250,7 @@ impl Partitions {
             captures: Captures::default(),
             captured: None,
             outbox: Vec::new(),
+            alerts: AlertBook::default(),
         }
     }
 
@@ -285,6 +293,7 @@ impl Partitions {
         let drift = DriftPart::restore(drift, &s.drift, &self.registry(), &self.profile_cache);
         let mut latency = record.latency;
         latency.reconcile(&s.latency);
+        self.alerts.restore(p, record.alerts);
         self.owned.insert(
             p,
             Partition {
@@ -309,6 +318,7 @@ impl Partitions {
     /// alerts not yet published go (the next owner replays them).
     pub fn remove(&mut self, p: i32) -> Option<Partition> {
         self.outbox.retain(|(q, _)| *q != p);
+        self.alerts.remove(p);
         self.owned.remove(&p)
     }
 
@@ -553,6 +563,7 @@ impl Partitions {
             events: part.events,
             label_next_offset: part.label_next_offset,
             latency: part.latency.clone(),
+            alerts: self.alerts.checkpoint(p),
         };
         Some((record, accuracy, part.drift.checkpoint()))
     }
@@ -573,7 +584,8 @@ impl Partitions {
     /// Drops the oldest alert once published (if it is still `id`).
     pub fn published(&mut self, id: &str) {
         if self.outbox.first().is_some_and(|(_, a)| a.id == id) {
-            self.outbox.remove(0);
+            let (p, alert) = self.outbox.remove(0);
+            self.alerts.published(p, &alert);
         }
     }
 
@@ -610,6 +622,19 @@ impl Partitions {
     /// Every tracked series, sorted by model, version, segment.
     pub fn series(&self) -> Vec<SeriesInfo> {
         let mut out: Vec<SeriesInfo> = self.owned.iter().flat_map(|(p, s)| s.latency.series(*p)).collect();
+        // Every signal's firing alerts, not only latency's.
+        let active = self.alerts.active(None);
+        for s in &mut out {
+            for a in active
+                .iter()
+                .filter(|a| a.concerns(&s.model, &s.model_version, &s.segment))
+            {
+                if !s.alerts_firing.contains(&a.alert_type) {
+                    s.alerts_firing.push(a.alert_type.clone());
+                }
+            }
+            s.alerts_firing.sort();
+        }
         out.sort_by(|a, b| (&a.model, &a.model_version, &a.segment).cmp(&(&b.model, &b.model_version, &b.segment)));
         out
     }
@@ -619,6 +644,11 @@ impl Partitions {
         self.owned.values().fold((0, 0), |(b, n), s| {
             (b + s.latency.heap_bytes(), n + s.latency.series_count())
         })
+    }
+
+    /// The alerts published by this instance (active and recent).
+    pub fn alerts(&self) -> &AlertBook {
+        &self.alerts
     }
 
     pub fn accuracy_config(&self) -> &AccuracyConfig {
