@@ -2,7 +2,10 @@
 //! collector whose in-flight budget is smaller than the offered load:
 //! three replays at once are pushed back with 429, retry with backoff, and
 //! in the end every valid event is on the broker, every bad line reported
-//! by its line number.
+//! by its line number. And a file mixing inferences and labels in arrival
+//! order, replayed through a recording proxy: full batches of each kind,
+//! each label sent only after the request holding its prediction was
+//! answered, every event once on the topics.
 
 mod support;
 
