@@ -1,8 +1,12 @@
 //! Replay: streams a JSON Lines file of inference and label events (the
 //! DESIGN.md shape) through the collector with the [`crate::client`], at a
 //! given rate or as fast as the collector takes them. Also how history is
-//! backfilled. Consecutive events of one kind go in one batch; a line that
-//! is not JSON is reported by its line number and skipped.
+//! backfilled. Inferences and labels go in full batches of their own, one
+//! request at a time; a label is sent only once the batch holding its
+//! prediction was acknowledged ([`order`], pure, decides the batches). A
+//! line that is not JSON is reported by its line number and skipped.
+
+pub mod order;
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +14,7 @@ use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 
 use crate::client::{Client, ClientError, Kind};
+use order::{Batch, Orderer};
 
 /// Whether a JSON event is a label event (it carries `label` or `value`
 /// and none of the inference-only fields) or an inference event.
@@ -64,8 +69,17 @@ pub struct Options {
     pub batch_size: usize,
 }
 
+/// The prediction an event names: its model and event id, when it has both.
+pub fn key_of(event: &Value) -> Option<(String, String)> {
+    let text = |field| event.get(field).and_then(Value::as_str).map(str::to_owned);
+    Some((text("model")?, text("event_id")?))
+}
+
+/// An event and its 1-based line number.
+type Line = (usize, Value);
+
 /// Replays every line of `input`; `progress` is called with the number of
-/// lines handled so far after each batch.
+/// lines read so far after each request.
 pub async fn replay(
     input: impl tokio::io::AsyncBufRead + Unpin,
     client: &Client,
@@ -76,12 +90,12 @@ pub async fn replay(
     let mut report = Report::default();
     let mut lines = input.lines();
     let mut line_no = 0usize;
-    let mut batch = Batch {
-        kind: Kind::Inferences,
-        events: Vec::new(),
-        lines: Vec::new(),
+    let mut order = Orderer::new(options.batch_size);
+    let sender = Sender {
+        client,
+        options,
+        started,
     };
-    let batch_size = options.batch_size.max(1);
     while let Some(line) = lines
         .next_line()
         .await
@@ -93,18 +107,14 @@ pub async fn replay(
         }
         match serde_json::from_str::<Value>(&line) {
             Ok(event) => {
-                let kind = kind_of(&event);
-                if kind != batch.kind && !batch.events.is_empty() {
-                    flush(client, &mut batch, &mut report, options, started).await?;
-                    progress(line_no as u64 - 1);
+                let key = key_of(&event);
+                match kind_of(&event) {
+                    Kind::Inferences => order.push_inference(key, (line_no, event)),
+                    Kind::Labels => order.push_label(key, (line_no, event)),
                 }
-                batch.kind = kind;
-                batch.events.push(event);
-                batch.lines.push(line_no);
-                if batch.events.len() >= batch_size {
-                    flush(client, &mut batch, &mut report, options, started).await?;
-                    progress(line_no as u64);
-                }
+                sender
+                    .drain(&mut order, &mut report, || progress(line_no as u64))
+                    .await?;
             }
             Err(e) => report.rejected.push(LineRejection {
                 line: line_no,
@@ -113,55 +123,56 @@ pub async fn replay(
             }),
         }
     }
-    if !batch.events.is_empty() {
-        flush(client, &mut batch, &mut report, options, started).await?;
-    }
+    order.finish();
+    sender
+        .drain(&mut order, &mut report, || progress(line_no as u64))
+        .await?;
     progress(line_no as u64);
     report.rejected.sort_by_key(|r| r.line);
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-/// Consecutive events of one kind and their line numbers.
-struct Batch {
-    kind: Kind,
-    events: Vec<Value>,
-    lines: Vec<usize>,
-}
-
-async fn flush(
-    client: &Client,
-    batch: &mut Batch,
-    report: &mut Report,
-    options: &Options,
+/// Sends the batches an [`Orderer`] has ready.
+struct Sender<'a> {
+    client: &'a Client,
+    options: &'a Options,
     started: Instant,
-) -> Result<(), ClientError> {
-    send(client, batch.kind, &mut batch.events, &mut batch.lines, report).await?;
-    pace(options, report, started).await;
-    Ok(())
 }
 
-async fn send(
-    client: &Client,
-    kind: Kind,
-    batch: &mut Vec<Value>,
-    lines: &mut Vec<usize>,
-    report: &mut Report,
-) -> Result<(), ClientError> {
-    let summary = client.send(kind, batch).await?;
-    report.sent += batch.len() as u64;
-    report.accepted += summary.accepted as u64;
-    report.retries += summary.retries;
-    report
-        .rejected
-        .extend(summary.rejected.into_iter().map(|r| LineRejection {
-            line: lines.get(r.index).copied().unwrap_or_default(),
-            field: r.field,
-            reason: r.reason,
-        }));
-    batch.clear();
-    lines.clear();
-    Ok(())
+impl Sender<'_> {
+    /// Sends every ready batch, one request at a time, acknowledging each
+    /// to `order` once the collector answered it, then keeps the pace.
+    async fn drain(
+        &self,
+        order: &mut Orderer<(String, String), Line>,
+        report: &mut Report,
+        mut progress: impl FnMut(),
+    ) -> Result<(), ClientError> {
+        while let Some(batch) = order.next_batch() {
+            self.send(batch, report).await?;
+            order.acknowledged();
+            pace(self.options, report, self.started).await;
+            progress();
+        }
+        Ok(())
+    }
+
+    async fn send(&self, batch: Batch<Line>, report: &mut Report) -> Result<(), ClientError> {
+        let (lines, events): (Vec<usize>, Vec<Value>) = batch.items.into_iter().unzip();
+        let summary = self.client.send(batch.kind, &events).await?;
+        report.sent += events.len() as u64;
+        report.accepted += summary.accepted as u64;
+        report.retries += summary.retries;
+        report
+            .rejected
+            .extend(summary.rejected.into_iter().map(|r| LineRejection {
+                line: lines.get(r.index).copied().unwrap_or_default(),
+                field: r.field,
+                reason: r.reason,
+            }));
+        Ok(())
+    }
 }
 
 /// Sleeps until `sent` events are due at the configured rate.

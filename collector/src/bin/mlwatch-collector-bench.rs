@@ -8,6 +8,11 @@
 //! 3. HTTP single-event latency at a fixed rate, measured open loop from
 //!    each request's scheduled send time (no coordinated omission).
 //!
+//! `mlwatch-collector-bench replay` instead measures `mlwatch-replay`: a
+//! merged file of inferences and labels in arrival order against a file of
+//! inferences alone of the same length, each through the in-process
+//! collector over HTTP, in messages per second.
+//!
 //! Prints the figures, last a single summary line. Broker:
 //! `KAFKA_BOOTSTRAP_SERVERS` or 127.0.0.1:9092. See docs/benchmarks-collector.md.
 
@@ -16,8 +21,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use futures::future::join_all;
-use mlwatch_collector::Config;
+use mlwatch_collector::client::{Client, ClientConfig};
 use mlwatch_collector::grpc_client::{EncodedClient, INFERENCES};
+use mlwatch_collector::replay::{self, Options};
+use mlwatch_collector::{Config, Running};
 use mlwatch_common::kafka::{KafkaConfig, Topics};
 use mlwatch_proto::v1::{FeatureValue, InferenceEvent, IngestInferencesRequest, Prediction, feature_value};
 use prost::Message as _;
@@ -28,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 #[command(version)]
 #[command(name = "mlwatch-collector-bench")]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Events per throughput phase.
     #[arg(long, default_value_t = 200_000)]
     events: usize,
@@ -49,6 +58,30 @@ struct Args {
     /// HTTP phase duration, seconds.
     #[arg(long, default_value_t = 10)]
     http_secs: u64,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Replay throughput: a merged file of inferences and labels in arrival
+    /// order against a file of inferences alone with as many lines.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Inference lines of the merged file.
+    #[arg(long, default_value_t = 200_000)]
+    inferences: usize,
+    /// Label lines of the merged file (one per inference at most), each
+    /// 1 to 2000 inferences after its prediction.
+    #[arg(long, default_value_t = 100_000)]
+    labels: usize,
+    /// Events per request (`mlwatch-replay --batch-size`).
+    #[arg(long, default_value_t = 500)]
+    batch_size: usize,
+    /// Alternating merged / one-kind rounds; the medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 fn event(i: usize) -> InferenceEvent {
@@ -168,15 +201,137 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// Topics of this run on the broker under test, and a collector in
+/// process publishing to them.
+async fn start_collector(suffix: &str, shutdown: &CancellationToken) -> anyhow::Result<(KafkaConfig, Running)> {
+    let kafka = KafkaConfig {
+        bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        topics: Topics::with_suffix(suffix),
+        ..KafkaConfig::default()
+    };
+    let mut config = Config::for_test(&kafka);
+    config.log.filter = "warn".into();
+    mlwatch_common::telemetry::init(&config.log);
+    let running = mlwatch_collector::start(config, shutdown.clone()).await?;
+    Ok((kafka, running))
+}
+
+/// A JSON Lines file: `inferences` inference events over 8 models and, in
+/// arrival order, `labels` labels (one per inference from the first,
+/// spread evenly), each 1 to 2000 inferences after its prediction (a
+/// fixed pseudo-random lag), so that labels are strewn among the
+/// inferences one or two at a time, as in a real arrival-order backfill.
+fn replay_file(inferences: usize, labels: usize) -> Vec<u8> {
+    let labels = labels.min(inferences);
+    let every = inferences.checked_div(labels).unwrap_or(usize::MAX);
+    let mut due = std::collections::BTreeMap::<usize, Vec<usize>>::new();
+    let mut out = Vec::with_capacity((inferences + labels) * 200);
+    let label = |out: &mut Vec<u8>, i: usize| {
+        let line = serde_json::json!({"event_id": format!("replay-{i}"), "model": format!("model-{}", i % 8), "label": ((i % 2) as u8).to_string()});
+        out.extend_from_slice(line.to_string().as_bytes());
+        out.push(b'\n');
+    };
+    let mut labelled = 0;
+    for i in 0..inferences {
+        let line = serde_json::json!({"event_id": format!("replay-{i}"), "model": format!("model-{}", i % 8),
+            "model_version": "v1", "latency_ms": (i % 100) as f64 + 0.5,
+            "prediction": {"score": (i % 1000) as f64 / 1000.0, "label": ((i % 2) as u8).to_string()},
+            "features": {"amount": (i * 31 % 997) as f64 / 7.0, "country": format!("c{}", i % 7), "is_new": i % 3 == 0}});
+        out.extend_from_slice(line.to_string().as_bytes());
+        out.push(b'\n');
+        if labelled < labels && i % every == 0 {
+            due.entry(i + 1 + lag(i as u64) as usize).or_default().push(i);
+            labelled += 1;
+        }
+        for p in due.remove(&i).unwrap_or_default() {
+            label(&mut out, p);
+        }
+    }
+    for p in due.into_values().flatten() {
+        label(&mut out, p);
+    }
+    out
+}
+
+/// A label's lag behind its prediction, in inferences: 0 to 1999, mixed
+/// by a multiplicative hash so that neighbouring labels do not bunch.
+fn lag(i: u64) -> u64 {
+    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x ^ (x >> 31)) % 2000
+}
+
+/// One replay of `file` through the collector: messages per second
+/// accepted.
+async fn replay_round(client: &Client, file: &[u8], batch_size: usize) -> anyhow::Result<(f64, u64)> {
+    let options = Options {
+        rate_per_sec: None,
+        batch_size,
+    };
+    let report = replay::replay(std::io::Cursor::new(file), client, &options, |_| {}).await?;
+    anyhow::ensure!(report.rejected.is_empty(), "rejected: {:?}", &report.rejected[..1]);
+    Ok((report.accepted as f64 / report.elapsed.as_secs_f64(), report.sent))
+}
+
+/// `replay`: merged and one-kind files alternated for `rounds` rounds
+/// (which goes first alternates too), medians and their ratio.
+async fn replay_bench(args: ReplayArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let (_kafka, running) = start_collector(&format!("bench-replay-{}", mlwatch_common::now_ms()), &shutdown).await?;
+    let merged = replay_file(args.inferences, args.labels);
+    let lines = args.inferences + args.labels.min(args.inferences);
+    let single = replay_file(lines, 0);
+    let mut config = ClientConfig::new(format!("http://{}", running.http_addr));
+    config.batch_size = args.batch_size;
+    let client = Client::new(config)?;
+    let (mut merged_rates, mut single_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..args.rounds.max(1) {
+        let load_before = load_average();
+        let (mut m, mut o) = ((0.0, 0), (0.0, 0));
+        for phase in 0..2 {
+            if (phase == 0) == (round % 2 == 0) {
+                m = replay_round(&client, &merged, args.batch_size).await?;
+            } else {
+                o = replay_round(&client, &single, args.batch_size).await?;
+            }
+        }
+        eprintln!(
+            "round {round}: merged {:.0} messages/s ({} messages); one kind {:.0} messages/s ({} messages); ratio {:.2}; load average {load_before} -> {}",
+            m.0,
+            m.1,
+            o.0,
+            o.1,
+            m.0 / o.0,
+            load_average()
+        );
+        merged_rates.push(m.0);
+        single_rates.push(o.0);
+        ratios.push(m.0 / o.0);
+    }
+    shutdown.cancel();
+    let _ = running.task.await;
+    eprintln!(
+        "SUMMARY replay rounds={} inferences={} labels={} batch_size={} merged_messages_per_s={:.0} one_kind_messages_per_s={:.0} median_ratio={:.2} load_average={}",
+        args.rounds.max(1),
+        args.inferences,
+        args.labels.min(args.inferences),
+        args.batch_size,
+        median(&mut merged_rates),
+        median(&mut single_rates),
+        median(&mut ratios),
+        load_average()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Replay(replay)) = args.command {
+        return replay_bench(replay).await;
+    }
     let suffix = format!("bench-{}", mlwatch_common::now_ms());
-    let kafka = KafkaConfig {
-        bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        topics: Topics::with_suffix(&suffix),
-        ..KafkaConfig::default()
-    };
+    let shutdown = CancellationToken::new();
+    let (kafka, running) = start_collector(&suffix, &shutdown).await?;
     let raw_topic = format!("mlwatch.bench.raw.{suffix}");
     kafka.ensure_topics(&[&raw_topic]).await?;
     let now = mlwatch_common::now_ms();
@@ -196,12 +351,6 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     drop(events);
 
-    // The collector, in process, same broker.
-    let shutdown = CancellationToken::new();
-    let mut config = Config::for_test(&kafka);
-    config.log.filter = "warn".into();
-    mlwatch_common::telemetry::init(&config.log);
-    let running = mlwatch_collector::start(config, shutdown.clone()).await?;
     let grpc_url = format!("http://{}", running.grpc_addr);
 
     // 1 and 2, alternated for `rounds` rounds (which goes first alternates
