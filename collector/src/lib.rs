@@ -208,7 +208,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = metrics::Metrics::register(&registry)?;
     let ready = Readiness::default();
     let topics = &config.kafka.topics;
-    config.kafka.ensure_topics(&[&topics.inference, &topics.labels]).await?;
+    let admin = admin::starting(config.admin.listen, registry.clone(), shutdown.clone()).await?;
+    config
+        .kafka
+        .await_topics(&[&topics.inference, &topics.labels], &shutdown, |s| admin.status(s))
+        .await?;
     let producer = config.kafka.producer()?;
     let ingestor = Ingestor::new(
         producer,
@@ -234,12 +238,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         source,
     })?;
 
-    let (admin_addr, admin_task) = admin::serve(
-        config.admin.listen,
-        admin::router(registry.clone(), ready.clone()),
-        shutdown.clone(),
-    )
-    .await?;
+    let (admin_addr, admin_task) = admin.serve(admin::router(registry.clone(), ready.clone()));
 
     let tokens = Tokens::new(&config.auth);
     let flusher = ingestor.clone();

@@ -74,6 +74,7 @@ impl ServiceError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Config { .. } => config::EXIT_BAD_CONFIG,
+            Self::Kafka(kafka::KafkaSetupError::Stopped) => 0,
             _ => 1,
         }
     }
