@@ -57,6 +57,28 @@ pub struct KafkaConfig {
     /// How long a produce may wait for the broker's acknowledgement.
     #[serde(default = "default_produce_timeout_ms")]
     pub produce_timeout_ms: u64,
+    /// Kafka topic configs set on every topic this service creates, e.g.
+    /// `"min.insync.replicas" = "2"` (production; with
+    /// `replication_factor = 3`). Empty by default: the local broker takes
+    /// the broker's defaults.
+    #[serde(default)]
+    pub topic_config: BTreeMap<String, String>,
+    /// Per topic (by full name): partitions, replication factor and topic
+    /// configs that differ from the above, e.g.
+    /// `[kafka.topic_overrides."mlwatch.analyzer.state.v1"] config =
+    /// {"max.message.bytes" = "67108864"}`.
+    #[serde(default)]
+    pub topic_overrides: BTreeMap<String, TopicOverride>,
+}
+
+/// How one topic differs from the `[kafka]` defaults when created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicOverride {
+    pub partitions: Option<i32>,
+    pub replication_factor: Option<i32>,
+    /// Kafka topic configs, over `[kafka] topic_config`.
+    pub config: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -81,6 +103,8 @@ impl std::fmt::Debug for KafkaConfig {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("produce_timeout_ms", &self.produce_timeout_ms)
+            .field("topic_config", &self.topic_config)
+            .field("topic_overrides", &self.topic_overrides)
             .finish()
     }
 }
@@ -191,6 +215,8 @@ impl Default for KafkaConfig {
             partitions: default_partitions(),
             replication_factor: default_replication(),
             produce_timeout_ms: default_produce_timeout_ms(),
+            topic_config: BTreeMap::new(),
+            topic_overrides: BTreeMap::new(),
         }
     }
 }
@@ -410,10 +436,7 @@ impl KafkaConfig {
         if !self.create_topics {
             return self.look_up(topics).await;
         }
-        let new: Vec<NewTopic> = topics
-            .iter()
-            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(self.replication_factor)))
-            .collect();
+        let new: Vec<NewTopic> = topics.iter().map(|t| self.new_topic(t, &[])).collect();
         let opts = AdminOptions::new()
             .operation_timeout(Some(ATTEMPT_TIMEOUT))
             .request_timeout(Some(ATTEMPT_TIMEOUT));
@@ -433,6 +456,31 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+
+    /// How this service creates `topic`: `[kafka]` partitions, replication
+    /// factor and `topic_config`, then `role` (the configs the topic's use
+    /// needs, such as `cleanup.policy=compact`), then the topic's
+    /// `topic_overrides`.
+    pub fn new_topic<'a>(&'a self, topic: &'a str, role: &[(&'a str, &'a str)]) -> NewTopic<'a> {
+        let over = self.topic_overrides.get(topic);
+        let partitions = over.and_then(|o| o.partitions).unwrap_or(self.partitions);
+        let replication = over
+            .and_then(|o| o.replication_factor)
+            .unwrap_or(self.replication_factor);
+        let mut config: BTreeMap<&str, &str> = self
+            .topic_config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        config.extend(role.iter().copied());
+        if let Some(o) = over {
+            config.extend(o.config.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        config.into_iter().fold(
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)),
+            |t, (k, v)| t.set(k, v),
+        )
     }
 
     /// Checks that `topics` exist (they are not ours to create).
@@ -763,6 +811,46 @@ pub fn decode<M: prost::Message + Default>(message: &BorrowedMessage<'_>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_are_created_with_defaults_role_and_overrides_in_that_order() {
+        let config: KafkaConfig = crate::config::from_toml::<Wrapper>(
+            r#"[kafka]
+replication_factor = 3
+partitions = 6
+topic_config = { "min.insync.replicas" = "2", "retention.ms" = "604800000" }
+[kafka.topic_overrides."mlwatch.analyzer.state.v1"]
+partitions = 12
+config = { "max.message.bytes" = "67108864", "cleanup.policy" = "compact,delete" }
+"#,
+        )
+        .unwrap()
+        .kafka;
+        let plain = config.new_topic("mlwatch.alerts.v1", &[]);
+        assert_eq!(plain.num_partitions, 6);
+        assert!(matches!(plain.replication, TopicReplication::Fixed(3)));
+        assert_eq!(
+            plain.config,
+            vec![("min.insync.replicas", "2"), ("retention.ms", "604800000")]
+        );
+        let state = config.new_topic("mlwatch.analyzer.state.v1", &[("cleanup.policy", "compact")]);
+        assert_eq!(state.num_partitions, 12);
+        assert_eq!(
+            state.config,
+            vec![
+                ("cleanup.policy", "compact,delete"),
+                ("max.message.bytes", "67108864"),
+                ("min.insync.replicas", "2"),
+                ("retention.ms", "604800000"),
+            ]
+        );
+    }
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct Wrapper {
+        #[serde(default)]
+        kafka: KafkaConfig,
+    }
 
     #[test]
     fn debug_hides_secret_pass_through_settings() {
