@@ -306,7 +306,7 @@ async fn resources(State(state): State<AppState>, body: Result<Bytes, BytesRejec
     }
     let m = &ingestor.metrics;
     for s in &samples {
-        let labels = [s.model.as_str(), s.model_version.as_str()];
+        let labels = m.model_labels(&s.model, &s.model_version, 1);
         if let Some(x) = s.queue_depth {
             m.queue_depth.with_label_values(&labels).set(x);
         }

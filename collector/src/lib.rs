@@ -205,7 +205,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 /// returns once it is ready for traffic.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let registry = prometheus::Registry::new();
-    let metrics = metrics::Metrics::register(&registry)?;
+    let metrics = metrics::Metrics::register(&registry, &config.limits)?;
+    tokio::spawn({
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => metrics.refresh_staleness(mlwatch_common::now_ms()),
+                }
+            }
+        }
+    });
     let ready = Readiness::default();
     let topics = &config.kafka.topics;
     let admin = admin::starting(config.admin.listen, registry.clone(), shutdown.clone()).await?;

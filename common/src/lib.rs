@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cardinality;
 pub mod cli;
 pub mod config;
 pub mod kafka;
