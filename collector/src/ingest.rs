@@ -38,6 +38,9 @@ pub enum IngestError {
     /// Every event in the request was rejected.
     #[error("all {} events rejected", .0.len())]
     AllRejected(Vec<Rejection>),
+    /// The body did not arrive within the read timeout (milliseconds).
+    #[error("request body not received within {0} ms")]
+    BodyTimeout(u64),
 }
 
 impl IngestError {
@@ -48,6 +51,7 @@ impl IngestError {
             Self::Unavailable(_) => 503,
             Self::BadRequest(_) | Self::AllRejected(_) => 400,
             Self::TooLarge(_) => 413,
+            Self::BodyTimeout(_) => 408,
         }
     }
 
@@ -57,6 +61,7 @@ impl IngestError {
             Self::Overloaded { .. } | Self::BodiesOverloaded { .. } => tonic::Code::ResourceExhausted,
             Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::BadRequest(_) | Self::AllRejected(_) | Self::TooLarge(_) => tonic::Code::InvalidArgument,
+            Self::BodyTimeout(_) => tonic::Code::DeadlineExceeded,
         }
     }
 

@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::listener::{ConnectionLimits, ListenerMetrics};
+
 /// A flag a service raises once it can take traffic (topics exist, consumer
 /// subscribed, listeners bound) and lowers while draining.
 #[derive(Clone, Default, Debug)]
@@ -75,6 +77,7 @@ pub struct Starting {
     addr: SocketAddr,
     task: JoinHandle<()>,
     state: Arc<StartState>,
+    metrics: ListenerMetrics,
 }
 
 struct StartState {
@@ -97,13 +100,20 @@ pub async fn starting(
         status: Mutex::new("starting".into()),
     });
     let shared = state.clone();
+    let registry_for_listener = registry.clone();
     let app = Router::new().fallback(move |req: Request| {
         let state = shared.clone();
         let registry = registry.clone();
         async move { state.answer(req, &registry).await }
     });
-    let (addr, task) = serve(listen, app, shutdown).await?;
-    Ok(Starting { addr, task, state })
+    let metrics = ListenerMetrics::register(&registry_for_listener)?;
+    let (addr, task) = serve_counted(listen, app, metrics.clone(), shutdown).await?;
+    Ok(Starting {
+        addr,
+        task,
+        state,
+        metrics,
+    })
 }
 
 impl StartState {
@@ -132,6 +142,12 @@ impl Starting {
         self.addr
     }
 
+    /// The connection counters registered with the service's registry,
+    /// for its other listeners.
+    pub fn listener_metrics(&self) -> ListenerMetrics {
+        self.metrics.clone()
+    }
+
     /// Says what start-up is doing or waiting for (shown by `/readyz`).
     pub fn status(&self, status: impl Into<String>) {
         *self.state.status.lock().unwrap_or_else(|p| p.into_inner()) = status.into();
@@ -145,25 +161,36 @@ impl Starting {
     }
 }
 
-/// Binds `listen` and serves `app` until `shutdown` fires. Returns the bound
-/// address (useful with port 0) and the server task.
+/// Binds `listen` and serves `app` until `shutdown` fires, within the
+/// default [`ConnectionLimits`]. Returns the bound address (useful with port
+/// 0) and the server task.
 pub async fn serve(
     listen: SocketAddr,
     app: Router,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, JoinHandle<()>), crate::ServiceError> {
+    serve_counted(listen, app, ListenerMetrics::unregistered(), shutdown).await
+}
+
+async fn serve_counted(
+    listen: SocketAddr,
+    app: Router,
+    metrics: ListenerMetrics,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), crate::ServiceError> {
     let listener = bind(listen).await?;
     let addr = listener
         .local_addr()
         .map_err(|source| crate::ServiceError::Bind { addr: listen, source })?;
-    let task = tokio::spawn(async move {
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "http server failed");
-        }
-    });
+    let task = tokio::spawn(crate::listener::serve(
+        "admin",
+        listener,
+        app,
+        None,
+        ConnectionLimits::default(),
+        metrics,
+        shutdown,
+    ));
     Ok((addr, task))
 }
 

@@ -20,6 +20,7 @@ pub mod cardinality;
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub mod listener;
 pub mod process;
 pub mod secrets;
 pub mod shutdown;
