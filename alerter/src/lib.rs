@@ -493,7 +493,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     registry.register(Box::new(firing.clone()))?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
-    let admin = admin::starting(config.admin.listen, registry.clone(), shutdown.clone()).await?;
+    let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
     config
         .kafka
         .await_topics(&[&topics.alerts, &topics.deadletter], &shutdown, |s| admin.status(s))

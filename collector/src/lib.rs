@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 
 use crate::ingest::Ingestor;
 use crate::kserve::CloudEventsConfig;
-use crate::security::{AuthConfig, TlsConfig, Tokens};
+use crate::security::{AuthConfig, TlsConfig, Tokens, TonicTls};
 use crate::validate::Limits;
 
 /// Top-level sections of the collector's configuration.
@@ -246,7 +246,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     });
     let ready = Readiness::default();
     let topics = &config.kafka.topics;
-    let admin = admin::starting(config.admin.listen, registry.clone(), shutdown.clone()).await?;
+    let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
     config
         .kafka
         .await_topics(&[&topics.inference, &topics.labels], &shutdown, |s| admin.status(s))

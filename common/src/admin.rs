@@ -18,7 +18,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::listener::{ConnectionLimits, ListenerMetrics};
+use crate::config::AdminConfig;
+use crate::listener::ListenerMetrics;
 
 /// A flag a service raises once it can take traffic (topics exist, consumer
 /// subscribed, listeners bound) and lowers while draining.
@@ -91,7 +92,7 @@ struct StartState {
 /// start-up is waiting for (`not ready: waiting for the broker: …`), so
 /// probes and operators see why a service is not ready.
 pub async fn starting(
-    listen: SocketAddr,
+    config: &AdminConfig,
     registry: Registry,
     shutdown: CancellationToken,
 ) -> Result<Starting, crate::ServiceError> {
@@ -107,7 +108,7 @@ pub async fn starting(
         async move { state.answer(req, &registry).await }
     });
     let metrics = ListenerMetrics::register(&registry_for_listener)?;
-    let (addr, task) = serve_counted(listen, app, metrics.clone(), shutdown).await?;
+    let (addr, task) = serve_counted(config, app, metrics.clone(), shutdown).await?;
     Ok(Starting {
         addr,
         task,
@@ -169,25 +170,33 @@ pub async fn serve(
     app: Router,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), crate::ServiceError> {
-    serve_counted(listen, app, ListenerMetrics::unregistered(), shutdown).await
+    serve_counted(&AdminConfig::on(listen), app, ListenerMetrics::unregistered(), shutdown).await
 }
 
 async fn serve_counted(
-    listen: SocketAddr,
+    config: &AdminConfig,
     app: Router,
     metrics: ListenerMetrics,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, JoinHandle<()>), crate::ServiceError> {
-    let listener = bind(listen).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| crate::ServiceError::Bind { addr: listen, source })?;
+    let tls = match &config.tls {
+        None => None,
+        Some(tls) => Some(
+            tls.rustls_server()
+                .map_err(|e| crate::ServiceError::config("admin.tls", e))?,
+        ),
+    };
+    let listener = bind(config.listen).await?;
+    let addr = listener.local_addr().map_err(|source| crate::ServiceError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let task = tokio::spawn(crate::listener::serve(
         "admin",
         listener,
         app,
-        None,
-        ConnectionLimits::default(),
+        tls,
+        config.connections.clone(),
         metrics,
         shutdown,
     ));

@@ -39,6 +39,13 @@ pub struct AdminConfig {
     /// Address of `/metrics`, `/healthz`, `/readyz` and the service's JSON API.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// Serve the admin port over TLS with this certificate and key; plain
+    /// text when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Connection caps and timeouts.
+    #[serde(default)]
+    pub connections: crate::listener::ConnectionLimits,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -47,15 +54,17 @@ fn default_admin_listen() -> SocketAddr {
 
 impl AdminConfig {
     pub fn on(listen: SocketAddr) -> Self {
-        Self { listen }
+        Self {
+            listen,
+            tls: None,
+            connections: Default::default(),
+        }
     }
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self {
-            listen: default_admin_listen(),
-        }
+        Self::on(default_admin_listen())
     }
 }
 

@@ -25,6 +25,7 @@ pub mod process;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> i64 {

@@ -91,7 +91,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let a = &config.analyzer;
     config.accuracy.validate().map_err(analysis_error)?;
     config.drift.validate().map_err(analysis_error)?;
-    let admin = admin::starting(config.admin.listen, registry.clone(), shutdown.clone()).await?;
+    let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
     config
         .kafka
         .await_topics(
