@@ -131,14 +131,14 @@ async fn the_admin_port_serves_tls_when_configured() {
         .unwrap();
     let port = collector.running.admin_addr.port();
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let r = https.get(format!("https://localhost:{port}{path}")).send().await.unwrap();
+        let r = https
+            .get(format!("https://localhost:{port}{path}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
     // Plain HTTP to the TLS admin port gets no answer.
-    assert!(
-        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_err()
-    );
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_err());
     collector.stop().await;
 }
