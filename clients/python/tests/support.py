@@ -1,0 +1,180 @@
+"""Helpers of the Python client's tests: the real collector binary, the real
+broker (topics private to the test), and reading event ids off a topic."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Counter, Dict, Iterable, List, Optional
+
+REPO = Path(__file__).resolve().parents[3]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+
+
+def binary(name: str) -> Path:
+    """A built mlwatch binary (scripts/python-test.sh builds them)."""
+    env = os.environ.get("MLWATCH_" + name.upper().replace("-", "_").removeprefix("MLWATCH_") + "_BIN")
+    path = Path(env) if env else TARGET / "debug" / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run scripts/python-test.sh (it builds it)")
+    return path
+
+
+def bootstrap() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+
+def topics(name: str) -> Dict[str, str]:
+    """Topic names private to one test run."""
+    suffix = f"{name}.{uuid.uuid4().hex[:10]}"
+    return {"inference": f"pytest.inference.{suffix}", "labels": f"pytest.labels.{suffix}"}
+
+
+class Collector:
+    """The real `mlwatch-collector` as a child process on fixed loopback ports."""
+
+    def __init__(self, tmp: Path, http_port: int, topic_names: Dict[str, str], extra: str = "") -> None:
+        self.http_port = http_port
+        self.admin_port = http_port + 2
+        self.url = f"http://127.0.0.1:{http_port}"
+        self.topics = topic_names
+        self.config = tmp / f"collector-{http_port}.toml"
+        self.log = tmp / f"collector-{http_port}.log"
+        self.config.write_text(
+            f"""
+[kafka]
+bootstrap_servers = "{bootstrap()}"
+[kafka.topics]
+inference = "{topic_names['inference']}"
+labels = "{topic_names['labels']}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[grpc]
+listen = "127.0.0.1:{http_port + 1}"
+[admin]
+listen = "127.0.0.1:{self.admin_port}"
+[log]
+filter = "warn"
+{extra}
+"""
+        )
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    def start(self, timeout: float = 60.0) -> "Collector":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(binary("mlwatch-collector")), "--config", str(self.config)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"collector not ready within {timeout} s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _varint(buf: bytes, i: int) -> tuple:
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i
+        shift += 7
+
+
+def event_id_of(value: bytes) -> str:
+    """Field 1 (``event_id``) of an InferenceEvent / LabelEvent in protobuf."""
+    i, found = 0, ""
+    while i < len(value):
+        key, i = _varint(value, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(value, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            n, i = _varint(value, i)
+            if field == 1:
+                found = value[i:i + n].decode()
+            i += n
+        else:
+            raise ValueError(f"wire type {wire}")
+    return found
+
+
+def read_event_ids(topic: str, expected: int, timeout: float = 120.0, quiet: float = 3.0) -> Counter[str]:
+    """Event ids on a topic, counted, read from the start until ``expected``
+    messages arrived and ``quiet`` seconds more passed with no new one (so
+    duplicates would show), or ``timeout``."""
+    from confluent_kafka import Consumer, KafkaError  # noqa: PLC0415
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap(),
+        "group.id": f"pytest-{uuid.uuid4().hex}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    })
+    consumer.subscribe([topic])
+    ids: Counter[str] = collections.Counter()
+    total = 0
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(num_messages=10000, timeout=0.5)
+            for m in msgs:
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise RuntimeError(str(m.error()))
+                ids[event_id_of(m.value())] += 1
+                total += 1
+            if msgs:
+                last_new = time.monotonic()
+            elif total >= expected and time.monotonic() - last_new >= quiet:
+                break
+    finally:
+        consumer.close()
+    return ids
+
+
+def exactly_once(ids: Counter[str], expected: Iterable[str]) -> List[str]:
+    """Problems, if any: ids missing, duplicated or unexpected."""
+    want = set(expected)
+    problems = []
+    missing = want - set(ids)
+    if missing:
+        problems.append(f"{len(missing)} missing, e.g. {sorted(missing)[:3]}")
+    dup = [k for k, n in ids.items() if n > 1]
+    if dup:
+        problems.append(f"{len(dup)} duplicated, e.g. {dup[:3]}")
+    extra = set(ids) - want
+    if extra:
+        problems.append(f"{len(extra)} unexpected, e.g. {sorted(extra)[:3]}")
+    return problems
