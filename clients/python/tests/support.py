@@ -4,14 +4,18 @@ broker (topics private to the test), and reading event ids off a topic."""
 from __future__ import annotations
 
 import collections
+import http.client
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Counter, Dict, Iterable, List, Optional
+from typing import Any, Counter, Dict, Iterable, List, Optional
 
 REPO = Path(__file__).resolve().parents[3]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
@@ -132,15 +136,16 @@ def read_event_ids(topic: str, expected: int, timeout: float = 120.0, quiet: flo
     """Event ids on a topic, counted, read from the start until ``expected``
     messages arrived and ``quiet`` seconds more passed with no new one (so
     duplicates would show), or ``timeout``."""
-    from confluent_kafka import Consumer, KafkaError  # noqa: PLC0415
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: PLC0415
 
     consumer = Consumer({
         "bootstrap.servers": bootstrap(),
         "group.id": f"pytest-{uuid.uuid4().hex}",
-        "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
     })
-    consumer.subscribe([topic])
+    # Every partition from its start, without a consumer group's rebalance.
+    partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     ids: Counter[str] = collections.Counter()
     total = 0
     deadline = time.monotonic() + timeout
@@ -178,3 +183,65 @@ def exactly_once(ids: Counter[str], expected: Iterable[str]) -> List[str]:
     if extra:
         problems.append(f"{len(extra)} unexpected, e.g. {sorted(extra)[:3]}")
     return problems
+
+
+class App:
+    """A FastAPI app served by uvicorn in a child process."""
+
+    def __init__(self, app_dir: Path, module: str, port: int, env: Dict[str, str], log: Path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.port = port
+        self.cmd = [
+            sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(app_dir),
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+        ]
+        self.env = {**os.environ, **env}
+        self.log = log
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    def start(self, timeout: float = 60.0) -> "App":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", "/openapi.json")
+                conn.getresponse().read()
+                conn.close()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"app not up within {timeout} s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        """SIGTERM (uvicorn exits, atexit flushes the monitor); the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+
+def post_json(url: str, path: str, body: Any, conn: Optional[http.client.HTTPConnection] = None) -> tuple:
+    """(status, headers, parsed body) of a JSON POST."""
+    parsed = urllib.parse.urlsplit(url)
+    own = conn is None
+    c = conn or http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    try:
+        c.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(data) if data else None
+    finally:
+        if own:
+            c.close()

@@ -201,8 +201,8 @@ class Monitor:
         if tags is not None:
             event["tags"] = dict(tags)
         try:
-            validate.inference(event)
             event["timestamp"] = self._timestamp(eid, timestamp)
+            validate.inference(event)
         except ValidationError:
             self._count("invalid")
             raise
@@ -225,8 +225,8 @@ class Monitor:
         if value is not None:
             event["value"] = value
         try:
-            validate.label(event)
             event["timestamp"] = self._timestamp(event_id, timestamp)
+            validate.label(event)
         except ValidationError:
             self._count("invalid")
             raise
