@@ -136,6 +136,11 @@ def read_event_ids(topic: str, expected: int, timeout: float = 120.0, quiet: flo
     """Event ids on a topic, counted, read from the start until ``expected``
     messages arrived and ``quiet`` seconds more passed with no new one (so
     duplicates would show), or ``timeout``."""
+    return collections.Counter(event_id_of(v) for v in read_values(topic, expected, timeout, quiet))
+
+
+def read_values(topic: str, expected: int, timeout: float = 120.0, quiet: float = 3.0) -> List[bytes]:
+    """The messages (protobuf bytes) on a topic, read as `read_event_ids` reads."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition  # noqa: PLC0415
 
     consumer = Consumer({
@@ -146,7 +151,7 @@ def read_event_ids(topic: str, expected: int, timeout: float = 120.0, quiet: flo
     # Every partition from its start, without a consumer group's rebalance.
     partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    ids: Counter[str] = collections.Counter()
+    values: List[bytes] = []
     total = 0
     deadline = time.monotonic() + timeout
     last_new = time.monotonic()
@@ -158,7 +163,7 @@ def read_event_ids(topic: str, expected: int, timeout: float = 120.0, quiet: flo
                     if m.error().code() == KafkaError._PARTITION_EOF:
                         continue
                     raise RuntimeError(str(m.error()))
-                ids[event_id_of(m.value())] += 1
+                values.append(m.value())
                 total += 1
             if msgs:
                 last_new = time.monotonic()
@@ -166,7 +171,7 @@ def read_event_ids(topic: str, expected: int, timeout: float = 120.0, quiet: flo
                 break
     finally:
         consumer.close()
-    return ids
+    return values
 
 
 def exactly_once(ids: Counter[str], expected: Iterable[str]) -> List[str]:

@@ -16,12 +16,17 @@ JSON bodies up to ``max_body_bytes``, the request's scalar fields as
 features and the response's ``score`` / ``label`` / ``value`` / ``scores``
 as the prediction. `current_event_id` gives the endpoint its event id.
 
+When the server shuts down (ASGI lifespan), the monitor is flushed for at
+most ``flush_on_shutdown`` seconds before the server is told shutdown is
+complete.
+
 Logging never fails a request: an event that does not validate is counted
 in ``monitor.stats().invalid`` and logged as a warning.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import time
@@ -105,8 +110,10 @@ class MlwatchMiddleware:
         capture_bodies: bool = True,
         max_body_bytes: int = 65536,
         header: str = HEADER,
+        flush_on_shutdown: Optional[float] = 10.0,
     ) -> None:
         self.app = app
+        self.flush_on_shutdown = flush_on_shutdown
         self.monitor = monitor
         self.model = model
         self.model_version = model_version
@@ -122,6 +129,9 @@ class MlwatchMiddleware:
         return self.paths is None or any(scope.get("path", "").startswith(p) for p in self.paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.flush_on_shutdown is not None:
+            await self.app(scope, receive, self._lifespan_send(send))
+            return
         if not self._watched(scope):
             await self.app(scope, receive, send)
             return
@@ -174,6 +184,16 @@ class MlwatchMiddleware:
                 self._log(scope, record, latency, state["status"], error,
                           request_body if sizes[0] <= limit else None,
                           response_body if sizes[1] <= limit else None)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        """Flushes the monitor when the server shuts down (uvicorn ends a
+        SIGTERM by re-raising it, so exit handlers may never run)."""
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, self.monitor.flush, self.flush_on_shutdown)
+            await send(message)
+        return lifespan_send
 
     def _log(self, scope: Scope, r: _Record, latency: float, status: int, error: Optional[str],
              request_body: Optional[List[bytes]], response_body: Optional[List[bytes]]) -> None:
