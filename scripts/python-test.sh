@@ -2,7 +2,7 @@
 # Builds and tests the Python client (clients/python): makes a venv with the
 # pinned test dependencies (clients/python/requirements-test.txt), builds
 # the package's wheel and installs it, builds the collector and
-# mlwatch-profile binaries, makes a broker available (as scripts/test.sh),
+# mlwatch-profile binaries, makes a broker available (scripts/broker.sh),
 # and runs the pytest suite against the real collector and broker.
 #
 #   scripts/python-test.sh [pytest arguments]
@@ -38,17 +38,13 @@ PY
 
 cargo build --quiet -p mlwatch-collector --bin mlwatch-collector -p mlwatch-analyzer-drift --bin mlwatch-profile
 
-port="${MLWATCH_BROKER_PORT:-9092}"
-started_here=0
-if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]] && ! scripts/broker.sh status >/dev/null 2>&1; then
-  started_here=1
-fi
+# The broker the tests use: $KAFKA_BOOTSTRAP_SERVERS, else the local one
+# (started if needed and left running, like any shared broker).
 scripts/broker.sh start
-if ((started_here)); then
-  trap 'scripts/broker.sh stop' EXIT
-fi
-export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$port}"
+eval "$(scripts/broker.sh env)"
 
 cd clients/python
+# The package is typed (py.typed): mypy --strict on its sources.
+"$venv/bin/python" -m mypy
 # The installed wheel is imported (tests/ has no src/ on its path).
 "$venv/bin/python" -m pytest -p no:cacheprovider "$@"

@@ -63,7 +63,7 @@ def _digits(x: float) -> Tuple[str, int]:
     t = Decimal(repr(abs(x))).as_tuple()
     digits = "".join(map(str, t.digits))
     stripped = digits.rstrip("0")
-    exponent = int(t.exponent) + (len(digits) - len(stripped))  # type: ignore[arg-type]
+    exponent = int(t.exponent) + (len(digits) - len(stripped))
     return stripped, exponent
 
 
