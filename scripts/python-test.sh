@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds and tests the Python client (clients/python): makes a venv with the
 # pinned test dependencies (clients/python/requirements-test.txt), builds
-# the package's wheel and installs it, builds the collector and
+# the package's wheel and installs it, builds the collector, analyzer and
 # mlwatch-profile binaries, makes a broker available (scripts/broker.sh),
-# and runs the pytest suite against the real collector and broker.
+# checks the types (mypy --strict) and runs the pytest suite against the
+# real binaries and broker.
 #
 #   scripts/python-test.sh [pytest arguments]
 #
@@ -36,7 +37,8 @@ assert "mlwatch/py.typed" in names, names
 PY
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheel"
 
-cargo build --quiet -p mlwatch-collector --bin mlwatch-collector -p mlwatch-analyzer-drift --bin mlwatch-profile
+cargo build --quiet -p mlwatch-collector --bin mlwatch-collector -p mlwatch-analyzer --bin mlwatch-analyzer \
+  -p mlwatch-analyzer-drift --bin mlwatch-profile
 
 # The broker the tests use: $KAFKA_BOOTSTRAP_SERVERS, else the local one
 # (started if needed and left running, like any shared broker).

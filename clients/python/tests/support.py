@@ -40,45 +40,27 @@ def topics(name: str) -> Dict[str, str]:
     return {"inference": f"pytest.inference.{suffix}", "labels": f"pytest.labels.{suffix}"}
 
 
-class Collector:
-    """The real `mlwatch-collector` as a child process on fixed loopback ports."""
+class Service:
+    """A real mlwatch service binary as a child process, with a TOML config,
+    ready once its admin port answers ``/readyz``."""
 
-    def __init__(self, tmp: Path, http_port: int, topic_names: Dict[str, str], extra: str = "") -> None:
-        self.http_port = http_port
-        self.admin_port = http_port + 2
-        self.url = f"http://127.0.0.1:{http_port}"
-        self.topics = topic_names
-        self.config = tmp / f"collector-{http_port}.toml"
-        self.log = tmp / f"collector-{http_port}.log"
-        self.config.write_text(
-            f"""
-[kafka]
-bootstrap_servers = "{bootstrap()}"
-[kafka.topics]
-inference = "{topic_names['inference']}"
-labels = "{topic_names['labels']}"
-[http]
-listen = "127.0.0.1:{http_port}"
-[grpc]
-listen = "127.0.0.1:{http_port + 1}"
-[admin]
-listen = "127.0.0.1:{self.admin_port}"
-[log]
-filter = "warn"
-{extra}
-"""
-        )
+    def __init__(self, binary_name: str, tmp: Path, admin_port: int, config: str) -> None:
+        self.binary_name = binary_name
+        self.admin_port = admin_port
+        self.config = tmp / f"{binary_name}-{admin_port}.toml"
+        self.log = tmp / f"{binary_name}-{admin_port}.log"
+        self.config.write_text(config)
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
-    def start(self, timeout: float = 60.0) -> "Collector":
+    def start(self, timeout: float = 60.0) -> "Service":
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(binary("mlwatch-collector")), "--config", str(self.config)], stdout=log, stderr=log
+                [str(binary(self.binary_name)), "--config", str(self.config)], stdout=log, stderr=log
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"collector exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(f"{self.binary_name} exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=2) as r:
                     if r.status == 200:
@@ -86,7 +68,7 @@ filter = "warn"
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"collector not ready within {timeout} s: {self.log.read_text()[-2000:]}")
+        raise RuntimeError(f"{self.binary_name} not ready within {timeout} s: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -97,6 +79,63 @@ filter = "warn"
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+class Collector(Service):
+    """`mlwatch-collector` on fixed loopback ports: HTTP p, gRPC p+1, admin p+2."""
+
+    def __init__(self, tmp: Path, http_port: int, topic_names: Dict[str, str], extra: str = "") -> None:
+        self.http_port = http_port
+        self.url = f"http://127.0.0.1:{http_port}"
+        self.topics = topic_names
+        super().__init__("mlwatch-collector", tmp, http_port + 2, f"""
+[kafka]
+bootstrap_servers = "{bootstrap()}"
+[kafka.topics]
+inference = "{topic_names['inference']}"
+labels = "{topic_names['labels']}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[grpc]
+listen = "127.0.0.1:{http_port + 1}"
+[admin]
+listen = "127.0.0.1:{http_port + 2}"
+[log]
+filter = "warn"
+{extra}
+""")
+
+    def start(self, timeout: float = 60.0) -> "Collector":
+        super().start(timeout)
+        return self
+
+
+class Analyzer(Service):
+    """`mlwatch-analyzer` with topics, group, state topic and directories of its own;
+    its API on the admin port."""
+
+    def __init__(self, tmp: Path, admin_port: int, name: str) -> None:
+        suffix = f"{name}.{uuid.uuid4().hex[:10]}"
+        self.url = f"http://127.0.0.1:{admin_port}"
+        topic = {k: f"pytest.{k}.{suffix}" for k in ("inference", "labels", "alerts", "actions", "deadletter", "profiles")}
+        topic_lines = "\n".join(f'{k} = "{v}"' for k, v in topic.items())
+        super().__init__("mlwatch-analyzer", tmp, admin_port, f"""
+[kafka]
+bootstrap_servers = "{bootstrap()}"
+[kafka.topics]
+{topic_lines}
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[analyzer]
+group_id = "pytest-analyzer-{suffix}"
+state_topic = "pytest.state.{suffix}"
+[accuracy.join]
+dir = "{tmp / 'join'}"
+[drift]
+profile_dir = "{tmp / 'profiles'}"
+[log]
+filter = "warn"
+""")
 
 
 def _varint(buf: bytes, i: int) -> tuple:
