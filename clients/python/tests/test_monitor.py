@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import datetime
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -9,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import mlwatch
-from support import Collector, exactly_once, read_event_ids, topics
+from support import REPO, Collector, event_id_of, exactly_once, read_event_ids, read_values, topics
 
 # Fixed ports of this suite: 21550-21599 (collector HTTP p, gRPC p+1, admin p+2).
 PORT_DELIVERY = 21550
@@ -86,7 +91,7 @@ def test_decorator_returns_the_event_id_and_logs_errors(collector: Collector) ->
         failed = info.value.mlwatch_event_id  # type: ignore[attr-defined]
         assert m.flush(30)
         assert m.stats().delivered == 2
-    ids = read_event_ids(collector.topics["inference"], 1000)
+    ids = read_event_ids(collector.topics["inference"], 2)
     assert ids[out.event_id] == 1 and ids[failed] == 1
 
 
@@ -132,3 +137,50 @@ def test_flush_and_close_give_up_when_the_collector_never_answers() -> None:
     s = m.stats()
     assert s.failed == 1 and s.delivered == 0 and "ConnectionRefusedError" in (s.last_error or ""), s
     assert not threading.enumerate().count(m._thread)  # the sender has stopped
+
+
+def test_grpc_transport_delivers_events_and_labels_and_reports_rejections(collector: Collector) -> None:
+    target = f"127.0.0.1:{collector.http_port + 1}"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    with mlwatch.Monitor(target, model="fraud", transport="grpc", batch_size=100) as m:
+        ids = [
+            m.log_inference(
+                latency_ms=0.5 + i, timestamp=now.isoformat() if i % 2 else now, model_version="v9",
+                prediction={"score": 0.25, "label": True, "scores": {"a": 0.25, "b": 0.75}},
+                features={"amount": float(i), "n": i, "country": "DE", "is_new": False, "age": None},
+                tags={"region": "eu"},
+            )
+            for i in range(300)
+        ]
+        too_long = m.log_inference(latency_ms=1.0, features={"note": "y" * 100})
+        m.log_label(event_id=ids[0], label=1)
+        m.log_label(event_id=ids[1], value=2.5)
+        assert m.flush(60)
+        s = m.stats()
+        assert (s.delivered, s.rejected, s.failed) == (302, 1, 0), s
+        assert m.rejections() == [mlwatch.Rejection("inference", too_long, "features.note",
+                                                    "string too long: 100 bytes > 64")]
+    values = read_values(collector.topics["inference"], len(ids))  # at least this test's
+    grpc_ones = [v for v in values if b"v9" in v]
+    assert not exactly_once(collections.Counter(event_id_of(v) for v in grpc_ones), ids)
+    assert all(b"eu" in v and b"country" in v for v in grpc_ones)
+    labels = read_event_ids(collector.topics["labels"], 2)
+    assert labels[ids[0]] == 1 and labels[ids[1]] == 1
+
+
+def test_grpc_transport_retries_an_absent_collector_and_gives_up_at_close() -> None:
+    m = mlwatch.Monitor("127.0.0.1:21598", model="fraud", transport="grpc", max_backoff=0.2, flush_at_exit=None,
+                        timeout=2.0)
+    m.log_inference(latency_ms=1.0)
+    assert not m.flush(1.5)
+    assert not m.close(1.0)
+    s = m.stats()
+    assert s.failed == 1 and s.retries > 0 and "UNAVAILABLE" in (s.last_error or ""), s
+
+
+def test_the_generated_grpc_code_is_the_protos(tmp_path: Path) -> None:
+    subprocess.run([str(REPO / "scripts/python-protos.sh"), str(tmp_path)], check=True,
+                   env={**os.environ, "PYTHON": sys.executable})
+    committed = REPO / "clients/python/src/mlwatch/v1"
+    for f in sorted((tmp_path / "mlwatch/v1").iterdir()):
+        assert f.read_text() == (committed / f.name).read_text(), f"{f.name} is stale: run scripts/python-protos.sh"

@@ -30,9 +30,7 @@ import atexit
 import collections
 import dataclasses
 import functools
-import http.client
 import inspect
-import json
 import logging
 import random
 import threading
@@ -41,14 +39,11 @@ import uuid
 from typing import Any, Callable, Deque, Dict, List, Mapping, NamedTuple, Optional, Tuple, TypeVar
 
 from . import validate
-from ._http import Connection
+from .transport import INFERENCE, LABEL, GrpcTransport, HttpTransport
 from .validate import ValidationError
 
 log = logging.getLogger("mlwatch")
 
-INFERENCE = "inference"
-LABEL = "label"
-_PATHS = {INFERENCE: "/v1/inferences", LABEL: "/v1/labels"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +122,8 @@ class Monitor:
         timeout: float = 30.0,
         flush_at_exit: Optional[float] = 10.0,
         keep_rejections: int = 1000,
+        transport: str = "http",
+        grpc_secure: bool = False,
     ) -> None:
         if max_queue < 1 or batch_size < 1:
             raise ValueError("max_queue and batch_size must be at least 1")
@@ -139,7 +136,13 @@ class Monitor:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self.max_retries = max_retries
-        self._conn = Connection(url, token=token, timeout=timeout)
+        self._transport: Any
+        if transport == "http":
+            self._transport = HttpTransport(url, token, timeout)
+        elif transport == "grpc":
+            self._transport = GrpcTransport(url, token, timeout, secure=grpc_secure)
+        else:
+            raise ValueError(f"transport: expected \"http\" or \"grpc\", found {transport!r}")
         self._queue: Deque[Tuple[str, Dict[str, Any]]] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._in_flight = 0
@@ -362,7 +365,7 @@ class Monitor:
             if self._queue:
                 self._counts["failed"] += len(self._queue)
                 self._queue.clear()
-        self._conn.close()
+        self._transport.close()
         if self._flush_at_exit is not None:
             atexit.unregister(self._at_exit)
         return drained
@@ -428,48 +431,33 @@ class Monitor:
             self._deliver(LABEL, labels)
 
     def _deliver(self, kind: str, events: List[Dict[str, Any]]) -> None:
-        lines = []
-        for e in events:  # one dumps per event: the GIL is free between them
-            lines.append(json.dumps(e, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
-        body = "\n".join(lines).encode()
         backoff = self.initial_backoff
         attempt = 0
         while True:
-            status: Optional[int] = None
-            headers: Dict[str, str] = {}
-            data = b""
-            try:
-                status, headers, data = self._conn.request(
-                    "POST", _PATHS[kind], body, content_type="application/x-ndjson"
-                )
-                problem = f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}"
-            except (OSError, http.client.HTTPException) as e:
-                problem = f"{type(e).__name__}: {e}"
+            outcome = self._transport.send(kind, events)
             with self._cond:
                 self._counts["requests"] += 1
-            answer = _json(data) if status in (200, 400) else None
-            if answer is not None and "accepted" in answer:
-                self._answered(kind, events, answer)
+            if outcome.answer is not None:
+                self._answered(kind, events, outcome.answer)
                 return
-            if status == 413 and len(events) > 1:
+            if outcome.too_large and len(events) > 1:
                 half = len(events) // 2
                 self._deliver(kind, events[:half])
                 self._deliver(kind, events[half:])
                 return
-            retryable = status is None or status in (429, 503) or status >= 500
             with self._cond:
-                self._last_error = problem
+                self._last_error = outcome.problem
                 give_up = (
-                    not retryable
+                    not outcome.retryable
                     or (self.max_retries is not None and attempt >= self.max_retries)
                     or (self._give_up_at is not None and time.monotonic() >= self._give_up_at)
                 )
                 if give_up:
                     self._counts["failed"] += len(events)
-                    log.error("mlwatch: %d %s events not delivered: %s", len(events), kind, problem)
+                    log.error("mlwatch: %d %s events not delivered: %s", len(events), kind, outcome.problem)
                     return
                 self._counts["retries"] += 1
-            delay = max(backoff, _retry_after(headers)) * (1.0 + 0.2 * random.random())
+            delay = max(backoff, outcome.retry_after) * (1.0 + 0.2 * random.random())
             backoff = min(backoff * 2.0, self.max_backoff)
             attempt += 1
             with self._cond:
@@ -494,21 +482,6 @@ def _tag(e: BaseException, eid: str) -> None:
         e.mlwatch_event_id = eid  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - some exceptions refuse attributes
         pass
-
-
-def _json(data: bytes) -> Optional[Dict[str, Any]]:
-    try:
-        v = json.loads(data)
-    except ValueError:
-        return None
-    return v if isinstance(v, dict) else None
-
-
-def _retry_after(headers: Mapping[str, str]) -> float:
-    try:
-        return max(0.0, float(headers.get("retry-after", "0")))
-    except ValueError:
-        return 0.0
 
 
 def default_features(args: Tuple[Any, ...], kwargs: Mapping[str, Any]) -> Optional[Dict[str, Any]]:

@@ -81,14 +81,24 @@ def _bad_time(event_id: Optional[str], v: str) -> Optional[int]:
 
 
 def _rfc3339(s: str) -> bool:
+    return rfc3339_ms(s) is not None
+
+
+def rfc3339_ms(s: str) -> Optional[int]:
+    """Epoch milliseconds of an RFC 3339 timestamp with a zone, else None."""
     if len(s) < 20 or s[10] not in "Tt ":
-        return False
+        return None
     text = s[:-1] + "+00:00" if s[-1] in "Zz" else s
     try:
         parsed = _dt.datetime.fromisoformat(text.replace("t", "T", 1))
     except ValueError:
-        return False
-    return parsed.tzinfo is not None
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return (parsed - _EPOCH) // _dt.timedelta(milliseconds=1)
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
 def _probability(event_id: Optional[str], field: str, p: Any) -> None:
