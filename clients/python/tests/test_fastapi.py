@@ -51,6 +51,10 @@ def test_middleware_records_latency_status_features_prediction_and_returns_the_i
     def boom(body: dict) -> dict:
         raise RuntimeError("model exploded")
 
+    @app.post("/predict/{model_name}")
+    def templated(model_name: str, body: dict) -> dict:
+        return {"value": 1.0}
+
     @app.post("/unwatched")
     def unwatched(body: dict) -> dict:
         return {}
@@ -64,6 +68,9 @@ def test_middleware_records_latency_status_features_prediction_and_returns_the_i
     r3 = client.post("/boom", json={"amount": 1})
     assert r3.status_code == 500
     client.post("/unwatched", json={})
+    client.post("/predict/churn", json={})
+    assert rec.events[-1]["endpoint"] == "predict/{model_name}"  # the route, not the path
+    rec.events.pop()
     # An unhandled exception is answered by Starlette's outermost error
     # middleware, outside this one: no header then, but the event is logged.
     assert "x-mlwatch-event-id" not in r3.headers

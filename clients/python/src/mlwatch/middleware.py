@@ -220,7 +220,7 @@ class MlwatchMiddleware:
                 event_id=r.event_id,
                 model=r.model or self.model,
                 model_version=r.model_version or self.model_version,
-                endpoint=scope.get("path", "/").lstrip("/") or "/",
+                endpoint=_endpoint(scope),
                 latency_ms=latency,
                 status="error" if failed else "ok",
                 error=error if error is not None else (f"HTTP {status}" if failed else None),
@@ -232,6 +232,17 @@ class MlwatchMiddleware:
             log.warning("mlwatch: request not logged: %s", e)
         except Exception:  # never fail the request
             log.exception("mlwatch: request not logged")
+
+
+def _endpoint(scope: Scope) -> str:
+    """The matched route's path template (``predict/{model}``: low
+    cardinality, as the collector's metrics want), else the request path;
+    without the leading ``/``."""
+    route = scope.get("route")
+    path = getattr(route, "path", None) if route is not None else None
+    if not isinstance(path, str):
+        path = scope.get("path", "/")
+    return path.lstrip("/") or "/"
 
 
 def _parse(chunks: List[bytes]) -> Any:
