@@ -40,6 +40,20 @@ def topics(name: str) -> Dict[str, str]:
     return {"inference": f"pytest.inference.{suffix}", "labels": f"pytest.labels.{suffix}"}
 
 
+def terminate(proc: "Optional[subprocess.Popen[bytes]]", grace: float) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; the exit code (0 when no process)."""
+    if proc is None:
+        return 0
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class Service:
     """A real mlwatch service binary as a child process, with a TOML config,
     ready once its admin port answers ``/readyz``."""
@@ -71,13 +85,7 @@ class Service:
         raise RuntimeError(f"{self.binary_name} not ready within {timeout} s: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 30)
         self.proc = None
 
 
@@ -261,17 +269,8 @@ class App:
         raise RuntimeError(f"app not up within {timeout} s: {self.log.read_text()[-3000:]}")
 
     def stop(self) -> int:
-        """SIGTERM (uvicorn exits, atexit flushes the monitor); the exit code."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        """SIGTERM (uvicorn shuts down, the middleware flushes the monitor); the exit code."""
+        code = terminate(self.proc, 60)
         self.proc = None
         return code
 

@@ -101,6 +101,17 @@ def rfc3339_ms(s: str) -> Optional[int]:
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 
+def _finite(event_id: Optional[str], field: str, v: float) -> None:
+    if not math.isfinite(v):
+        raise ValidationError(event_id, field, f"must be finite, found {v}")
+
+
+def _finite_number(event_id: Optional[str], field: str, v: Any) -> None:
+    if not _is_number(v):
+        raise ValidationError(event_id, field, f"expected a number, found {_kind(v)}")
+    _finite(event_id, field, v)
+
+
 def _probability(event_id: Optional[str], field: str, p: Any) -> None:
     if not _is_number(p):
         raise ValidationError(event_id, field, f"expected a number, found {_kind(p)}")
@@ -128,12 +139,8 @@ def check_prediction(event_id: Optional[str], p: Any) -> None:
         _probability(event_id, "prediction.score", p["score"])
     if p.get("label") is not None:
         _class_label(event_id, "prediction.label", p["label"])
-    v = p.get("value")
-    if v is not None:
-        if not _is_number(v):
-            raise ValidationError(event_id, "prediction.value", f"expected a number, found {_kind(v)}")
-        if not math.isfinite(v):
-            raise ValidationError(event_id, "prediction.value", f"must be finite, found {v}")
+    if p.get("value") is not None:
+        _finite_number(event_id, "prediction.value", p["value"])
     scores = p.get("scores")
     if scores is not None:
         if not isinstance(scores, Mapping):
@@ -153,8 +160,7 @@ def check_features(event_id: Optional[str], features: Any) -> None:
         if v is None or isinstance(v, (str, bool)):
             continue
         if _is_number(v):
-            if not math.isfinite(v):
-                raise ValidationError(event_id, f"features.{name}", f"must be finite, found {v}")
+            _finite(event_id, f"features.{name}", v)
             continue
         raise ValidationError(
             event_id, f"features.{name}", f"expected a number, string, bool or null, found {_kind(v)}"
@@ -181,10 +187,7 @@ def inference(event: Dict[str, Any]) -> None:
     latency = event.get("latency_ms")
     if latency is None:
         raise ValidationError(eid, "latency_ms", "missing required field")
-    if not _is_number(latency):
-        raise ValidationError(eid, "latency_ms", f"expected a number, found {_kind(latency)}")
-    if not math.isfinite(latency):
-        raise ValidationError(eid, "latency_ms", f"must be finite, found {latency}")
+    _finite_number(eid, "latency_ms", latency)
     if latency < 0:
         raise ValidationError(eid, "latency_ms", f"must not be negative, found {latency}")
     status = event.get("status")
@@ -212,8 +215,5 @@ def label(event: Dict[str, Any]) -> None:
     if lab is not None:
         _class_label(eid, "label", lab)
     if val is not None:
-        if not _is_number(val):
-            raise ValidationError(eid, "value", f"expected a number, found {_kind(val)}")
-        if not math.isfinite(val):
-            raise ValidationError(eid, "value", f"must be finite, found {val}")
+        _finite_number(eid, "value", val)
     timestamp_ms(eid, event.get("timestamp"))
