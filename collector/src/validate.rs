@@ -32,6 +32,12 @@ pub struct Limits {
     pub max_latency_ms: f64,
     /// Largest accepted batch size.
     pub max_batch_size: u32,
+    /// Most distinct (model, version) pairs that get their own metric
+    /// series; later new ones share `_overflow` series
+    /// (`mlwatch_metric_series_folded_total` counts their events).
+    pub max_metric_series: usize,
+    /// Most distinct endpoints that get their own latency series.
+    pub max_metric_endpoints: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +53,8 @@ impl Default for Limits {
             max_past_secs: 30 * 24 * 3600,
             max_latency_ms: 3_600_000.0,
             max_batch_size: 1_000_000,
+            max_metric_series: 1_000,
+            max_metric_endpoints: 100,
         }
     }
 }
