@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mlwatch.v1 import events_pb2 as mlwatch_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amlwatch/v1/collector.proto\x12\nmlwatch.v1\x1a\x17mlwatch/v1/events.proto\"E\n\x17IngestInferencesRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.mlwatch.v1.InferenceEvent\"=\n\x13IngestLabelsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.mlwatch.v1.LabelEvent\"9\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"K\n\x0eIngestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\'\n\x08rejected\x18\x02 \x03(\x0b\x32\x15.mlwatch.v1.Rejection2\xd3\x02\n\tCollector\x12S\n\x10IngestInferences\x12#.mlwatch.v1.IngestInferencesRequest\x1a\x1a.mlwatch.v1.IngestResponse\x12K\n\x0cIngestLabels\x12\x1f.mlwatch.v1.IngestLabelsRequest\x1a\x1a.mlwatch.v1.IngestResponse\x12U\n\x10StreamInferences\x12#.mlwatch.v1.IngestInferencesRequest\x1a\x1a.mlwatch.v1.IngestResponse(\x01\x12M\n\x0cStreamLabels\x12\x1f.mlwatch.v1.IngestLabelsRequest\x1a\x1a.mlwatch.v1.IngestResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1amlwatch/v1/collector.proto\x12\nmlwatch.v1\x1a\x17mlwatch/v1/events.proto\"E\n\x17IngestInferencesRequest\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.mlwatch.v1.InferenceEvent\"=\n\x13IngestLabelsRequest\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.mlwatch.v1.LabelEvent\"9\n\tRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"e\n\x0eIngestResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\'\n\x08rejected\x18\x02 \x03(\x0b\x32\x15.mlwatch.v1.Rejection\x12\x18\n\x10handled_messages\x18\x03 \x01(\r2\xd3\x02\n\tCollector\x12S\n\x10IngestInferences\x12#.mlwatch.v1.IngestInferencesRequest\x1a\x1a.mlwatch.v1.IngestResponse\x12K\n\x0cIngestLabels\x12\x1f.mlwatch.v1.IngestLabelsRequest\x1a\x1a.mlwatch.v1.IngestResponse\x12U\n\x10StreamInferences\x12#.mlwatch.v1.IngestInferencesRequest\x1a\x1a.mlwatch.v1.IngestResponse(\x01\x12M\n\x0cStreamLabels\x12\x1f.mlwatch.v1.IngestLabelsRequest\x1a\x1a.mlwatch.v1.IngestResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REJECTION']._serialized_start=201
   _globals['_REJECTION']._serialized_end=258
   _globals['_INGESTRESPONSE']._serialized_start=260
-  _globals['_INGESTRESPONSE']._serialized_end=335
-  _globals['_COLLECTOR']._serialized_start=338
-  _globals['_COLLECTOR']._serialized_end=677
+  _globals['_INGESTRESPONSE']._serialized_end=361
+  _globals['_COLLECTOR']._serialized_start=364
+  _globals['_COLLECTOR']._serialized_end=703
 # @@protoc_insertion_point(module_scope)

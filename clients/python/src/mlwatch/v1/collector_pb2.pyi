@@ -30,9 +30,11 @@ class Rejection(_message.Message):
     def __init__(self, index: _Optional[int] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class IngestResponse(_message.Message):
-    __slots__ = ("accepted", "rejected")
+    __slots__ = ("accepted", "rejected", "handled_messages")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
+    HANDLED_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
-    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
+    handled_messages: int
+    def __init__(self, accepted: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., handled_messages: _Optional[int] = ...) -> None: ...
