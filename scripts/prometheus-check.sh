@@ -16,8 +16,13 @@ promtool check rules deploy/prometheus/rules/*.yml
 python3 - <<'PY'
 import json, glob
 for p in glob.glob("deploy/grafana/dashboards/*.json"):
-    json.load(open(p))
-print("dashboards: valid JSON")
+    d = json.load(open(p))
+    variables = [v["name"] for v in d["templating"]["list"]]
+    assert "datasource" in variables, f"{p}: no datasource variable"
+    for panel in d["panels"]:
+        assert panel.get("description"), f"{p}: panel {panel['title']!r} has no description"
+        assert panel["datasource"]["uid"] == "${datasource}", f"{p}: panel {panel['title']!r} has a fixed data source"
+print("dashboards: valid JSON, a datasource variable, every panel described")
 PY
 
 scripts/broker.sh start

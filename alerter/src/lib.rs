@@ -493,9 +493,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     registry.register(Box::new(firing.clone()))?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
+    let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
     config
         .kafka
-        .ensure_topics(&[&topics.alerts, &topics.deadletter])
+        .await_topics(&[&topics.alerts, &topics.deadletter], &shutdown, |s| admin.status(s))
         .await?;
     let producer = config.kafka.producer()?;
     let consumer = config.kafka.consumer(&config.alerter.group_id)?;
@@ -583,7 +584,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tasks.push(tokio::spawn(ticker(shared.clone(), firing, shutdown.clone())));
 
     let app = admin::router(registry, ready.clone()).merge(api::router(shared.clone(), Tokens::new(&config.auth)));
-    let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
+    let (admin_addr, admin_task) = admin.serve(app);
     let mut handler = AlertHandler {
         shared,
         alerts: alerts_total,

@@ -91,9 +91,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let a = &config.analyzer;
     config.accuracy.validate().map_err(analysis_error)?;
     config.drift.validate().map_err(analysis_error)?;
+    let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
     config
         .kafka
-        .ensure_topics(&[&topics.inference, &topics.labels, &topics.alerts, &topics.deadletter])
+        .await_topics(
+            &[&topics.inference, &topics.labels, &topics.alerts, &topics.deadletter],
+            &shutdown,
+            |s| admin.status(s),
+        )
         .await?;
     // Alerts and dead letters share a producer that replaces itself after
     // an unrecoverable error (broker trouble fences idempotent producers).
@@ -142,7 +147,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     kafka_consumer.subscribe(&[&topics.inference, &topics.labels])?;
 
     let app = admin::router(registry.clone(), ready.clone()).merge(api::router(core, profiles));
-    let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
+    let (admin_addr, admin_task) = admin.serve(app);
 
     let timeout = Duration::from_millis(config.kafka.produce_timeout_ms);
     let dead_letter = DeadLetter::resilient(producer.clone(), topics.deadletter.clone(), timeout);
