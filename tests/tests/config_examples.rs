@@ -71,3 +71,55 @@ fn kubernetes_configmaps_load() {
     // Dry-run until an operator turns acting on.
     assert!(r.remediator.dry_run);
 }
+
+/// The `MLWATCH_…=…` literals of the `mlwatch-env` ConfigMap generator in a
+/// kustomization under `deploy/k8s/`.
+fn kustomize_env(kustomization: &str) -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/k8s")
+        .join(kustomization);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("- MLWATCH_"))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (format!("MLWATCH_{k}"), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn kubernetes_production_environment_loads() {
+    use mlwatch_common::config::load_with_env;
+    let mut env = kustomize_env("base/kustomization.yaml");
+    env.extend(kustomize_env("overlays/production/kustomization.yaml"));
+    assert!(env.len() >= 5, "{env:?}");
+    let toml = |service: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/k8s/base/config")
+            .join(format!("{service}.toml"))
+    };
+    let kafka = |k: &mlwatch_common::kafka::KafkaConfig| {
+        assert_eq!(k.replication_factor, 3);
+        assert_eq!(k.topic_config.get("min.insync.replicas").map(String::as_str), Some("2"));
+        assert_eq!(k.topic_config.len(), 1, "{:?}", k.topic_config);
+    };
+    let c: mlwatch_collector::Config =
+        load_with_env(Some(&toml("collector")), mlwatch_collector::SECTIONS, env.clone()).expect("collector");
+    kafka(&c.kafka);
+    assert!(c.log.json);
+    assert_eq!(c.admin.listen.port(), 9100);
+    let a: mlwatch_analyzer::Config =
+        load_with_env(Some(&toml("analyzer")), mlwatch_analyzer::SECTIONS, env.clone()).expect("analyzer");
+    kafka(&a.kafka);
+    let state = &a.kafka.topic_overrides[&a.analyzer.state_topic];
+    assert_eq!(
+        state.config.get("max.message.bytes").map(String::as_str),
+        Some("67108864")
+    );
+    let al: mlwatch_alerter::Config =
+        load_with_env(Some(&toml("alerter")), mlwatch_alerter::SECTIONS, env.clone()).expect("alerter");
+    kafka(&al.kafka);
+    let r: mlwatch_remediator::Config =
+        load_with_env(Some(&toml("remediator")), mlwatch_remediator::SECTIONS, env).expect("remediator");
+    kafka(&r.kafka);
+    assert!(r.remediator.dry_run);
+}
