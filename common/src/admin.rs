@@ -173,7 +173,7 @@ impl Starting {
 }
 
 /// Binds `listen` and serves `app` until `shutdown` fires, within the
-/// default [`ConnectionLimits`]. Returns the bound address (useful with port
+/// default [`ConnectionLimits`](crate::listener::ConnectionLimits). Returns the bound address (useful with port
 /// 0) and the server task.
 pub async fn serve(
     listen: SocketAddr,
