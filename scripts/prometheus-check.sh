@@ -7,7 +7,8 @@
 # PromQL expression of the dashboards and rules returns data (latency,
 # accuracy against baseline, label coverage and lag, drift per feature,
 # data quality, firing alerts, notifications, remediation actions), and
-# that every service's /metrics passes `promtool check metrics`.
+# that every service's /metrics passes `promtool check metrics` (one named
+# exception: ml_model_staleness_hours keeps DESIGN.md's unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,10 +77,18 @@ for group in json.load(open(sys.argv[1])):
     for t in group["targets"]:
         print(group["labels"]["job"], t)
 PY
+# One lint finding is accepted, by name: `ml_model_staleness_hours` keeps
+# the unit DESIGN.md gives it, because existing ML dashboards query that
+# name (docs/collector.md). Anything else fails.
+allowed='^ml_model_staleness_hours use base unit "seconds" instead of "hours"$'
 while read -r job target; do
-  if ! curl -fsS "http://$target/metrics" | promtool check metrics; then
+  curl -fsS "http://$target/metrics" >"$work/metrics.txt"
+  findings=$(promtool check metrics <"$work/metrics.txt" 2>&1 || true)
+  unexpected=$(grep -v -E "$allowed" <<<"$findings" | grep -v '^$' || true)
+  if [[ -n "$unexpected" ]]; then
+    echo "$unexpected" >&2
     echo "prometheus-check: $job's /metrics fails promtool check metrics" >&2
     exit 1
   fi
-  echo "promtool check metrics: $job clean"
+  echo "promtool check metrics: $job clean${findings:+ (accepted: ml_model_staleness_hours in hours)}"
 done <"$work/targets.txt"
