@@ -65,6 +65,11 @@ const enc = encodeURIComponent;
 const pct = (v) => (v === null || v === undefined ? '–' : `${(v * 100).toFixed(1)}%`);
 const when = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 23) + 'Z' : '–');
 
+// Replaces the page's content (null entries are skipped).
+function show(...nodes) {
+  main.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined));
+}
+
 function setStatus(text) {
   document.getElementById('status').textContent = text;
 }
@@ -177,7 +182,7 @@ async function overview() {
     render();
   };
   render();
-  main.replaceChildren(
+  show(
     h('h1', {}, 'Models'),
     h('div', { class: 'toolbar' }, filter, h('span', { class: 'muted' }, `${rows.length} series · ${alerts.active.length} active alerts · click a header to sort`)),
     h('table', { id: 'models' }, h('thead', {}, thead), tbody),
@@ -228,7 +233,7 @@ async function modelPage(model) {
     h('div', { class: 'toolbar' }, 'Range:', ...rangeButtons, h('a', { href: `#/drift/${enc(model)}` }, 'Drift'), h('a', { href: `#/incidents/${enc(model)}` }, 'Incidents')),
   ];
   if (!hist) {
-    main.replaceChildren(...head, h('p', { class: 'muted' }, 'No history yet for this model.'));
+    show(...head, h('p', { class: 'muted' }, 'No history yet for this model.'));
     return 10000;
   }
   const series = hist.series.filter((s) => s.segment === '' || s.segment === undefined);
@@ -256,7 +261,7 @@ async function modelPage(model) {
     if (!s) return h('div', { class: 'muted' }, 'choose a version');
     return h('div', { dataset: { version: name } }, h('h3', {}, `${name} · ${s.resolution} (${s.step_secs} s steps)`), ...versionCharts(s, markers));
   };
-  main.replaceChildren(
+  show(
     ...head,
     overlay,
     h('h2', {}, 'Side by side'),
@@ -275,7 +280,7 @@ async function driftPage(model) {
   ]);
   const head = [h('h1', {}, `Drift: ${model}`), h('div', { class: 'toolbar' }, h('a', { href: `#/model/${enc(model)}` }, 'Model'), h('a', { href: `#/incidents/${enc(model)}` }, 'Incidents'))];
   if (!drift || !drift.report) {
-    main.replaceChildren(...head, h('p', { class: 'muted' }, drift?.status || drift?.error || 'No drift monitor for this model yet (no active profile or no events).'));
+    show(...head, h('p', { class: 'muted' }, drift?.status || drift?.error || 'No drift monitor for this model yet (no active profile or no events).'));
     return 5000;
   }
   const r = drift.report;
@@ -301,7 +306,7 @@ async function driftPage(model) {
       over,
     );
   };
-  main.replaceChildren(
+  show(
     ...head,
     h('p', {}, `Version ${drift.model_version}, profile v${drift.profile_version}; window ending ${when(r.window_end_ms)} with ${r.window_events} events; ${r.windows_evaluated} windows evaluated.`),
     h('h2', {}, 'Data-quality checks'),
@@ -364,7 +369,7 @@ async function incidents(model) {
     .filter((i) => i.alert)
     .sort((a, b) => Math.max(...b.events.map((e) => e.t)) - Math.max(...a.events.map((e) => e.t)));
   const order = { evidence: 0, fired: 1, page: 2, action: 3, 'page-resolved': 5, resolved: 4 };
-  main.replaceChildren(
+  show(
     h('h1', {}, model ? `Incidents: ${model}` : 'Incidents'),
     h('p', { class: 'muted' }, `From the analyzer's alerts${peers.alerter ? ", the alerter's notifications" : ' (no [ui] alerter_url: pages not shown)'}${peers.remediator ? " and the remediator's actions" : ' (no [ui] remediator_url: actions not shown)'}, linked by alert fingerprint.`),
     list.length === 0 ? h('p', { class: 'muted' }, 'No alerts published by this analyzer since it started.') : null,
@@ -403,7 +408,7 @@ async function route() {
     setStatus(`updated ${new Date().toISOString().slice(11, 19)}Z`);
     if (mine === generation && refresh) timer = setTimeout(() => { if (mine === generation && !document.hidden) route(); }, refresh);
   } catch (e) {
-    main.replaceChildren(h('p', { class: 'error' }, String(e.message || e)));
+    show(h('p', { class: 'error' }, String(e.message || e)));
     timer = setTimeout(route, 5000);
   }
 }

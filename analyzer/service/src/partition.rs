@@ -1117,6 +1117,62 @@ mod tests {
     }
 
     #[test]
+    fn the_history_samples_every_signal_and_survives_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.history.step_secs = 5;
+        c.drift.rules.defaults.min_window_events = 50;
+        let mut t = owning(&c);
+        let mut b = ProfileBuilder::new(BuildOptions::new("fraud", 1)).unwrap();
+        for i in 0..500 {
+            b.start_row();
+            b.add_feature("amount", Value::Number((i % 50) as f64));
+        }
+        t.put_profile(b.finish().unwrap()).unwrap();
+        // 60 s of events, 10 per second.
+        for i in 0..600 {
+            on_inference(&mut t, i, &prediction(i));
+        }
+        let rows = |t: &Partitions| {
+            let h = t.history("fraud", Some("v1"));
+            assert_eq!(h.len(), 1);
+            let r = h[0].0.range(t.history_config(), h[0].1, 3_600_000);
+            (r.t.len(), r.columns)
+        };
+        let (n, columns) = rows(&t);
+        assert!((11..=13).contains(&n), "one row per 5 s of event time, got {n}");
+        for name in [
+            "p50_ms",
+            "p99_ms",
+            "throughput_rps",
+            "error_rate",
+            "drift.amount.psi",
+            "drift.amount.ks",
+        ] {
+            assert!(
+                columns.get(name).is_some_and(|v| v.iter().any(Option::is_some)),
+                "{name}: {columns:?}"
+            );
+        }
+        // Through a checkpoint (as JSON, as stored) into a new instance.
+        let (record, accuracy, drift) = t.checkpoint(0).unwrap();
+        let json = serde_json::to_string(&record).unwrap();
+        let record: PartitionRecord = serde_json::from_str(&json).unwrap();
+        drop(t); // releases the join store
+        let mut restored = Partitions::new(Settings::from_config(&c));
+        restored.restore(0, record, accuracy, drift).unwrap();
+        assert_eq!(rows(&restored), (n, columns));
+        // A checkpoint written before the history existed restores with none.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old.as_object_mut().unwrap().remove("history");
+        let old: PartitionRecord = serde_json::from_value(old).unwrap();
+        drop(restored);
+        let mut fresh = Partitions::new(Settings::from_config(&c));
+        fresh.restore(0, old, None, Vec::new()).unwrap();
+        assert!(fresh.history("fraud", None).is_empty());
+    }
+
+    #[test]
     fn each_model_version_has_its_own_monitor_and_alerts() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = config(dir.path());
