@@ -115,6 +115,9 @@ pub struct Column {
     coarse: VecDeque<f32>,
 }
 
+/// Which ring of a column a range reads.
+type Pick = fn(&Column) -> &VecDeque<f32>;
+
 /// The history of one series.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SeriesHistory {
@@ -214,8 +217,12 @@ impl SeriesHistory {
         if self.fine_t.back().is_some_and(|&last| last >= t_ms) {
             return; // the clock never goes back; a repeat is ignored
         }
+        // Exact capacities: a ring never grows past its bound plus the row
+        // pushed before the oldest is dropped.
+        reserve(&mut self.fine_t, config.fine_points + 1);
         self.fine_t.push_back(t_ms);
         for c in &mut self.columns {
+            reserve(&mut c.fine, config.fine_points + 1);
             c.fine.push_back(f32::NAN);
         }
         for (name, v) in values {
@@ -242,8 +249,10 @@ impl SeriesHistory {
         if n == 0 {
             return;
         }
+        reserve(&mut self.coarse_t, config.coarse_points + 1);
         self.coarse_t.push_back(t_ms);
         for c in &mut self.columns {
+            reserve(&mut c.coarse, config.coarse_points + 1);
             let (sum, count) = c
                 .fine
                 .iter()
@@ -269,7 +278,7 @@ impl SeriesHistory {
     /// when it spans that long, else from the coarse ring.
     pub fn range(&self, config: &HistoryConfig, now_ms: i64, range_ms: i64) -> SeriesRange {
         let fine_span = config.step_ms().saturating_mul(config.fine_points as i64);
-        let (resolution, times, pick): (_, &VecDeque<i64>, fn(&Column) -> &VecDeque<f32>) = if range_ms <= fine_span {
+        let (resolution, times, pick): (_, &VecDeque<i64>, Pick) = if range_ms <= fine_span {
             (Resolution::Fine, &self.fine_t, |c| &c.fine)
         } else {
             (Resolution::Coarse, &self.coarse_t, |c| &c.coarse)
@@ -295,6 +304,15 @@ impl SeriesHistory {
                 })
                 .collect(),
         }
+    }
+}
+
+/// Makes room for one more value without growing past `bound` values
+/// (a `VecDeque` doubles its capacity when full).
+fn reserve<T>(ring: &mut VecDeque<T>, bound: usize) {
+    if ring.len() == ring.capacity() {
+        let want = (ring.len() * 2).clamp(16, bound.max(ring.len() + 1));
+        ring.reserve_exact(want - ring.len());
     }
 }
 
