@@ -311,7 +311,7 @@ impl SeriesHistory {
 /// (a `VecDeque` doubles its capacity when full).
 fn reserve<T>(ring: &mut VecDeque<T>, bound: usize) {
     if ring.len() == ring.capacity() {
-        let want = (ring.len() * 2).clamp(16, bound.max(ring.len() + 1));
+        let want = (ring.len() * 2).max(16).min(bound.max(ring.len() + 1));
         ring.reserve_exact(want - ring.len());
     }
 }
