@@ -406,7 +406,13 @@ async function route() {
     else refresh = await overview();
     document.body.dataset.loaded = page || 'overview';
     setStatus(`updated ${new Date().toISOString().slice(11, 19)}Z`);
-    if (mine === generation && refresh) timer = setTimeout(() => { if (mine === generation && !document.hidden) route(); }, refresh);
+    // No refresh while the page is hidden or someone is typing a filter.
+    const again = () => {
+      if (mine !== generation) return;
+      if (document.hidden || document.activeElement?.id === 'filter') timer = setTimeout(again, refresh);
+      else route();
+    };
+    if (mine === generation && refresh) timer = setTimeout(again, refresh);
   } catch (e) {
     show(h('p', { class: 'error' }, String(e.message || e)));
     timer = setTimeout(route, 5000);
