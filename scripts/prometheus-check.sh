@@ -11,21 +11,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
-  echo "prometheus-check: installing Debian's prometheus package" >&2
-  # Root on the development machines; sudo on CI runners (GitHub's Ubuntu).
-  sudo=()
-  if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then sudo=(sudo); fi
-  apt() { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
-  apt install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
-    || { apt update -qq >/dev/null && apt install -y -qq --no-install-recommends prometheus >/dev/null; }
-fi
+scripts/apt-install.sh prometheus=prometheus promtool=prometheus
 promtool check rules deploy/prometheus/rules/*.yml
 python3 - <<'PY'
 import json, glob
 for p in glob.glob("deploy/grafana/dashboards/*.json"):
-    json.load(open(p))
-print("dashboards: valid JSON")
+    d = json.load(open(p))
+    variables = [v["name"] for v in d["templating"]["list"]]
+    assert "datasource" in variables, f"{p}: no datasource variable"
+    for panel in d["panels"]:
+        assert panel.get("description"), f"{p}: panel {panel['title']!r} has no description"
+        assert panel["datasource"]["uid"] == "${datasource}", f"{p}: panel {panel['title']!r} has a fixed data source"
+print("dashboards: valid JSON, a datasource variable, every panel described")
 PY
 
 scripts/broker.sh start

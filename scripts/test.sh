@@ -17,6 +17,8 @@ if ((started_here)); then
   trap 'scripts/broker.sh stop' EXIT
 fi
 export KAFKA_BOOTSTRAP_SERVERS="${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$port}"
+# The alerter's tests run a real Prometheus and Alertmanager.
+scripts/apt-install.sh prometheus=prometheus prometheus-alertmanager=prometheus-alertmanager
 # The broker-pause test starts a private Tansu of its own, whatever broker
 # the other tests use.
 MLWATCH_TANSU_BIN="${MLWATCH_TANSU_BIN:-$(scripts/broker.sh install)}"

@@ -33,6 +33,7 @@ fn alert(i: usize, at: i64) -> AlertRecord {
         recommendations: vec!["scale up".into()],
         source: "analyzer".into(),
         generated_at_ms: at,
+        expires_at_ms: 0,
     }
 }
 

@@ -29,6 +29,10 @@ pub struct AlertRecord {
     pub recommendations: Vec<String>,
     pub source: String,
     pub generated_at_ms: i64,
+    /// For alerts whose sender renews them (a Prometheus): when the alert
+    /// resolves unless renewed before; 0 = only an explicit resolve ends it.
+    #[serde(default)]
+    pub expires_at_ms: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +101,7 @@ impl AlertRecord {
             recommendations: a.recommendations.clone(),
             source: a.source.clone(),
             generated_at_ms: a.generated_at_ms,
+            expires_at_ms: 0,
         })
     }
 
@@ -143,5 +148,6 @@ pub(crate) fn test_alert(fingerprint: &str, kind: &str, severity: &str, model: &
         recommendations: vec![],
         source: "test".into(),
         generated_at_ms: 0,
+        expires_at_ms: 0,
     }
 }

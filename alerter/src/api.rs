@@ -10,6 +10,7 @@
 //! | POST | `/api/v1/silences` | create a silence (`matchers`, `starts_at_ms`, `ends_at_ms`, `created_by`, `comment`) |
 //! | DELETE | `/api/v1/silences/{id}` | expire a silence |
 //! | GET | `/api/v1/notifications` | notification history with outcomes (`?receiver=`, `?outcome=`, `?limit=`) |
+//! | POST | `/api/v2/alerts` | alerts from a Prometheus, as Alertmanager's API v2 takes them ([`crate::inbound`]) |
 //!
 //! Answers never contain receiver configuration, so no secret can leak.
 
@@ -243,7 +244,31 @@ async fn notifications(State(shared): State<Arc<Shared>>, Query(q): Query<Histor
     answer(result)
 }
 
-/// The API routes.
+/// Alerts from a Prometheus, as an Alertmanager takes them: filed with the
+/// alerts from the analyzer, routed, grouped and silenced alike.
+async fn prometheus_alerts(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let now = mlwatch_common::now_ms();
+    let records = match crate::inbound::parse(&body, now, shared.resolve_timeout_ms) {
+        Ok(r) => r,
+        Err(e) => return answer(Err(e)),
+    };
+    let taken = records.len();
+    let result = blocking(shared.clone(), move |s| {
+        s.apply(|engine, now| {
+            let outcomes: Vec<_> = records.into_iter().map(|r| engine.ingest(r, now)).collect();
+            Ok((outcomes, engine.tick(now)))
+        })
+    })
+    .await
+    .map(|outcomes| {
+        for o in outcomes {
+            shared.prometheus_alerts.with_label_values(&[o.name()]).inc();
+        }
+        json!({"taken": taken})
+    });
+    answer(result)
+}
+
 /// The API routes, behind bearer-token authentication when `tokens` holds
 /// any.
 pub fn router(shared: Arc<Shared>, tokens: Tokens) -> Router {
@@ -255,6 +280,7 @@ pub fn router(shared: Arc<Shared>, tokens: Tokens) -> Router {
         .route("/api/v1/silences", get(silences).post(create_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/api/v1/notifications", get(notifications))
+        .route("/api/v2/alerts", post(prometheus_alerts))
         .layer(axum::middleware::from_fn_with_state(tokens, require_bearer))
         .with_state(shared)
 }

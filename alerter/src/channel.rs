@@ -125,10 +125,17 @@ pub enum Receiver {
         #[serde(default)]
         rate_limit_ms: Option<u64>,
     },
-    /// Forwarding to an Alertmanager (`POST <url>/api/v2/alerts`).
+    /// Forwarding to an Alertmanager (`POST <url>/api/v2/alerts`). Firing
+    /// alerts are re-sent every `resend_interval_ms` with `endsAt` four
+    /// intervals ahead (as a Prometheus does), and resolved ones with their
+    /// end, so the Alertmanager neither resolves a firing alert by its
+    /// `resolve_timeout` nor keeps a resolved one.
     Alertmanager {
         /// Base URL, e.g. `http://alertmanager:9093`.
         url: String,
+        /// Default 60000 (a Prometheus's `resend_delay`).
+        #[serde(default)]
+        resend_interval_ms: Option<u64>,
         #[serde(default)]
         send_resolved: Option<bool>,
         #[serde(default)]
@@ -175,8 +182,13 @@ pub enum Channel {
     },
     Alertmanager {
         url: String,
+        /// How far ahead of a message firing alerts end unless re-sent.
+        ends_after_ms: u64,
     },
 }
+
+/// How often firing alerts are re-sent to an Alertmanager by default.
+pub const DEFAULT_RESEND_MS: u64 = 60_000;
 
 /// A resolved receiver: its channel, policy and rate limit.
 pub struct Resolved {
@@ -241,6 +253,7 @@ pub fn resolve(
     let policy = |resolved: &Option<bool>, acked: Option<bool>| ReceiverPolicy {
         send_resolved: resolved.unwrap_or(true),
         send_acknowledged: acked.unwrap_or(false),
+        resend_ms: None,
     };
     let rate = |ms: &Option<u64>, default: u64| Duration::from_millis(ms.unwrap_or(default));
     Ok(match receiver {
@@ -373,15 +386,24 @@ pub fn resolve(
         }
         Receiver::Alertmanager {
             url,
+            resend_interval_ms,
             send_resolved,
             rate_limit_ms,
         } => {
             http_url(name, "url", url)?;
+            let resend = resend_interval_ms.unwrap_or(DEFAULT_RESEND_MS);
+            if resend == 0 {
+                return Err(invalid(name, "resend_interval_ms must be above 0".into()));
+            }
             Resolved {
                 channel: Channel::Alertmanager {
                     url: format!("{}/api/v2/alerts", url.trim_end_matches('/')),
+                    ends_after_ms: resend.saturating_mul(4),
                 },
-                policy: policy(send_resolved, Some(false)),
+                policy: ReceiverPolicy {
+                    resend_ms: Some(resend),
+                    ..policy(send_resolved, Some(false))
+                },
                 rate_limit: rate(rate_limit_ms, 0),
             }
         }
@@ -412,7 +434,7 @@ impl Channel {
     pub fn endpoint(&self) -> String {
         match self {
             Channel::Slack { url, .. } | Channel::Webhook { url, .. } => url.expose().to_string(),
-            Channel::Pagerduty { url, .. } | Channel::Alertmanager { url } => url.clone(),
+            Channel::Pagerduty { url, .. } | Channel::Alertmanager { url, .. } => url.clone(),
             Channel::Email { from, to, .. } => format!("smtp {from} {to:?}"),
         }
     }
@@ -463,8 +485,9 @@ impl Channel {
                 }
                 deliver::post_json(client, url.expose(), &body, &headers, policy).await
             }
-            Channel::Alertmanager { url } => {
-                deliver::post_json(client, url, &webhook::alertmanager(n), &idem, policy).await
+            Channel::Alertmanager { url, ends_after_ms } => {
+                let body = webhook::alertmanager(n, *ends_after_ms);
+                deliver::post_json(client, url, &body, &idem, policy).await
             }
         }
     }

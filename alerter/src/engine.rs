@@ -36,6 +36,10 @@ pub struct ReceiverPolicy {
     pub send_resolved: bool,
     /// Send acknowledgements (PagerDuty `acknowledge`).
     pub send_acknowledged: bool,
+    /// Re-send a group's firing alerts at least this often, acknowledged or
+    /// not, for receivers that expire alerts not heard of (an
+    /// Alertmanager, whose `resolve_timeout` would otherwise resolve them).
+    pub resend_ms: Option<u64>,
 }
 
 impl Default for ReceiverPolicy {
@@ -43,6 +47,7 @@ impl Default for ReceiverPolicy {
         Self {
             send_resolved: true,
             send_acknowledged: false,
+            resend_ms: None,
         }
     }
 }
@@ -259,6 +264,19 @@ pub enum Ingested {
     UnknownResolved,
 }
 
+impl Ingested {
+    /// The `outcome` label of the alerts counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ingested::Firing => "firing",
+            Ingested::Resolved => "resolved",
+            Ingested::Unchanged => "unchanged",
+            Ingested::Stale => "stale",
+            Ingested::UnknownResolved => "unknown_resolved",
+        }
+    }
+}
+
 /// What an acknowledgement names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckTarget {
@@ -423,16 +441,37 @@ impl Engine {
 
     /// The earliest time at which [`Engine::tick`] has work.
     pub fn next_wakeup(&self) -> Option<i64> {
+        let expiries = self
+            .state
+            .alerts
+            .values()
+            .filter(|a| a.is_firing() && a.expires_at_ms > 0)
+            .map(|a| a.expires_at_ms);
         self.state
             .groups
             .values()
             .flat_map(|g| [Some(g.next_flush_ms), g.escalation.due_ms])
             .flatten()
+            .chain(expiries)
             .min()
+    }
+
+    /// Resolves firing alerts whose sender stopped renewing them (alerts
+    /// taken from a Prometheus carry `endsAt`, renewed by every re-send).
+    fn expire(&mut self, now_ms: i64) {
+        for a in self.state.alerts.values_mut() {
+            if a.is_firing() && a.expires_at_ms > 0 && a.expires_at_ms <= now_ms {
+                a.status = Status::Resolved;
+                a.ends_at_ms = a.expires_at_ms;
+                a.id = crate::inbound::alert_id(&a.fingerprint, a.starts_at_ms, Status::Resolved);
+                self.state.acks.remove(&a.fingerprint);
+            }
+        }
     }
 
     /// Flushes every due group and takes due escalation steps.
     pub fn tick(&mut self, now_ms: i64) -> Vec<Notification> {
+        self.expire(now_ms);
         let due: Vec<String> = self
             .state
             .groups
@@ -504,7 +543,9 @@ impl Engine {
                     true
                 } else if firing.is_empty() {
                     !last.firing.is_empty()
-                } else if policy.send_resolved && !resolved_set.is_subset(&last.resolved) {
+                } else if (policy.send_resolved && !resolved_set.is_subset(&last.resolved))
+                    || policy.resend_ms.is_some_and(|r| last.at_ms + r as i64 <= now_ms)
+                {
                     true
                 } else {
                     !all_acked && last.at_ms + group.repeat_interval_ms as i64 <= now_ms
@@ -563,7 +604,13 @@ impl Engine {
             }
             self.state.groups.remove(id);
         } else {
-            group.next_flush_ms = now_ms + group.group_interval_ms as i64;
+            let mut next = group.group_interval_ms;
+            if let Some(resend) = policy.resend_ms
+                && !firing.is_empty()
+            {
+                next = next.min(resend);
+            }
+            group.next_flush_ms = now_ms + next as i64;
             self.state.groups.insert(id.to_string(), group);
         }
         resolved_set

@@ -27,6 +27,7 @@ pub mod deliver;
 pub mod email;
 pub mod engine;
 pub mod error;
+pub mod inbound;
 pub mod matcher;
 pub mod pagerduty;
 pub mod route;
@@ -164,6 +165,10 @@ pub struct AlerterConfig {
     pub history_keep: usize,
     /// This alerter's URL, sent as `externalURL` to webhooks.
     pub external_url: String,
+    /// How long an alert taken from a Prometheus (`POST /api/v2/alerts`)
+    /// without `endsAt` stays firing unless re-sent (Alertmanager's
+    /// `resolve_timeout`).
+    pub resolve_timeout_ms: u64,
 }
 
 impl Default for AlerterConfig {
@@ -178,6 +183,7 @@ impl Default for AlerterConfig {
             state_file: Some(PathBuf::from("mlwatch-alerter.redb")),
             history_keep: 10_000,
             external_url: String::new(),
+            resolve_timeout_ms: 300_000,
         }
     }
 }
@@ -202,6 +208,11 @@ pub struct Shared {
     configured: BTreeSet<String>,
     queues: BTreeMap<String, mpsc::UnboundedSender<Notification>>,
     wake: tokio::sync::Notify,
+    /// How long an alert taken from a Prometheus without `endsAt` fires
+    /// unless re-sent.
+    pub resolve_timeout_ms: u64,
+    /// Alerts taken from a Prometheus, by what the engine did with them.
+    pub prometheus_alerts: IntCounterVec,
 }
 
 impl Shared {
@@ -269,13 +280,7 @@ impl Handler for AlertHandler {
         .map_err(|e| HandleError::Transient(format!("ingest task failed: {e}")))?;
         match filed {
             Ok(what) => {
-                let outcome = match what {
-                    engine::Ingested::Firing => "firing",
-                    engine::Ingested::Resolved => "resolved",
-                    engine::Ingested::Unchanged => "unchanged",
-                    engine::Ingested::Stale => "stale",
-                    engine::Ingested::UnknownResolved => "unknown_resolved",
-                };
+                let outcome = what.name();
                 self.alerts.with_label_values(&[outcome]).inc();
                 match what {
                     engine::Ingested::Stale => {
@@ -470,6 +475,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         &["outcome"],
     )?;
     registry.register(Box::new(alerts_total.clone()))?;
+    let prometheus_alerts = IntCounterVec::new(
+        Opts::new(
+            "mlwatch_alerter_prometheus_alerts_total",
+            "Alerts taken from a Prometheus (POST /api/v2/alerts), by what the engine did with them",
+        ),
+        &["outcome"],
+    )?;
+    registry.register(Box::new(prometheus_alerts.clone()))?;
     let firing = IntGaugeVec::new(
         Opts::new(
             "mlwatch_alerter_firing_alerts",
@@ -480,9 +493,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     registry.register(Box::new(firing.clone()))?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
+    let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
     config
         .kafka
-        .ensure_topics(&[&topics.alerts, &topics.deadletter])
+        .await_topics(&[&topics.alerts, &topics.deadletter], &shutdown, |s| admin.status(s))
         .await?;
     let producer = config.kafka.producer()?;
     let consumer = config.kafka.consumer(&config.alerter.group_id)?;
@@ -512,6 +526,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         configured: resolved.keys().cloned().collect(),
         queues,
         wake: tokio::sync::Notify::new(),
+        resolve_timeout_ms: config.alerter.resolve_timeout_ms,
+        prometheus_alerts,
     });
     // Resend what was logged but not answered before the last stop.
     for entry in pending {
@@ -568,7 +584,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     tasks.push(tokio::spawn(ticker(shared.clone(), firing, shutdown.clone())));
 
     let app = admin::router(registry, ready.clone()).merge(api::router(shared.clone(), Tokens::new(&config.auth)));
-    let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
+    let (admin_addr, admin_task) = admin.serve(app);
     let mut handler = AlertHandler {
         shared,
         alerts: alerts_total,

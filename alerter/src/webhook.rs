@@ -70,8 +70,9 @@ pub fn v4(n: &Notification, receiver: &str, external_url: &str, max_alerts: usiz
 }
 
 /// The body of Alertmanager's `POST /api/v2/alerts`: resolved alerts carry
-/// their `endsAt`, firing ones none (Alertmanager sets it).
-pub fn alertmanager(n: &Notification) -> Value {
+/// their end, firing ones an `endsAt` `ends_after_ms` after the message was
+/// made, so they stay firing only while re-sent.
+pub fn alertmanager(n: &Notification, ends_after_ms: u64) -> Value {
     let alerts: Vec<Value> = n
         .alerts()
         .map(|a| {
@@ -79,9 +80,12 @@ pub fn alertmanager(n: &Notification) -> Value {
             m.insert("labels".into(), json!(a.match_labels()));
             m.insert("annotations".into(), json!(annotations(a)));
             m.insert("startsAt".into(), json!(rfc3339(a.starts_at_ms)));
-            if !a.is_firing() {
-                m.insert("endsAt".into(), json!(rfc3339(a.ends_at_ms.max(a.starts_at_ms))));
-            }
+            let ends = if a.is_firing() {
+                n.created_at_ms + ends_after_ms as i64
+            } else {
+                a.ends_at_ms.max(a.starts_at_ms)
+            };
+            m.insert("endsAt".into(), json!(rfc3339(ends)));
             m.insert("generatorURL".into(), json!(""));
             Value::Object(m)
         })
@@ -114,15 +118,16 @@ mod tests {
     }
 
     #[test]
-    fn alertmanager_alerts_carry_labels_and_end_only_when_resolved() {
+    fn alertmanager_alerts_end_ahead_while_firing_and_at_their_end_when_resolved() {
         let mut r = test_alert("b", "FeatureDrift", "medium", "fraud");
         r.status = crate::alert::Status::Resolved;
         r.ends_at_ms = 1_000;
         let mut n = test_notification(vec![test_alert("a", "HighP99Latency", "high", "fraud")]);
         n.resolved = vec![r];
-        let v = alertmanager(&n);
+        n.created_at_ms = 60_000;
+        let v = alertmanager(&n, 240_000);
         assert_eq!(v[0]["labels"]["alertname"], "HighP99Latency");
-        assert!(v[0].get("endsAt").is_none());
+        assert_eq!(v[0]["endsAt"], "1970-01-01T00:05:00Z");
         assert_eq!(v[1]["endsAt"], "1970-01-01T00:00:01Z");
     }
 }

@@ -93,6 +93,7 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     config.receivers.insert(
         "alertmanager".into(),
         Receiver::Alertmanager {
+            resend_interval_ms: None,
             url: format!("http://{}", addrs[3]),
             send_resolved: None,
             rate_limit_ms: None,
@@ -217,7 +218,9 @@ async fn every_channel_gets_the_documented_payloads_and_the_api_drives_acks_and_
     assert_eq!(a.path, "/api/v2/alerts");
     assert_eq!(a.body[0]["labels"]["alertname"], "HighP99Latency");
     assert_eq!(a.body[0]["labels"]["severity"], "high");
-    assert!(a.body[0].get("endsAt").is_none());
+    // Firing: an end four re-send intervals ahead, pushed on by each re-send.
+    let ends = a.body[0]["endsAt"].as_str().expect("endsAt");
+    assert!(ends > a.body[0]["startsAt"].as_str().unwrap(), "{ends}");
 
     let mails = within(30, "mail", smtp.wait_mails(0)).await;
     let first = &mails[0];

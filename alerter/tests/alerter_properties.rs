@@ -100,6 +100,7 @@ fn build_config() -> EngineConfig {
             ReceiverPolicy {
                 send_resolved: true,
                 send_acknowledged: true,
+                resend_ms: None,
             },
         )]
         .into(),

@@ -225,6 +225,7 @@ fn resolve_is_notified_once_and_per_receiver_it_can_be_turned_off() {
         ReceiverPolicy {
             send_resolved: false,
             send_acknowledged: false,
+            resend_ms: None,
         },
     )]
     .into();
@@ -362,6 +363,7 @@ fn acknowledgement_stops_escalation_and_repeats_and_is_sent_to_who_wants_it() {
         ReceiverPolicy {
             send_resolved: true,
             send_acknowledged: true,
+            resend_ms: None,
         },
     )]
     .into();
@@ -595,4 +597,52 @@ fn firing_alerts_are_counted_by_type_severity_and_state() {
         counts,
         [(("FeatureDrift".to_string(), "medium".to_string(), "active"), 1)].into()
     );
+}
+
+#[test]
+fn an_alertmanager_receiver_hears_firing_alerts_every_resend_interval_until_resolved() {
+    let policies = BTreeMap::from([(
+        "slack".to_string(),
+        ReceiverPolicy {
+            resend_ms: Some(M as u64),
+            ..ReceiverPolicy::default()
+        },
+    )]);
+    let (seen, _) = Timeline::with(simple(), vec![], policies)
+        .push(0, firing("a1", "HighP99Latency", "high", "fraud", 0))
+        // Acknowledged: a pager would go quiet, an Alertmanager must not.
+        .ack(2 * M, AckTarget::Alert("a1".into()), "ana")
+        .push(10 * M, resolved("a1", "HighP99Latency", "high", "fraud", 10 * M))
+        .run(20 * M);
+    let mut want: Vec<Seen> = (0..10).map(|i| note(30 * S + i * M, "slack", &["a1"], &[])).collect();
+    want.push(note(10 * M + 30 * S, "slack", &[], &["a1"]));
+    assert_eq!(
+        seen.into_iter().filter(|s| s.kind == Kind::Notify).collect::<Vec<_>>(),
+        want
+    );
+}
+
+#[test]
+fn an_alert_with_an_expiry_resolves_at_it_unless_renewed() {
+    let expiring = |fp: &str, at: i64, expires: i64| {
+        let mut a = firing(fp, "MlwatchServiceDown", "critical", "fraud", at);
+        a.expires_at_ms = expires;
+        a
+    };
+    let (seen, raw) = Timeline::new(simple())
+        .push(0, expiring("a1", 0, 5 * M))
+        // Renewed before it expires (a Prometheus re-sends every minute)…
+        .push(4 * M, expiring("a1", 4 * M, 9 * M))
+        // …then no more: it resolves at 9 min, seen at the next group flush.
+        .run(30 * M);
+    assert_eq!(
+        seen,
+        vec![
+            note(30 * S, "slack", &["a1"], &[]),
+            note(10 * M + 30 * S, "slack", &[], &["a1"])
+        ]
+    );
+    let last = &raw.last().unwrap().resolved[0];
+    assert_eq!(last.ends_at_ms, 9 * M);
+    assert_eq!(last.status, Status::Resolved);
 }

@@ -143,22 +143,6 @@ impl Stack {
     }
 }
 
-/// Uploads a reference profile of the standard event for `model` to the
-/// analyzer's API at `api`.
-pub async fn upload_profile(api: &str, model: &str) -> anyhow::Result<()> {
-    let response = reqwest::Client::new()
-        .put(format!("{api}/v1/models/{model}/profile"))
-        .body(events::profile(model)?.to_json())
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "profile upload: {}",
-        response.text().await?
-    );
-    Ok(())
-}
-
 /// What one scenario measured.
 pub struct Detection {
     pub after: Duration,
@@ -170,7 +154,7 @@ pub struct Detection {
 pub async fn measure(stack: &Stack, fault: Fault, give_up: Duration) -> anyhow::Result<Detection> {
     let model = fault.model();
     if fault == Fault::Drift {
-        upload_profile(&stack.analyzer_api, model).await?;
+        events::upload_profile(&stack.analyzer_api, model).await?;
     }
     let mut client: CollectorClient<Channel> = CollectorClient::connect(stack.grpc.clone()).await?;
     let names = events::Names::default();

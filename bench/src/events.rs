@@ -152,3 +152,19 @@ pub fn profile(model: &str) -> anyhow::Result<mlwatch_analyzer::drift::Profile> 
     }
     Ok(b.finish()?)
 }
+
+/// Uploads a reference profile of the standard event for `model` to the
+/// analyzer's API at `api`.
+pub async fn upload_profile(api: &str, model: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .put(format!("{api}/v1/models/{model}/profile"))
+        .body(profile(model)?.to_json())
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "profile upload: {}",
+        response.text().await?
+    );
+    Ok(())
+}

@@ -293,7 +293,7 @@ async fn end_to_end(args: &Args, ceiling: Option<f64>, rows: &mut Vec<Row>) -> a
     // Drift on: a reference profile per model.
     let api = format!("http://{}", analyzer.admin_addr);
     for m in 0..10 {
-        detect::upload_profile(&api, &format!("model-{m}")).await?;
+        events::upload_profile(&api, &format!("model-{m}")).await?;
     }
     let endpoint = format!("http://{}", collector.grpc_addr);
     let http = reqwest::Client::new();

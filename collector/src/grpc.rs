@@ -58,7 +58,27 @@ fn to_response(outcome: Outcome) -> IngestResponse {
     IngestResponse {
         accepted: u32::try_from(outcome.accepted).unwrap_or(u32::MAX),
         rejected: outcome.rejected.into_iter().map(pb_rejection).collect(),
+        handled_messages: 0,
     }
+}
+
+/// A stream that failed after `handled` messages: the error's status, with
+/// what was done before it in its details and metadata, so the client
+/// resends exactly the rest.
+fn partial_failure(error: Status, so_far: Outcome, handled: usize) -> Status {
+    let mut done = to_response(so_far);
+    done.handled_messages = u32::try_from(handled).unwrap_or(u32::MAX);
+    let message = format!(
+        "{} (after {handled} stream messages handled, {} events accepted: resend from message {handled})",
+        error.message(),
+        done.accepted
+    );
+    let details = prost::bytes::Bytes::from(prost::Message::encode_to_vec(&done));
+    let mut status = Status::with_details_and_metadata(error.code(), message, details, error.metadata().clone());
+    if let Ok(v) = handled.to_string().parse() {
+        status.metadata_mut().insert("mlwatch-accepted-messages", v);
+    }
+    status
 }
 
 fn pb_rejection(r: Rejection) -> PbRejection {
@@ -161,8 +181,17 @@ impl CollectorService {
             rejected: Vec::new(),
         };
         let mut offset = 0usize;
-        while let Some(message) = stream.message().await? {
-            let (batch, rejected) = self.split(kind, message, offset, false)?;
+        let mut handled = 0usize;
+        loop {
+            let message = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => return Err(partial_failure(e, total, handled)),
+            };
+            let (batch, rejected) = match self.split(kind, message, offset, false) {
+                Ok(split) => split,
+                Err(e) => return Err(partial_failure(e, total, handled)),
+            };
             offset += match &batch {
                 Batch::Wire(w) => w.events.len(),
                 _ => 0,
@@ -173,10 +202,13 @@ impl CollectorService {
                     total.rejected.extend(o.rejected);
                 }
                 Err(IngestError::AllRejected(r)) => total.rejected.extend(r),
-                Err(e) => return Err(to_status(e)),
+                Err(e) => return Err(partial_failure(to_status(e), total, handled)),
             }
+            handled += 1;
         }
-        Ok(to_response(total))
+        let mut answer = to_response(total);
+        answer.handled_messages = u32::try_from(handled).unwrap_or(u32::MAX);
+        Ok(answer)
     }
 }
 

@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use mlwatch_common::listener::ClientAddr;
 use serde_json::json;
 
 use crate::ingest::{Batch, IngestError, Ingestor, Outcome};
@@ -82,28 +83,65 @@ pub fn router(ingestor: Ingestor, tokens: Tokens, joiner: SharedJoiner) -> Route
         .with_state(state)
 }
 
-/// The memory budget for request bodies being read, in KiB permits.
+/// The memory budget for request bodies being read, in KiB permits, with
+/// each client's share capped so one client cannot hold it all.
 #[derive(Clone)]
 pub struct BodyBudget {
     permits: Arc<tokio::sync::Semaphore>,
     max_body_kib: usize,
+    max_body_bytes: usize,
+    per_client_kib: usize,
+    in_use: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    read_timeout: std::time::Duration,
 }
 
 impl BodyBudget {
-    pub fn new(max_in_flight_bytes: usize, max_body_bytes: usize) -> Self {
+    /// `per_client_bytes`: most body bytes one client IP may have in flight;
+    /// `read_timeout`: a whole body must arrive within it.
+    pub fn new(
+        max_in_flight_bytes: usize,
+        max_body_bytes: usize,
+        per_client_bytes: usize,
+        read_timeout: std::time::Duration,
+    ) -> Self {
         let total = max_in_flight_bytes
             .div_ceil(1024)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
             permits: Arc::new(tokio::sync::Semaphore::new(total)),
             max_body_kib: max_body_bytes.div_ceil(1024).clamp(1, total.max(1)),
+            max_body_bytes,
+            per_client_kib: per_client_bytes.div_ceil(1024).max(1),
+            in_use: Arc::default(),
+            read_timeout,
         }
     }
 }
 
-/// Admits a request only while its body fits in the budget: 429 otherwise,
-/// before the body is read, so memory stays bounded however many clients
-/// connect.
+/// A client's share of the budget, given back when dropped.
+struct ClientShare {
+    in_use: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+    kib: usize,
+}
+
+impl Drop for ClientShare {
+    fn drop(&mut self) {
+        let mut map = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(self.kib);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Admits a request only while its body fits in the budget and in its
+/// client's share of it: 429 otherwise, before the body is read, so memory
+/// stays bounded however many clients connect and one client's slow
+/// uploads cannot starve the others. The body must then arrive within the
+/// read timeout (408 otherwise), so a trickling client gives its share back.
 pub async fn admit(State(budget): State<BodyBudget>, request: Request, next: Next) -> Response {
     let declared = request
         .headers()
@@ -111,6 +149,22 @@ pub async fn admit(State(budget): State<BodyBudget>, request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let kib = declared.map_or(budget.max_body_kib, |b| b.div_ceil(1024).clamp(1, budget.max_body_kib));
+    let _share = match request.extensions().get::<ClientAddr>() {
+        None => None,
+        Some(ClientAddr(peer)) => {
+            let mut map = budget.in_use.lock().unwrap_or_else(|p| p.into_inner());
+            let used = map.entry(peer.ip()).or_default();
+            if *used + kib > budget.per_client_kib.max(kib.min(budget.max_body_kib)) && *used > 0 {
+                return IngestError::BodiesOverloaded { retry_after_secs: 1 }.into_response();
+            }
+            *used += kib;
+            Some(ClientShare {
+                in_use: budget.in_use.clone(),
+                ip: peer.ip(),
+                kib,
+            })
+        }
+    };
     let Ok(_permit) = budget
         .permits
         .clone()
@@ -118,7 +172,24 @@ pub async fn admit(State(budget): State<BodyBudget>, request: Request, next: Nex
     else {
         return IngestError::BodiesOverloaded { retry_after_secs: 1 }.into_response();
     };
-    next.run(request).await
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, budget.max_body_bytes);
+    let bytes = match tokio::time::timeout(budget.read_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => {
+            let too_large =
+                std::error::Error::source(&error).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let e = if too_large {
+                IngestError::TooLarge(format!("body too large: limit is {} bytes", budget.max_body_bytes))
+            } else {
+                IngestError::BadRequest(format!("cannot read body: {error}"))
+            };
+            return e.into_response();
+        }
+        Err(_) => return IngestError::BodyTimeout(budget.read_timeout.as_millis() as u64).into_response(),
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 impl IntoResponse for IngestError {
@@ -306,7 +377,7 @@ async fn resources(State(state): State<AppState>, body: Result<Bytes, BytesRejec
     }
     let m = &ingestor.metrics;
     for s in &samples {
-        let labels = [s.model.as_str(), s.model_version.as_str()];
+        let labels = m.model_labels(&s.model, &s.model_version, 1);
         if let Some(x) = s.queue_depth {
             m.queue_depth.with_label_values(&labels).set(x);
         }

@@ -38,6 +38,9 @@ pub enum IngestError {
     /// Every event in the request was rejected.
     #[error("all {} events rejected", .0.len())]
     AllRejected(Vec<Rejection>),
+    /// The body did not arrive within the read timeout (milliseconds).
+    #[error("request body not received within {0} ms")]
+    BodyTimeout(u64),
 }
 
 impl IngestError {
@@ -48,6 +51,7 @@ impl IngestError {
             Self::Unavailable(_) => 503,
             Self::BadRequest(_) | Self::AllRejected(_) => 400,
             Self::TooLarge(_) => 413,
+            Self::BodyTimeout(_) => 408,
         }
     }
 
@@ -57,6 +61,7 @@ impl IngestError {
             Self::Overloaded { .. } | Self::BodiesOverloaded { .. } => tonic::Code::ResourceExhausted,
             Self::Unavailable(_) => tonic::Code::Unavailable,
             Self::BadRequest(_) | Self::AllRejected(_) | Self::TooLarge(_) => tonic::Code::InvalidArgument,
+            Self::BodyTimeout(_) => tonic::Code::DeadlineExceeded,
         }
     }
 
@@ -447,26 +452,39 @@ impl Ingestor {
     /// (model, version, endpoint) of the batch, not once per event.
     fn observe<'a>(&self, events: impl Iterator<Item = Observed<'a>>) {
         let m = &self.metrics;
+        let now = mlwatch_common::now_ms();
         let mut handles: Vec<((&str, &str, &str), Handles)> = Vec::new();
         for e in events {
             let key = (e.model, e.model_version, e.endpoint);
             let at = match handles.iter().position(|(k, _)| *k == key) {
                 Some(at) => at,
                 None => {
+                    // Client-given names become series only under the caps.
+                    let [model, version] = m.model_labels(key.0, key.1, 0);
+                    let endpoint = m.endpoint_label(key.2, 0);
+                    m.seen([model, version], now);
                     handles.push((
                         key,
                         Handles {
-                            ok: m.requests.with_label_values(&[key.0, key.1, "ok"]),
-                            error: m.requests.with_label_values(&[key.0, key.1, "error"]),
-                            latency: m.latency.with_label_values(&[key.0, key.1, key.2]),
-                            batch_size: m.batch_size.with_label_values(&[key.0]),
-                            predictions: m.predictions.with_label_values(&[key.0, key.1]),
+                            ok: m.requests.with_label_values(&[model, version, "ok"]),
+                            error: m.requests.with_label_values(&[model, version, "error"]),
+                            latency: m.latency.with_label_values(&[model, version, endpoint]),
+                            batch_size: m.batch_size.with_label_values(&[model]),
+                            predictions: m.predictions.with_label_values(&[model, version]),
+                            folded: model == mlwatch_common::cardinality::OVERFLOW,
+                            endpoint_folded: endpoint == mlwatch_common::cardinality::OVERFLOW,
                         },
                     ));
                     handles.len() - 1
                 }
             };
             let h = &handles[at].1;
+            if h.folded {
+                m.series.count_folded(1);
+            }
+            if h.endpoint_folded {
+                m.endpoints.count_folded(1);
+            }
             if e.error {
                 h.error.inc();
             } else {
@@ -488,6 +506,9 @@ struct Handles {
     latency: prometheus::Histogram,
     batch_size: prometheus::Histogram,
     predictions: prometheus::Histogram,
+    /// The series is the overflow one (the event is counted as folded).
+    folded: bool,
+    endpoint_folded: bool,
 }
 
 /// The `reason` label of a rejection of `field` (a path like

@@ -35,6 +35,7 @@ use mlwatch_common::admin::{self, Readiness};
 use mlwatch_common::cli::HasLog;
 use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::KafkaConfig;
+use mlwatch_common::listener::ConnectionLimits;
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_common::telemetry::LogConfig;
 use serde::{Deserialize, Serialize};
@@ -42,7 +43,7 @@ use tokio::task::JoinHandle;
 
 use crate::ingest::Ingestor;
 use crate::kserve::CloudEventsConfig;
-use crate::security::{AuthConfig, TlsConfig, Tokens};
+use crate::security::{AuthConfig, TlsConfig, Tokens, TonicTls};
 use crate::validate::Limits;
 
 /// Top-level sections of the collector's configuration.
@@ -71,7 +72,7 @@ pub struct Config {
     pub log: LogConfig,
     /// HTTP ingest listener.
     #[serde(default = "default_http")]
-    pub http: ListenConfig,
+    pub http: HttpListenConfig,
     /// gRPC ingest listener.
     #[serde(default = "default_grpc")]
     pub grpc: ListenConfig,
@@ -132,14 +133,31 @@ pub struct ListenConfig {
     pub tls: Option<TlsConfig>,
 }
 
+/// The HTTP ingest listener: address, TLS, and the limits every
+/// connection is held to (`[http.connections]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpListenConfig {
+    /// Address to bind, e.g. `0.0.0.0:8080` (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Serve TLS (rustls) with this certificate and key; plain text when
+    /// absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Connection caps and timeouts (docs/collector.md, "Abuse").
+    #[serde(default)]
+    pub connections: ConnectionLimits,
+}
+
 fn default_admin() -> AdminConfig {
     AdminConfig::on(SocketAddr::from(([127, 0, 0, 1], 9101)))
 }
 
-fn default_http() -> ListenConfig {
-    ListenConfig {
+fn default_http() -> HttpListenConfig {
+    HttpListenConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         tls: None,
+        connections: ConnectionLimits::default(),
     }
 }
 
@@ -165,6 +183,11 @@ pub struct IngestConfig {
     pub max_in_flight_body_bytes: usize,
     /// Most concurrent gRPC calls per connection.
     pub grpc_concurrency_per_connection: usize,
+    /// Most request-body bytes one client IP may have in flight (its share
+    /// of `max_in_flight_body_bytes`); beyond it that client gets 429.
+    pub max_in_flight_body_bytes_per_client: usize,
+    /// A request body must arrive whole within this time (408 otherwise).
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for IngestConfig {
@@ -174,6 +197,8 @@ impl Default for IngestConfig {
             drain_timeout_ms: 10_000,
             max_in_flight_body_bytes: 256 * 1024 * 1024,
             grpc_concurrency_per_connection: 256,
+            max_in_flight_body_bytes_per_client: 64 * 1024 * 1024,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -205,10 +230,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
 /// returns once it is ready for traffic.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
     let registry = prometheus::Registry::new();
-    let metrics = metrics::Metrics::register(&registry)?;
+    let metrics = metrics::Metrics::register(&registry, &config.limits)?;
+    tokio::spawn({
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = every.tick() => metrics.refresh_staleness(mlwatch_common::now_ms()),
+                }
+            }
+        }
+    });
     let ready = Readiness::default();
     let topics = &config.kafka.topics;
-    config.kafka.ensure_topics(&[&topics.inference, &topics.labels]).await?;
+    let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
+    config
+        .kafka
+        .await_topics(&[&topics.inference, &topics.labels], &shutdown, |s| admin.status(s))
+        .await?;
     let producer = config.kafka.producer()?;
     let ingestor = Ingestor::new(
         producer,
@@ -234,38 +276,35 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         source,
     })?;
 
-    let (admin_addr, admin_task) = admin::serve(
-        config.admin.listen,
-        admin::router(registry.clone(), ready.clone()),
-        shutdown.clone(),
-    )
-    .await?;
+    let listener_metrics = admin.listener_metrics();
+    let (admin_addr, admin_task) = admin.serve(admin::router(registry.clone(), ready.clone()));
 
     let tokens = Tokens::new(&config.auth);
     let flusher = ingestor.clone();
     let joiner = http::joiner(config.cloudevents.clone());
     let http_app =
         http::router(ingestor.clone(), tokens.clone(), joiner.clone()).layer(axum::middleware::from_fn_with_state(
-            http::BodyBudget::new(config.ingest.max_in_flight_body_bytes, config.limits.max_body_bytes),
+            http::BodyBudget::new(
+                config.ingest.max_in_flight_body_bytes,
+                config.limits.max_body_bytes,
+                config.ingest.max_in_flight_body_bytes_per_client,
+                Duration::from_millis(config.ingest.body_read_timeout_ms),
+            ),
             http::admit,
         ));
-    let http_task = match &config.http.tls {
-        None => {
-            let http_shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(http_listener, http_app)
-                    .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-                    .await
-                {
-                    tracing::error!(%error, "http ingest server failed");
-                }
-            })
-        }
-        Some(tls) => {
-            let tls = tls.rustls_server().map_err(|e| Error::config("http.tls", e))?;
-            tokio::spawn(serve_tls(http_listener, tls, http_app, shutdown.clone()))
-        }
+    let tls = match &config.http.tls {
+        None => None,
+        Some(tls) => Some(tls.rustls_server().map_err(|e| Error::config("http.tls", e))?),
     };
+    let http_task = tokio::spawn(mlwatch_common::listener::serve(
+        "ingest",
+        http_listener,
+        http_app,
+        tls,
+        config.http.connections.clone(),
+        listener_metrics,
+        shutdown.clone(),
+    ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<grpc::CollectorServer>().await;
@@ -328,56 +367,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         registry,
         task,
     })
-}
-
-/// Serves `app` over TLS on `listener` until `shutdown` fires; each
-/// connection is handshaken and served on its own task.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(error) => {
-                    tracing::debug!(%error, %peer, "tls handshake failed");
-                    return;
-                }
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, %peer, "tls connection ended with an error");
-                    }
-                }
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    }
 }
 
 fn tokio_stream_listener(listener: tokio::net::TcpListener) -> tokio_stream::wrappers::TcpListenerStream {

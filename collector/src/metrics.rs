@@ -1,7 +1,13 @@
 //! The collector's Prometheus metrics, registered on a registry passed in.
 //! Names follow DESIGN.md so existing ML dashboards work unchanged.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use mlwatch_common::cardinality::{self, LabelCap};
 use prometheus::{GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::validate::Limits;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -28,6 +34,19 @@ pub struct Metrics {
     pub memory_bytes: GaugeVec,
     /// `ml_gpu_utilization_percent{model_name,model_version}`: from resource samples.
     pub gpu_percent: GaugeVec,
+    /// `ml_model_info{model_name,model_version}` = 1 for every model
+    /// version the collector has seen.
+    pub info: GaugeVec,
+    /// `ml_model_staleness_hours{model_name,model_version}`: hours since the
+    /// collector last received an inference of the model version
+    /// (refreshed by [`Metrics::refresh_staleness`]).
+    pub staleness: GaugeVec,
+    /// Caps the distinct (model, version) pairs that become series.
+    pub series: Arc<LabelCap>,
+    /// Caps the distinct endpoints that become series.
+    pub endpoints: Arc<LabelCap>,
+    /// When each admitted model version was last received (epoch ms).
+    last_seen: Arc<Mutex<HashMap<(String, String), i64>>>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -36,7 +55,7 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 }
 
 impl Metrics {
-    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+    pub fn register(registry: &Registry, limits: &Limits) -> prometheus::Result<Self> {
         let latency = must(HistogramVec::new(
             HistogramOpts::new(
                 "ml_inference_latency_seconds",
@@ -88,6 +107,16 @@ impl Metrics {
         let queue_depth = resource("ml_queue_depth", "Requests waiting in the model server's queue");
         let memory_bytes = resource("ml_memory_usage_bytes", "Memory used by the model server");
         let gpu_percent = resource("ml_gpu_utilization_percent", "GPU utilisation of the model server");
+        let info = resource("ml_model_info", "1 for every model version the collector has seen");
+        let staleness = resource(
+            "ml_model_staleness_hours",
+            "Hours since the collector last received an inference of the model version",
+        );
+        registry.register(Box::new(info.clone()))?;
+        registry.register(Box::new(staleness.clone()))?;
+        let folded = cardinality::folded_counter(registry)?;
+        let series = Arc::new(LabelCap::new(limits.max_metric_series, "model_version", folded.clone()));
+        let endpoints = Arc::new(LabelCap::new(limits.max_metric_endpoints, "endpoint", folded));
         registry.register(Box::new(queue_depth.clone()))?;
         registry.register(Box::new(memory_bytes.clone()))?;
         registry.register(Box::new(gpu_percent.clone()))?;
@@ -111,6 +140,52 @@ impl Metrics {
             queue_depth,
             memory_bytes,
             gpu_percent,
+            info,
+            staleness,
+            series,
+            endpoints,
+            last_seen: Arc::default(),
         })
+    }
+
+    /// The (model, version) labels of an observation: its own while under
+    /// the cap, else `_overflow` (counted `n` times).
+    pub fn model_labels<'a>(&self, model: &'a str, version: &'a str, n: u64) -> [&'a str; 2] {
+        let admitted = self.series.admit([model, version]);
+        if admitted.folded {
+            self.series.count_folded(n);
+        }
+        admitted.values
+    }
+
+    /// The endpoint label of an observation, capped alike.
+    pub fn endpoint_label<'a>(&self, endpoint: &'a str, n: u64) -> &'a str {
+        let admitted = self.endpoints.admit([endpoint]);
+        if admitted.folded {
+            self.endpoints.count_folded(n);
+        }
+        admitted.values[0]
+    }
+
+    /// Notes that an inference of this (capped) model version arrived now.
+    pub fn seen(&self, labels: [&str; 2], now_ms: i64) {
+        let mut last = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .insert((labels[0].to_string(), labels[1].to_string()), now_ms)
+            .is_none()
+        {
+            self.info.with_label_values(&labels).set(1.0);
+            self.staleness.with_label_values(&labels).set(0.0);
+        }
+    }
+
+    /// Sets `ml_model_staleness_hours` of every model version seen.
+    pub fn refresh_staleness(&self, now_ms: i64) {
+        let last = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        for ((model, version), at) in last.iter() {
+            self.staleness
+                .with_label_values(&[model.as_str(), version.as_str()])
+                .set((now_ms - at).max(0) as f64 / 3_600_000.0);
+        }
     }
 }

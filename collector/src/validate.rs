@@ -32,6 +32,12 @@ pub struct Limits {
     pub max_latency_ms: f64,
     /// Largest accepted batch size.
     pub max_batch_size: u32,
+    /// Most distinct (model, version) pairs that get their own metric
+    /// series; later new ones share `_overflow` series
+    /// (`mlwatch_metric_series_folded_total` counts their events).
+    pub max_metric_series: usize,
+    /// Most distinct endpoints that get their own latency series.
+    pub max_metric_endpoints: usize,
 }
 
 impl Default for Limits {
@@ -47,6 +53,8 @@ impl Default for Limits {
             max_past_secs: 30 * 24 * 3600,
             max_latency_ms: 3_600_000.0,
             max_batch_size: 1_000_000,
+            max_metric_series: 1_000,
+            max_metric_endpoints: 100,
         }
     }
 }
@@ -80,7 +88,8 @@ fn err<T>(field: impl Into<String>, reason: impl Into<String>) -> Check<T> {
 }
 
 /// Splits a request body into JSON values: one object, an array of objects,
-/// or JSON Lines. A line that does not parse is rejected on its own.
+/// or JSON Lines. A line that does not parse is rejected on its own, and so
+/// is an event with a key written twice (JSON leaves its meaning open).
 pub fn split_body(body: &[u8]) -> Result<Vec<Result<Value, Rejection>>, Rejection> {
     let text = std::str::from_utf8(body).map_err(|e| Rejection::new(0, "", format!("body is not UTF-8: {e}")))?;
     let trimmed = text.trim();
@@ -91,10 +100,14 @@ pub fn split_body(body: &[u8]) -> Result<Vec<Result<Value, Rejection>>, Rejectio
             "empty body: expected a JSON object, an array or JSON Lines",
         ));
     }
-    if let Ok(value) = serde_json::from_str::<Value>(trimmed) {
-        return Ok(match value {
-            Value::Array(items) => items.into_iter().map(Ok).collect(),
-            other => vec![Ok(other)],
+    if let Ok(checked) = serde_json::from_str::<Strict>(trimmed) {
+        return Ok(match checked {
+            Strict::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| item.into_event(i))
+                .collect(),
+            other => vec![other.into_event(0)],
         });
     }
     if trimmed.starts_with('[') {
@@ -105,10 +118,121 @@ pub fn split_body(body: &[u8]) -> Result<Vec<Result<Value, Rejection>>, Rejectio
         .lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str::<Value>(line).map_err(|e| Rejection::new(i, "", format!("malformed JSON line: {e}")))
+        .map(|(i, line)| match serde_json::from_str::<Strict>(line) {
+            Ok(checked) => checked.into_event(i),
+            Err(e) => Err(Rejection::new(i, "", format!("malformed JSON line: {e}"))),
         })
         .collect())
+}
+
+/// A JSON value that remembers the first key written twice in it (its
+/// path), so that one event with a repeated key is rejected and the others
+/// of the request are not.
+enum Strict {
+    Array(Vec<Strict>),
+    Value { value: Value, repeated: Option<String> },
+}
+
+impl Strict {
+    fn into_value(self) -> (Value, Option<String>) {
+        match self {
+            Strict::Value { value, repeated } => (value, repeated),
+            Strict::Array(items) => {
+                let mut repeated = None;
+                let values = items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let (v, r) = item.into_value();
+                        if repeated.is_none() {
+                            repeated = r.map(|r| format!("{i}.{r}"));
+                        }
+                        v
+                    })
+                    .collect();
+                (Value::Array(values), repeated)
+            }
+        }
+    }
+
+    fn into_event(self, index: usize) -> Result<Value, Rejection> {
+        match self.into_value() {
+            (value, None) => Ok(value),
+            (_, Some(path)) => Err(Rejection::new(
+                index,
+                path.trim_end_matches('.'),
+                "key given twice (JSON leaves its value open)",
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+                Ok(plain(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+                Ok(plain(Value::from(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+                Ok(plain(Value::from(v)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+                Ok(plain(
+                    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+                ))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+                Ok(plain(Value::String(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+                Ok(plain(Value::String(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Strict, E> {
+                Ok(plain(Value::Null))
+            }
+            fn visit_none<E>(self) -> Result<Strict, E> {
+                Ok(plain(Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Strict>()? {
+                    items.push(item);
+                }
+                Ok(Strict::Array(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+                let mut out = Map::new();
+                let mut repeated = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let (value, inner) = map.next_value::<Strict>()?.into_value();
+                    if repeated.is_none() {
+                        repeated = inner.map(|r| format!("{key}.{r}"));
+                    }
+                    if out.contains_key(&key) && repeated.is_none() {
+                        repeated = Some(format!("{key}."));
+                    }
+                    out.insert(key, value);
+                }
+                Ok(Strict::Value {
+                    value: Value::Object(out),
+                    repeated,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn plain(value: Value) -> Strict {
+    Strict::Value { value, repeated: None }
 }
 
 /// The fields of an inference event in the public JSON shape.
@@ -218,16 +342,23 @@ fn class_label(value: &Value, field: &str) -> Check<String> {
     }
 }
 
+/// Why an explicit timestamp of 0 is refused (0 is how protobuf says
+/// "unset", so JSON must not mean 1970 by it either).
+const EPOCH_ZERO: &str = "0 (1970-01-01) is not an event time: leave the field out to use the arrival time";
+
 fn timestamp(map: &Map<String, Value>) -> Check<Option<i64>> {
     match map.get("timestamp") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
+            Some(0) => err("timestamp", EPOCH_ZERO),
             Some(ms) => Ok(Some(ms)),
             None => err("timestamp", "expected integer epoch milliseconds or an RFC 3339 string"),
         },
-        Some(Value::String(s)) => parse_rfc3339_ms(s)
-            .map(Some)
-            .ok_or_else(|| ("timestamp".to_string(), format!("not an RFC 3339 timestamp: {s:?}"))),
+        Some(Value::String(s)) => match parse_rfc3339_ms(s) {
+            Some(0) => err("timestamp", EPOCH_ZERO),
+            Some(ms) => Ok(Some(ms)),
+            None => err("timestamp", format!("not an RFC 3339 timestamp: {s:?}")),
+        },
         Some(other) => err(
             "timestamp",
             format!("expected epoch milliseconds or RFC 3339, found {}", kind(other)),
@@ -264,6 +395,7 @@ fn inference_json(value: &Value, limits: &Limits, now_ms: i64) -> Check<Inferenc
     let batch_size = match map.get("batch_size") {
         None | Some(Value::Null) => 1,
         Some(Value::Number(n)) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(0) => return err("batch_size", "must be at least 1, found 0 (leave it out for 1)"),
             Some(n) => n,
             None => return err("batch_size", format!("expected a positive integer, found {n}")),
         },

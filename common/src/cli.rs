@@ -60,6 +60,10 @@ where
                 tracing::info!(service = name, "stopped");
                 0
             }
+            Err(error) if error.exit_code() == 0 => {
+                tracing::info!(service = name, %error, "stopped");
+                0
+            }
             Err(error) => {
                 tracing::error!(service = name, %error, "failed");
                 error.exit_code()

@@ -39,6 +39,13 @@ pub struct AdminConfig {
     /// Address of `/metrics`, `/healthz`, `/readyz` and the service's JSON API.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// Serve the admin port over TLS with this certificate and key; plain
+    /// text when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Connection caps and timeouts.
+    #[serde(default)]
+    pub connections: crate::listener::ConnectionLimits,
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -47,15 +54,17 @@ fn default_admin_listen() -> SocketAddr {
 
 impl AdminConfig {
     pub fn on(listen: SocketAddr) -> Self {
-        Self { listen }
+        Self {
+            listen,
+            tls: None,
+            connections: Default::default(),
+        }
     }
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self {
-            listen: default_admin_listen(),
-        }
+        Self::on(default_admin_listen())
     }
 }
 
@@ -441,5 +450,43 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("86753091234"), "{err}");
+    }
+
+    #[test]
+    fn librdkafka_keys_come_from_the_environment_and_from_files() {
+        let dir = std::env::temp_dir().join(format!("mlwatch-kafka-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "s3cr3t-from-file\n").unwrap();
+        let s = with_env(&[
+            ("MLWATCH_KAFKA__CLIENT__SECURITY_PROTOCOL", "SASL_SSL"),
+            ("MLWATCH_KAFKA__CLIENT__SASL_MECHANISMS", "SCRAM-SHA-512"),
+            ("MLWATCH_KAFKA__CLIENT__SASL_PASSWORD_FILE", file.to_str().unwrap()),
+            ("MLWATCH_KAFKA__CLIENT__LOG_LEVEL", "6"),
+        ])
+        .unwrap();
+        let client = &s.kafka.client;
+        assert_eq!(client.get("security.protocol").unwrap(), "SASL_SSL");
+        assert_eq!(client.get("sasl.mechanisms").unwrap(), "SCRAM-SHA-512");
+        assert_eq!(client.get("sasl.password").unwrap(), "s3cr3t-from-file");
+        assert_eq!(client.get("log_level").unwrap(), "6");
+        assert!(!client.contains_key("sasl.password.file"));
+        // The dotted form in TOML works alike.
+        let toml = format!(
+            "[kafka.client]\n\"sasl.password.file\" = {:?}\n",
+            file.to_str().unwrap()
+        );
+        let s = from_toml::<Sample>(&toml).unwrap();
+        assert_eq!(s.kafka.client.get("sasl.password").unwrap(), "s3cr3t-from-file");
+        // An unreadable file names the key and the path, never a value.
+        let err = with_env(&[("MLWATCH_KAFKA__CLIENT__SASL_PASSWORD_FILE", "/nonexistent/pw")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kafka.client.sasl_password_file: ")
+                && err.contains("MLWATCH_KAFKA__CLIENT__SASL_PASSWORD_FILE"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

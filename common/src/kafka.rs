@@ -35,7 +35,11 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     /// librdkafka settings passed through verbatim (TLS, SASL, tuning), e.g.
     /// `"security.protocol" = "SASL_SSL"`. They override mlwatch's own.
-    #[serde(default)]
+    /// From the environment, `_` stands for `.`
+    /// (`MLWATCH_KAFKA__CLIENT__SASL_PASSWORD` sets `sasl.password`), and a
+    /// key ending in `_file` / `.file` reads the value of the key without it
+    /// from that file, trimmed (`sasl.password.file = "/run/secrets/kafka"`).
+    #[serde(default, deserialize_with = "client_settings")]
     pub client: BTreeMap<String, String>,
     /// Topic names.
     #[serde(default)]
@@ -53,6 +57,28 @@ pub struct KafkaConfig {
     /// How long a produce may wait for the broker's acknowledgement.
     #[serde(default = "default_produce_timeout_ms")]
     pub produce_timeout_ms: u64,
+    /// Kafka topic configs set on every topic this service creates, e.g.
+    /// `"min.insync.replicas" = "2"` (production; with
+    /// `replication_factor = 3`). Empty by default: the local broker takes
+    /// the broker's defaults.
+    #[serde(default)]
+    pub topic_config: BTreeMap<String, String>,
+    /// Per topic (by full name): partitions, replication factor and topic
+    /// configs that differ from the above, e.g.
+    /// `[kafka.topic_overrides."mlwatch.analyzer.state.v1"] config =
+    /// {"max.message.bytes" = "67108864"}`.
+    #[serde(default)]
+    pub topic_overrides: BTreeMap<String, TopicOverride>,
+}
+
+/// How one topic differs from the `[kafka]` defaults when created.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicOverride {
+    pub partitions: Option<i32>,
+    pub replication_factor: Option<i32>,
+    /// Kafka topic configs, over `[kafka] topic_config`.
+    pub config: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -77,8 +103,90 @@ impl std::fmt::Debug for KafkaConfig {
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("produce_timeout_ms", &self.produce_timeout_ms)
+            .field("topic_config", &self.topic_config)
+            .field("topic_overrides", &self.topic_overrides)
             .finish()
     }
+}
+
+/// librdkafka's property names that hold an underscore; every other one
+/// is dotted, so an `_` from an environment variable name stands for `.`.
+const UNDERSCORE_KEYS: &[&str] = &["log_level"];
+
+/// The librdkafka name of a `[kafka.client]` key as written in TOML or
+/// derived from an environment variable.
+pub fn librdkafka_key(key: &str) -> String {
+    let key = key.trim().to_ascii_lowercase();
+    if key.contains('.') || UNDERSCORE_KEYS.contains(&key.as_str()) {
+        key
+    } else {
+        key.replace('_', ".")
+    }
+}
+
+/// `[kafka.client]`: keys named as librdkafka names them, `*.file` keys
+/// replaced by the trimmed content of their file. Numbers and booleans
+/// (TOML, or an environment value such as `5`) become text, except at
+/// secret-bearing keys, which take text only (so a mistyped secret is an
+/// error that does not show it).
+fn client_settings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::de::{DeserializeSeed, Error, MapAccess, Visitor};
+
+    /// librdkafka takes every value as text.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+
+    /// The trimmed content of the file named by the value.
+    struct FileContent;
+    impl<'de> DeserializeSeed<'de> for FileContent {
+        type Value = String;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+            let path = String::deserialize(d)?;
+            std::fs::read_to_string(&path)
+                .map(|text| text.trim().to_string())
+                .map_err(|e| D::Error::custom(format!("cannot read {path}: {}", e.kind())))
+        }
+    }
+
+    struct Settings;
+    impl<'de> Visitor<'de> for Settings {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table of librdkafka settings")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            let mut from_files = BTreeMap::new();
+            while let Some(written) = map.next_key::<String>()? {
+                let key = librdkafka_key(&written);
+                if let Some(target) = key.strip_suffix(".file") {
+                    from_files.insert(target.to_string(), map.next_value_seed(FileContent)?);
+                } else if crate::secrets::is_secret_name(&key) {
+                    out.insert(key, map.next_value::<String>()?);
+                } else {
+                    let value = match map.next_value::<Scalar>()? {
+                        Scalar::Text(t) => t,
+                        Scalar::Int(i) => i.to_string(),
+                        Scalar::Float(f) => f.to_string(),
+                        Scalar::Bool(b) => b.to_string(),
+                    };
+                    out.insert(key, value);
+                }
+            }
+            // A value given inline wins over one from a file.
+            for (key, value) in from_files {
+                out.entry(key).or_insert(value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Settings)
 }
 
 fn default_bootstrap() -> String {
@@ -107,6 +215,8 @@ impl Default for KafkaConfig {
             partitions: default_partitions(),
             replication_factor: default_replication(),
             produce_timeout_ms: default_produce_timeout_ms(),
+            topic_config: BTreeMap::new(),
+            topic_overrides: BTreeMap::new(),
         }
     }
 }
@@ -160,6 +270,28 @@ pub enum KafkaSetupError {
     Client(#[source] KafkaError),
     #[error("cannot create topic {topic}: {reason}")]
     CreateTopic { topic: String, reason: String },
+    /// Shutdown was asked for while start-up waited for the broker.
+    #[error("stopped while waiting for the broker")]
+    Stopped,
+}
+
+/// The delay before start-up's next attempt to reach the broker: 1 s,
+/// 2 s, 4 s, … at most 30 s (each attempt itself bounded by
+/// [`ATTEMPT_TIMEOUT`]).
+pub fn startup_retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(30))
+}
+
+/// The longest one attempt to reach the broker (create or look up topics)
+/// may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why one attempt to create topics failed.
+enum Attempt {
+    /// The broker could not be reached or answered late: try again.
+    Unreachable(String),
+    /// The broker refused: retrying will not help.
+    Refused(KafkaSetupError),
 }
 
 impl KafkaConfig {
@@ -225,48 +357,150 @@ impl KafkaConfig {
     }
 
     /// Creates the topics that do not exist yet (when `create_topics`).
-    /// Retries while the broker is starting, for up to 30 s.
+    /// Retries while the broker is starting, 30 attempts of at most
+    /// [`ATTEMPT_TIMEOUT`] each, one second apart (tools and tests; the
+    /// services use [`KafkaConfig::await_topics`]).
     pub async fn ensure_topics(&self, topics: &[&str]) -> Result<(), KafkaSetupError> {
-        if !self.create_topics || topics.is_empty() {
+        if !self.create_topics {
+            return Ok(());
+        }
+        let never = CancellationToken::new();
+        self.retry_topics(topics, &never, Some(30), |_| Duration::from_secs(1), |_| {})
+            .await
+    }
+
+    /// A service's start-up: makes sure `topics` exist (creating them when
+    /// `create_topics`, else looking them up), retrying for as long as it
+    /// takes on the schedule of [`startup_retry_delay`], each failure logged
+    /// and told to `status` (which `/readyz` shows). Returns
+    /// [`KafkaSetupError::Stopped`] as soon as `shutdown` fires.
+    pub async fn await_topics(
+        &self,
+        topics: &[&str],
+        shutdown: &CancellationToken,
+        status: impl Fn(String),
+    ) -> Result<(), KafkaSetupError> {
+        self.retry_topics(topics, shutdown, None, startup_retry_delay, status)
+            .await
+    }
+
+    async fn retry_topics(
+        &self,
+        topics: &[&str],
+        shutdown: &CancellationToken,
+        max_attempts: Option<u32>,
+        delay: fn(u32) -> Duration,
+        status: impl Fn(String),
+    ) -> Result<(), KafkaSetupError> {
+        if topics.is_empty() {
             return Ok(());
         }
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().map_err(KafkaSetupError::Client)?;
-        let new: Vec<NewTopic> = topics
-            .iter()
-            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(self.replication_factor)))
-            .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let servers = &self.bootstrap_servers;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match admin.create_topics(&new, &opts).await {
-                Ok(results) => {
-                    for result in results {
-                        match result {
-                            Ok(_) => {}
-                            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                            Err((topic, code)) => {
-                                return Err(KafkaSetupError::CreateTopic {
-                                    topic,
-                                    reason: code.to_string(),
-                                });
-                            }
-                        }
-                    }
-                    return Ok(());
-                }
-                Err(error) if attempt < 30 => {
-                    tracing::warn!(%error, attempt, "topic creation failed, retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(error) => {
+            status(format!("waiting for the broker at {servers} (attempt {attempt})"));
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return Err(KafkaSetupError::Stopped),
+                outcome = self.create_once(&admin, topics) => outcome,
+            };
+            let error = match outcome {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Refused(e)) => return Err(e),
+                Err(Attempt::Unreachable(reason)) if max_attempts.is_some_and(|m| attempt >= m) => {
                     return Err(KafkaSetupError::CreateTopic {
                         topic: topics.join(","),
-                        reason: error.to_string(),
+                        reason,
                     });
                 }
+                Err(Attempt::Unreachable(error)) => error,
+            };
+            let next = delay(attempt);
+            tracing::warn!(%error, attempt, next_in_secs = next.as_secs(), %servers, "the broker cannot be reached; retrying");
+            status(format!(
+                "waiting for the broker at {servers}: {error} (attempt {attempt}, next in {} s)",
+                next.as_secs()
+            ));
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(KafkaSetupError::Stopped),
+                _ = tokio::time::sleep(next) => {}
             }
+        }
+    }
+
+    /// One attempt: creates the missing topics, or (without
+    /// `create_topics`) checks that they exist.
+    async fn create_once(&self, admin: &AdminClient<DefaultClientContext>, topics: &[&str]) -> Result<(), Attempt> {
+        if !self.create_topics {
+            return self.look_up(topics).await;
+        }
+        let new: Vec<NewTopic> = topics.iter().map(|t| self.new_topic(t, &[])).collect();
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(ATTEMPT_TIMEOUT))
+            .request_timeout(Some(ATTEMPT_TIMEOUT));
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| Attempt::Unreachable(e.to_string()))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(Attempt::Refused(KafkaSetupError::CreateTopic {
+                        topic,
+                        reason: code.to_string(),
+                    }));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How this service creates `topic`: `[kafka]` partitions, replication
+    /// factor and `topic_config`, then `role` (the configs the topic's use
+    /// needs, such as `cleanup.policy=compact`), then the topic's
+    /// `topic_overrides`.
+    pub fn new_topic<'a>(&'a self, topic: &'a str, role: &[(&'a str, &'a str)]) -> NewTopic<'a> {
+        let over = self.topic_overrides.get(topic);
+        let partitions = over.and_then(|o| o.partitions).unwrap_or(self.partitions);
+        let replication = over
+            .and_then(|o| o.replication_factor)
+            .unwrap_or(self.replication_factor);
+        let mut config: BTreeMap<&str, &str> = self
+            .topic_config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        config.extend(role.iter().copied());
+        if let Some(o) = over {
+            config.extend(o.config.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        config.into_iter().fold(
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(replication)),
+            |t, (k, v)| t.set(k, v),
+        )
+    }
+
+    /// Checks that `topics` exist (they are not ours to create).
+    async fn look_up(&self, topics: &[&str]) -> Result<(), Attempt> {
+        let config = self.client_config();
+        let known = tokio::task::spawn_blocking(move || {
+            let client: BaseConsumer = config.create().map_err(|e| e.to_string())?;
+            let metadata = client
+                .fetch_metadata(None, ATTEMPT_TIMEOUT)
+                .map_err(|e| e.to_string())?;
+            Ok::<Vec<String>, String>(metadata.topics().iter().map(|t| t.name().to_string()).collect())
+        })
+        .await
+        .map_err(|e| Attempt::Unreachable(e.to_string()))?
+        .map_err(Attempt::Unreachable)?;
+        match topics.iter().find(|t| !known.iter().any(|k| k == *t)) {
+            None => Ok(()),
+            Some(missing) => Err(Attempt::Unreachable(format!(
+                "topic {missing} does not exist and create_topics is off"
+            ))),
         }
     }
 }
@@ -577,6 +811,46 @@ pub fn decode<M: prost::Message + Default>(message: &BorrowedMessage<'_>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_are_created_with_defaults_role_and_overrides_in_that_order() {
+        let config: KafkaConfig = crate::config::from_toml::<Wrapper>(
+            r#"[kafka]
+replication_factor = 3
+partitions = 6
+topic_config = { "min.insync.replicas" = "2", "retention.ms" = "604800000" }
+[kafka.topic_overrides."mlwatch.analyzer.state.v1"]
+partitions = 12
+config = { "max.message.bytes" = "67108864", "cleanup.policy" = "compact,delete" }
+"#,
+        )
+        .unwrap()
+        .kafka;
+        let plain = config.new_topic("mlwatch.alerts.v1", &[]);
+        assert_eq!(plain.num_partitions, 6);
+        assert!(matches!(plain.replication, TopicReplication::Fixed(3)));
+        assert_eq!(
+            plain.config,
+            vec![("min.insync.replicas", "2"), ("retention.ms", "604800000")]
+        );
+        let state = config.new_topic("mlwatch.analyzer.state.v1", &[("cleanup.policy", "compact")]);
+        assert_eq!(state.num_partitions, 12);
+        assert_eq!(
+            state.config,
+            vec![
+                ("cleanup.policy", "compact,delete"),
+                ("max.message.bytes", "67108864"),
+                ("min.insync.replicas", "2"),
+                ("retention.ms", "604800000"),
+            ]
+        );
+    }
+
+    #[derive(Default, Serialize, Deserialize)]
+    struct Wrapper {
+        #[serde(default)]
+        kafka: KafkaConfig,
+    }
 
     #[test]
     fn debug_hides_secret_pass_through_settings() {

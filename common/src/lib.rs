@@ -16,13 +16,16 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cardinality;
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub mod listener;
 pub mod process;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> i64 {
@@ -74,6 +77,7 @@ impl ServiceError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Config { .. } => config::EXIT_BAD_CONFIG,
+            Self::Kafka(kafka::KafkaSetupError::Stopped) => 0,
             _ => 1,
         }
     }

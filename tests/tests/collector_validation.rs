@@ -267,7 +267,55 @@ fn cases(now: i64) -> Vec<Case> {
             "string too long: 40 bytes > 32",
         ),
         c("not an object", json!(17), "", "expected a JSON object, found a number"),
+        c(
+            "timestamp 0 (1970)",
+            with("b29", |m| {
+                m.insert("timestamp".into(), json!(0));
+            }),
+            "timestamp",
+            "0 (1970-01-01) is not an event time: leave the field out to use the arrival time",
+        ),
+        c(
+            "batch_size 0",
+            with("b30", |m| {
+                m.insert("batch_size".into(), json!(0));
+            }),
+            "batch_size",
+            "must be at least 1, found 0 (leave it out for 1)",
+        ),
     ]
+}
+
+/// A key written twice rejects its event alone, naming the key's path, in
+/// an array and in JSON Lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_given_twice_rejects_its_event_alone() {
+    let collector = TestCollector::start("validation-duplicates", |_| {}).await;
+    let http = reqwest::Client::new();
+    let one = |id: &str| format!(r#"{{"event_id":"{id}","model":"fraud","latency_ms":3.0}}"#);
+    let twice = r#"{"event_id":"d1","model":"fraud","latency_ms":3.0,"latency_ms":900.0}"#;
+    let nested = r#"{"event_id":"d2","model":"fraud","latency_ms":3.0,"features":{"amount":1,"amount":2}}"#;
+    let array = format!("[{},{twice},{nested},{}]", one("ok-1"), one("ok-2"));
+    let lines = format!("{}\n{twice}\n{nested}\n{}\n", one("ok-3"), one("ok-4"));
+    for body in [array, lines] {
+        let r = http
+            .post(collector.url("/v1/inferences"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(
+            answer,
+            json!({"accepted": 2, "rejected": [
+                {"index": 1, "field": "latency_ms", "reason": "key given twice (JSON leaves its value open)"},
+                {"index": 2, "field": "features.amount", "reason": "key given twice (JSON leaves its value open)"},
+            ]})
+        );
+    }
+    collector.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,7 +461,7 @@ async fn every_kind_of_bad_input_gets_its_precise_answer() {
     let counted = collector
         .metric("mlwatch_collector_events_total{kind=\"inference\",outcome=\"rejected\",reason=\"timestamp\"}")
         .await;
-    assert_eq!(counted, 5.0);
+    assert_eq!(counted, 6.0);
     collector.assert_healthy().await;
 
     // Exactly the good events reached Kafka.

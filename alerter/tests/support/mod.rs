@@ -48,6 +48,7 @@ pub fn record(
         recommendations: vec![],
         source: "analyzer".into(),
         generated_at_ms: at,
+        expires_at_ms: 0,
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt as _;
 use mlwatch_common::kafka::{KafkaConfig, ResilientProducer};
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -259,8 +259,7 @@ impl CheckpointStore {
 pub(crate) async fn create_compacted(kafka: &KafkaConfig, topic: &str) -> Result<(), CheckpointError> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let replication = TopicReplication::Fixed(kafka.replication_factor);
-    let compacted = NewTopic::new(topic, kafka.partitions, replication).set("cleanup.policy", "compact");
+    let compacted = kafka.new_topic(topic, &[("cleanup.policy", "compact")]);
     let result = admin.create_topics([&compacted], &opts).await?;
     match result.into_iter().next() {
         Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(()),

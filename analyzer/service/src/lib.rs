@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod partition;
 pub mod profiles;
 mod ui;
+pub mod watchdog;
 
 pub use mlwatch_analyzer_accuracy as accuracy;
 pub use mlwatch_analyzer_drift as drift;
@@ -99,9 +100,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     config.accuracy.validate().map_err(analysis_error)?;
     config.drift.validate().map_err(analysis_error)?;
     config.history.validate().map_err(analysis_error)?;
+    let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
     config
         .kafka
-        .ensure_topics(&[&topics.inference, &topics.labels, &topics.alerts, &topics.deadletter])
+        .await_topics(
+            &[&topics.inference, &topics.labels, &topics.alerts, &topics.deadletter],
+            &shutdown,
+            |s| admin.status(s),
+        )
         .await?;
     // Alerts and dead letters share a producer that replaces itself after
     // an unrecoverable error (broker trouble fences idempotent producers).
@@ -163,7 +169,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     if config.ui.enabled {
         app = app.merge(ui::pages());
     }
-    let (admin_addr, admin_task) = admin::serve(config.admin.listen, app, shutdown.clone()).await?;
+    let (admin_addr, admin_task) = admin.serve(app);
 
     let timeout = Duration::from_millis(config.kafka.produce_timeout_ms);
     let dead_letter = DeadLetter::resilient(producer.clone(), topics.deadletter.clone(), timeout);
@@ -178,6 +184,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             idle_after: (a.idle_advance_after_secs > 0).then(|| Duration::from_secs(a.idle_advance_after_secs)),
             alerts_topic: topics.alerts.clone(),
             produce_timeout: timeout,
+            stall_after: (a.stall_after_secs > 0).then(|| Duration::from_secs(a.stall_after_secs)),
+            ready: ready.clone(),
+            watch: consumer::WatchMetrics::register(&registry)?,
+            watermarks: Arc::new(config.kafka.client_config().create()?),
         },
     );
     let consume_task = tokio::spawn(consume.run(shutdown.clone()));

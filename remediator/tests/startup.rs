@@ -1,0 +1,8 @@
+//! Start-up with the broker down: the admin port answers, `/readyz` says
+//! why the service is not ready, SIGTERM stops it within seconds, and it
+//! becomes ready by itself once a broker listens (admin port 21613).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_serving_its_admin_port_and_waits_for_the_broker() {
+    mlwatch_testkit::startup::assert_waits_for_broker(env!("CARGO_BIN_EXE_mlwatch-remediator"), 21613, "").await;
+}
