@@ -5,12 +5,16 @@
 //! - [`thresholds`]: the four threshold rules (p99, throughput, slow and
 //!   error rate) and their per-model overrides.
 //! - [`detectors`]: latency spikes (z-score) and SLA-breach prediction.
+//! - [`stats`]: the test statistics of the relative rules and the version
+//!   comparison (binomial test, Wilson interval, quantile intervals).
+//! - [`versions`]: version comparison (automated canary analysis).
 //! - [`part`]: one partition's latency part ([`part::LatencyPart`]): a
 //!   series per model, version and segment, evaluated on the partition's
 //!   event clock; where latency and traffic alerts fire.
 
 pub mod detectors;
 pub mod part;
+pub mod stats;
 pub mod thresholds;
 pub mod window;
 
