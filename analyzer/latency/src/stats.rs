@@ -3,6 +3,8 @@
 //! (`tests/fixtures/stats_reference.json`, made by
 //! `tests/fixtures/stats_reference.py`).
 //!
+//! The special functions (ln Γ, the normal quantile) are the drift crate's.
+//!
 //! - Error rates: the exact one-sided binomial test
 //!   ([`binom_sf`] = `scipy.stats.binomtest(k, n, p, alternative="greater").pvalue`)
 //!   of the window's errors against the baseline's rate, taken at the upper
@@ -14,34 +16,7 @@
 //!   read from a DDSketch and widened by its relative accuracy α.
 
 use mlwatch_analyzer_core::sketch::DDSketch;
-
-/// `ln Γ(x)` for `x > 0` (Lanczos, g = 7, n = 9; about 15 significant digits).
-pub fn ln_gamma(x: f64) -> f64 {
-    const G: f64 = 7.0;
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // Reflection.
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let mut a = C[0];
-    let t = x + G + 0.5;
-    for (i, c) in C.iter().enumerate().skip(1) {
-        a += c / (x + i as f64);
-    }
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
-}
+use mlwatch_analyzer_drift::stats::{ln_gamma, z_from_ln_p};
 
 /// The regularised incomplete beta function `I_x(a, b)` (continued fraction,
 /// modified Lentz).
@@ -131,68 +106,14 @@ pub fn binom_ppf(q: f64, n: u64, p: f64) -> u64 {
     lo
 }
 
-/// The standard normal quantile (Acklam's rational approximation, relative
-/// error below 1.2e-9).
-pub fn norm_ppf(p: f64) -> f64 {
-    if p <= 0.0 {
-        return f64::NEG_INFINITY;
-    }
-    if p >= 1.0 {
-        return f64::INFINITY;
-    }
-    const A: [f64; 6] = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    const B: [f64; 5] = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    const D: [f64; 4] = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    let tail = |q: f64| {
-        let q = (-2.0 * q.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    };
-    if p < 0.024_25 {
-        tail(p)
-    } else if p > 1.0 - 0.024_25 {
-        -tail(1.0 - p)
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    }
-}
-
 /// The two-sided Wilson score interval of a proportion `k / n` at
 /// `confidence` (e.g. 0.999); `(0, 1)` when `n = 0`.
 pub fn wilson_interval(k: u64, n: u64, confidence: f64) -> (f64, f64) {
     if n == 0 {
         return (0.0, 1.0);
     }
-    let z = norm_ppf(1.0 - (1.0 - confidence) / 2.0);
+    // z = Φ⁻¹(1 − β/2): the z whose upper tail is β/2.
+    let z = z_from_ln_p(((1.0 - confidence) / 2.0).ln());
     let n = n as f64;
     let p = k as f64 / n;
     let denom = 1.0 + z * z / n;
@@ -324,8 +245,6 @@ mod tests {
         assert!((binom_sf(1, 1, 0.3) - 0.3).abs() < 1e-14);
         // P(X ≥ 2), n = 2, p = 0.5: 0.25.
         assert!((binom_sf(2, 2, 0.5) - 0.25).abs() < 1e-14);
-        assert!((ln_gamma(5.0) - 24f64.ln()).abs() < 1e-13);
-        assert!((norm_ppf(0.975) - 1.959_963_984_540_054).abs() < 1e-8);
         assert_eq!(binom_sf(0, 10, 0.1), 1.0);
         assert_eq!(binom_sf(11, 10, 0.1), 0.0);
     }

@@ -95,31 +95,40 @@ impl Driver {
             }
             let error = self.rng.uniform() < r.error_rate;
             let score = (0.3 + 0.15 * self.rng.normal()).clamp(0.0, 1.0);
-            let e = InferenceEvent {
-                event_id: format!("e{}", self.n),
-                model: "fraud".into(),
-                model_version: r.version.into(),
-                timestamp_ms: self.t_ms,
-                latency_ms: self.rng.latency(r.median_ms),
-                status: if error {
-                    InferenceStatus::Error as i32
-                } else {
-                    InferenceStatus::Ok as i32
-                },
-                prediction: Some(Prediction {
-                    score: Some(score),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            let now = self.clock.observe(e.timestamp_ms);
-            for a in self.part.observe(&self.settings, now, &InferenceRef::of(&e)) {
-                out.push((self.n, a));
-            }
-            self.t_ms += 1000 / RATE;
-            self.n += 1;
+            let latency = self.rng.latency(r.median_ms);
+            out.extend(self.emit(r.version, latency, error, score));
         }
         out
+    }
+
+    /// One event now, then the clock moves on by one event's spacing.
+    fn emit(&mut self, version: &str, latency_ms: f64, error: bool, score: f64) -> Vec<(u64, Alert)> {
+        let e = InferenceEvent {
+            event_id: format!("e{}", self.n),
+            model: "fraud".into(),
+            model_version: version.into(),
+            timestamp_ms: self.t_ms,
+            latency_ms,
+            status: if error {
+                InferenceStatus::Error as i32
+            } else {
+                InferenceStatus::Ok as i32
+            },
+            prediction: Some(Prediction {
+                score: Some(score),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let now = self.clock.observe(e.timestamp_ms);
+        let n = self.n;
+        self.t_ms += 1000 / RATE;
+        self.n += 1;
+        self.part
+            .observe(&self.settings, now, &InferenceRef::of(&e))
+            .into_iter()
+            .map(|a| (n, a))
+            .collect()
     }
 }
 
@@ -222,23 +231,9 @@ fn prediction_score_shift_of_a_version_fires() {
     // Same latency, but the scores of v2 are shifted by hand.
     let mut alerts = Vec::new();
     for _ in 0..120 * RATE {
-        let e = InferenceEvent {
-            event_id: format!("e{}", d.n),
-            model: "fraud".into(),
-            model_version: "v2".into(),
-            timestamp_ms: d.t_ms,
-            latency_ms: d.rng.latency(20.0),
-            status: InferenceStatus::Ok as i32,
-            prediction: Some(Prediction {
-                score: Some((0.6 + 0.15 * d.rng.normal()).clamp(0.0, 1.0)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let now = d.clock.observe(e.timestamp_ms);
-        alerts.extend(d.part.observe(&d.settings, now, &InferenceRef::of(&e)));
-        d.t_ms += 1000 / RATE;
-        d.n += 1;
+        let latency = d.rng.latency(20.0);
+        let score = (0.6 + 0.15 * d.rng.normal()).clamp(0.0, 1.0);
+        alerts.extend(d.emit("v2", latency, false, score).into_iter().map(|(_, a)| a));
     }
     assert!(
         alerts
