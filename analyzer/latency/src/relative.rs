@@ -123,7 +123,7 @@ impl Default for RelativeRule {
             severity: SeverityName::High,
             checks: vec![
                 // Bursts: tens of seconds, large effects.
-                check(Metric::ErrorRate, 10, 3.0, 0),
+                check(Metric::ErrorRate, 10, 2.0, 0),
                 check(Metric::P99, 30, 1.5, 0),
                 // Sustained change: minutes, small effects, confirmed by a
                 // short window.
