@@ -6,7 +6,8 @@
 # traffic generator for two models, injects three incidents one after
 # another (latency surge, accuracy decay with late labels, covariate drift)
 # and shows each detected, paged, remediated and resolved, then a summary
-# table. About 3.5 minutes after the build.
+# table. About 3.5 minutes after the build. It prints the web UI's address
+# (http://127.0.0.1:PORT/ui/, served by the analyzer); --keep-running keeps it up.
 #
 #   scripts/run.sh [--keep-running] [--incident-after-secs N] [--bootstrap-servers HOST:PORT]
 set -euo pipefail

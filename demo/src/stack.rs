@@ -63,6 +63,8 @@ pub struct QualityWindows {
     pub drift_min_window_events: u64,
     /// Each model's first this many events become its reference profile.
     pub capture_events: u64,
+    /// Seconds between two rows of the series history (the UI's charts).
+    pub history_step_secs: u64,
 }
 
 impl Default for QualityWindows {
@@ -77,6 +79,7 @@ impl Default for QualityWindows {
             drift_window_secs: 5,
             drift_min_window_events: 200,
             capture_events: 4000,
+            history_step_secs: 5,
         }
     }
 }
@@ -101,6 +104,7 @@ impl QualityWindows {
         d.window_secs = self.drift_window_secs;
         d.capture_events = self.capture_events;
         d.rules.defaults.min_window_events = self.drift_min_window_events;
+        analyzer.history.step_secs = self.history_step_secs;
     }
 }
 
@@ -144,7 +148,9 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts the receivers, the platform and the four services.
+    /// Starts the receivers, the platform and the four services (the
+    /// analyzer last: its web UI is told the alerter's and remediator's
+    /// addresses).
     pub async fn start(opts: StackOptions, sim: SimPlatform) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         let mut tasks = Vec::new();
@@ -173,22 +179,6 @@ impl Stack {
         let collector = mlwatch_collector::start(mlwatch_collector::Config::for_test(&opts.kafka), shutdown.clone())
             .await
             .context("collector")?;
-
-        let state_dir = std::env::temp_dir().join(format!("mlwatch-stack-{}", opts.group_suffix));
-        let mut analyzer = mlwatch_analyzer::Config::for_test(&opts.kafka, &opts.group_suffix, &state_dir);
-        analyzer.analyzer.eval_interval_ms = opts.eval_interval_ms;
-        analyzer.rules.p99_latency.window_secs = opts.p99_window_secs;
-        analyzer.rules.p99_latency.resolve_for_secs = opts.resolve_for_secs;
-        // The demo tells one incident through one alert; the spike and SLA
-        // detectors would page the same surge again under other names.
-        analyzer.rules.latency_spike.enabled = false;
-        analyzer.rules.sla_prediction.enabled = false;
-        if let Some(q) = &opts.quality {
-            q.apply(&mut analyzer);
-        }
-        let analyzer = mlwatch_analyzer::start(analyzer, shutdown.clone())
-            .await
-            .context("analyzer")?;
 
         let mut alerter = mlwatch_alerter::Config::for_test(&opts.kafka, &opts.group_suffix);
         // DESIGN.md's routing (critical/high also to PagerDuty and email),
@@ -260,6 +250,26 @@ impl Stack {
         let remediator = mlwatch_remediator::start(remediator, shutdown.clone())
             .await
             .context("remediator")?;
+
+        let state_dir = std::env::temp_dir().join(format!("mlwatch-stack-{}", opts.group_suffix));
+        let mut analyzer = mlwatch_analyzer::Config::for_test(&opts.kafka, &opts.group_suffix, &state_dir);
+        analyzer.analyzer.eval_interval_ms = opts.eval_interval_ms;
+        analyzer.rules.p99_latency.window_secs = opts.p99_window_secs;
+        analyzer.rules.p99_latency.resolve_for_secs = opts.resolve_for_secs;
+        // The demo tells one incident through one alert; the spike and SLA
+        // detectors would page the same surge again under other names.
+        analyzer.rules.latency_spike.enabled = false;
+        analyzer.rules.sla_prediction.enabled = false;
+        if let Some(q) = &opts.quality {
+            q.apply(&mut analyzer);
+        }
+        // The web UI's incident timeline reads the alerter's pages and the
+        // remediator's actions through the analyzer (started last for that).
+        analyzer.ui.alerter_url = Some(format!("http://{}", alerter.admin_addr));
+        analyzer.ui.remediator_url = Some(format!("http://{}", remediator.admin_addr));
+        let analyzer = mlwatch_analyzer::start(analyzer, shutdown.clone())
+            .await
+            .context("analyzer")?;
 
         let stack = Self {
             sim,

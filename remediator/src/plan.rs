@@ -223,10 +223,12 @@ pub fn plan(ctx: &Context<'_>, alert: &Alert, platform: Platform<'_>, now_ms: i6
                 record.error = status.to_string();
                 return decided(Outcome::Failed, None, record);
             }
-            Platform::Read(d) => match policy::target(&rule.action, d, ctx.guards.max_replicas) {
-                Ok(t) => (t, Some(d.active_version.clone())),
-                Err(e) => return refuse(&e),
-            },
+            Platform::Read(d) => {
+                match policy::target(&policy::for_alert(&rule.action, alert), d, ctx.guards.max_replicas) {
+                    Ok(t) => (t, Some(d.active_version.clone())),
+                    Err(e) => return refuse(&e),
+                }
+            }
         }
     };
     let to_replicas = match &target {
@@ -582,6 +584,26 @@ mod tests {
         assert_eq!(r.params["alert_starts_at_ms"], "1");
         assert_eq!(r.model_version, "v3", "taken from the deployment");
         assert!(!r.dry_run && !r.params.contains_key(APPROVAL_REQUIRED));
+    }
+
+    #[test]
+    fn a_version_regression_rolls_back_to_its_baseline_version() {
+        let (rules, guards, ledger) = (default_rules(), GuardConfig::default(), Ledger::default());
+        let c = ctx(&rules, &guards, &ledger);
+        let mut a = firing("a1", "VersionRegression", "fraud");
+        a.labels.insert("model_version".into(), "v3".into());
+        a.labels.insert("baseline_version".into(), "v1".into());
+        a.labels.insert("metric".into(), "p50".into());
+        let d = decided(plan(&c, &a, Platform::Read(&deployment(2)), 10));
+        assert_eq!(
+            d.target,
+            Some(Target::Version {
+                from: "v3".into(),
+                to: "v1".into()
+            }),
+            "the baseline version, not the previous one (v2)"
+        );
+        assert_eq!(d.record.params["rule"], "rollback-on-version-regression");
     }
 
     #[test]

@@ -131,7 +131,9 @@ impl Rule {
 }
 
 /// The default rules: latency and throughput alerts scale up, high-severity
-/// accuracy decay rolls back to the previous version; drift, data quality,
+/// accuracy decay rolls back to the previous version, a high-severity
+/// `VersionRegression` rolls back to the version it was compared with (its
+/// `baseline_version` label); drift, data quality,
 /// lesser accuracy decay, its early warning and error rates only notify
 /// (scaling does not fix errors, and a rollback for them is a person's
 /// call).
@@ -146,6 +148,7 @@ pub fn default_rules() -> Vec<Rule> {
                 "LatencySpike",
                 "PredictedSlaBreach",
                 "LowThroughput",
+                "LatencyRegression",
             ]),
             min_severity: MinSeverity::Low,
             labels: BTreeMap::new(),
@@ -162,6 +165,13 @@ pub fn default_rules() -> Vec<Rule> {
             action: ActionSpec::Rollback { to_version: None },
         },
         Rule {
+            name: "rollback-on-version-regression".into(),
+            alert_types: types(&["VersionRegression"]),
+            min_severity: MinSeverity::High,
+            labels: BTreeMap::new(),
+            action: ActionSpec::Rollback { to_version: None },
+        },
+        Rule {
             name: "notify-on-drift".into(),
             alert_types: types(&[
                 "FeatureDrift",
@@ -170,6 +180,8 @@ pub fn default_rules() -> Vec<Rule> {
                 "AccuracyDecay",
                 "AccuracyDecayEarlyWarning",
                 "HighErrorRate",
+                "ErrorRateRegression",
+                "VersionRegression",
             ]),
             min_severity: MinSeverity::Low,
             labels: BTreeMap::new(),
@@ -237,6 +249,39 @@ pub fn scale_target(step: u32, factor: f64, current: u32, max: u32) -> Option<u3
         .min(f64::from(u32::MAX)) as u32;
     let by_step = current.saturating_add(step.max(1));
     Some(by_factor.max(by_step).min(max))
+}
+
+/// The label of a `VersionRegression` naming the version it was compared
+/// with.
+pub const BASELINE_VERSION_LABEL: &str = "baseline_version";
+
+/// The action `spec` for `alert`: a rollback or traffic shift that names no
+/// version goes to the alert's `baseline_version` when it carries one (a
+/// version regression names the known-good version it was compared with),
+/// else it stays as configured (the previous version).
+pub fn for_alert<'a>(spec: &'a ActionSpec, alert: &Alert) -> std::borrow::Cow<'a, ActionSpec> {
+    use std::borrow::Cow;
+    let baseline = alert
+        .labels
+        .get(BASELINE_VERSION_LABEL)
+        .filter(|v| !v.is_empty())
+        .cloned();
+    match (spec, baseline) {
+        (ActionSpec::Rollback { to_version: None }, Some(v)) => {
+            Cow::Owned(ActionSpec::Rollback { to_version: Some(v) })
+        }
+        (
+            ActionSpec::ShiftTraffic {
+                to_version: None,
+                percent,
+            },
+            Some(v),
+        ) => Cow::Owned(ActionSpec::ShiftTraffic {
+            to_version: Some(v),
+            percent: *percent,
+        }),
+        _ => Cow::Borrowed(spec),
+    }
 }
 
 /// Computes the target of `spec` on `deployment`. `max_replicas` is the
@@ -416,6 +461,10 @@ mod tests {
         assert_eq!(pick("AccuracyDecay", Severity::High), Some(ActionKind::Rollback));
         assert_eq!(pick("AccuracyDecay", Severity::Medium), Some(ActionKind::Notify));
         assert_eq!(pick("FeatureDrift", Severity::Medium), Some(ActionKind::Notify));
+        assert_eq!(pick("VersionRegression", Severity::High), Some(ActionKind::Rollback));
+        assert_eq!(pick("VersionRegression", Severity::Medium), Some(ActionKind::Notify));
+        assert_eq!(pick("LatencyRegression", Severity::High), Some(ActionKind::Scale));
+        assert_eq!(pick("ErrorRateRegression", Severity::High), Some(ActionKind::Notify));
         assert_eq!(pick("Unknown", Severity::Critical), None);
         assert_eq!(pick(REMEDIATION_FAILED, Severity::High), None);
         let mut resolved = alert("HighP99Latency", Severity::High);

@@ -4,17 +4,16 @@
 //! both publish the same alerts with the same ids, firing and resolved.
 //! The read API and the Prometheus gauges serve every statistic.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 use mlwatch_common::kafka::KafkaConfig;
 use mlwatch_common::shutdown::CancellationToken;
-use mlwatch_proto::v1::{Alert, AlertStatus, InferenceEvent};
-use mlwatch_testkit::{get_json, read_topic, scrape_until, setup, temp_dir, within};
-use prost::Message as _;
-use rdkafka::Message;
-use rdkafka::producer::FutureRecord;
+use mlwatch_proto::v1::{AlertStatus, InferenceEvent};
+use mlwatch_testkit::{get_json, scrape_until, setup, temp_dir, within};
 
 const BASE_MS: i64 = 1_790_000_000_000;
 /// 120 s of event time, 20 events/s per model.
@@ -107,16 +106,9 @@ async fn analyse(kafka: &KafkaConfig, group: &str, alerts_topic: &str) -> (Seen,
     shutdown.cancel();
     analyzer.task.await.unwrap().unwrap();
     // The analyzer counts what it published; read that many back.
-    let published: usize = metrics
-        .lines()
-        .filter(|l| l.starts_with("mlwatch_analyzer_alerts_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
-        .sum();
-    let msgs = read_topic(kafka, alerts_topic, 60, |ms| ms.len() >= published).await;
-    assert_eq!(msgs.len(), published, "alerts on the topic vs published");
-    let seen = msgs
-        .iter()
-        .map(|m| Alert::decode(m.payload().unwrap()).expect("alert decodes"))
+    let seen = support::published_alerts(kafka, alerts_topic, &metrics)
+        .await
+        .into_iter()
         .map(|a| {
             (
                 a.id,
@@ -140,28 +132,7 @@ async fn the_same_stream_gives_the_same_alerts_with_the_same_ids() {
         .ensure_topics(&[&kafka.topics.inference, &alerts_a, &alerts_b])
         .await
         .unwrap();
-    let producer = kafka.producer().unwrap();
-    for chunk in stream().chunks(500) {
-        let sends = chunk.iter().map(|(key, e)| {
-            let payload = e.encode_to_vec();
-            let producer = producer.clone();
-            let topic = kafka.topics.inference.clone();
-            let key = key.clone();
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to(&topic).key(&key).payload(&payload),
-                        Duration::from_secs(10),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e)
-            }
-        });
-        for r in futures::future::join_all(sends).await {
-            r.expect("produce");
-        }
-    }
+    support::produce_inferences(&kafka, &stream()).await;
 
     let (a, latency, metrics) = analyse(&kafka, &format!("a-{suffix}"), &alerts_a).await;
     let (b, _, _) = analyse(&kafka, &format!("b-{suffix}"), &alerts_b).await;

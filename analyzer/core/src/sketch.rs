@@ -201,7 +201,16 @@ impl DDSketch {
         if self.count == 0 || !(0.0..=1.0).contains(&q) {
             return None;
         }
-        let rank = (q * (self.count - 1) as f64).floor() as u64;
+        self.rank_value((q * (self.count - 1) as f64).floor() as u64)
+    }
+
+    /// The value of the order statistic of 0-based `rank` (0 = smallest),
+    /// within relative error `alpha`. `None` when `rank` is not below the
+    /// count.
+    pub fn rank_value(&self, rank: u64) -> Option<f64> {
+        if rank >= self.count {
+            return None;
+        }
         if rank < self.zero {
             return Some(0.0);
         }

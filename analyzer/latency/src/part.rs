@@ -20,7 +20,9 @@ use mlwatch_proto::v1::{Alert, InferenceStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::detectors::{self, P99History, SlaForecast, SlaRule, SpikeRule};
+use crate::relative::{self, Metric, RelativeRule};
 use crate::thresholds::{ErrorRateRule, LatencyRule, ModelOverrides, RuleParams, SlowRateRule, ThroughputRule};
+use crate::versions::{self, Canary, ScoreBins, VersionRule};
 use crate::window::{SlidingWindow, Stats, Summary};
 use mlwatch_analyzer_core::clock::{Schedule, window_name};
 use mlwatch_analyzer_core::rules::{self, AlertSpec, Phase, SeverityName};
@@ -73,6 +75,11 @@ pub struct RulesConfig {
     pub latency_spike: SpikeRule,
     /// SLA-breach prediction from the p99 trend (`PredictedSlaBreach`).
     pub sla_prediction: SlaRule,
+    /// Baseline-relative, multi-window latency and error checks
+    /// (`LatencyRegression`, `ErrorRateRegression`).
+    pub relative: RelativeRule,
+    /// Version comparison (`VersionRegression`).
+    pub versions: VersionRule,
     /// Per-model overrides of the threshold rules, by model name.
     pub models: BTreeMap<String, ModelOverrides>,
 }
@@ -93,6 +100,18 @@ pub struct Series {
     p99_history: P99History,
     /// Rule phases by alert type.
     phases: BTreeMap<String, Phase>,
+    /// The relative rules' reference period (frozen while one of them is
+    /// pending or firing) and the evaluation it was taken at.
+    #[serde(default)]
+    baseline: Option<Stats>,
+    #[serde(default)]
+    baseline_at_ms: i64,
+    /// Cumulative prediction scores (whole-version series only).
+    #[serde(default)]
+    scores: ScoreBins,
+    /// The version this one is compared with, when it appeared after another.
+    #[serde(default)]
+    canary: Option<Canary>,
 }
 
 /// The latency and traffic state of one source partition.
@@ -160,10 +179,19 @@ impl Settings {
             rules.latency_spike.window_secs,
             rules.sla_prediction.window_secs,
         ];
+        if rules.relative.enabled {
+            rule_windows.extend(rules.relative.windows());
+        }
+        if rules.versions.enabled {
+            rule_windows.push(rules.versions.window_secs);
+        }
         rule_windows.retain(|w| *w > 0);
         rule_windows.sort_unstable();
         rule_windows.dedup();
         config.windows_secs.extend(&rule_windows);
+        if let Some(w) = baseline_window_secs(&rules.relative) {
+            config.windows_secs.push(w);
+        }
         config.windows_secs.retain(|w| *w > 0);
         config.windows_secs.sort_unstable();
         config.windows_secs.dedup();
@@ -198,8 +226,18 @@ impl Settings {
             last_z: None,
             p99_history: P99History::default(),
             phases: BTreeMap::new(),
+            baseline: None,
+            baseline_at_ms: 0,
+            scores: ScoreBins::default(),
+            canary: None,
         }
     }
+}
+
+/// The window the relative rules' baseline is read from: the reference
+/// period plus the lag behind the evaluation (`None` when off).
+fn baseline_window_secs(rule: &RelativeRule) -> Option<u64> {
+    (rule.enabled && rule.baseline_secs > 0).then(|| rule.baseline_secs + rule.lag_secs())
 }
 
 impl Series {
@@ -207,9 +245,12 @@ impl Series {
         self.windows.iter().find(|(w, _)| *w == secs).map(|(_, w)| w)
     }
 
-    fn add(&mut self, t_ms: i64, latency_ms: f64, error: bool, slow: bool) {
+    fn add(&mut self, t_ms: i64, latency_ms: f64, error: bool, slow: bool, score: Option<f64>) {
         for (_, w) in &mut self.windows {
             w.add(t_ms, latency_ms, error, slow);
+        }
+        if let Some(score) = score {
+            self.scores.add(score);
         }
         self.events += 1;
         self.first_event_ms = self.first_event_ms.min(t_ms);
@@ -371,23 +412,57 @@ impl LatencyPart {
             .segment_tags
             .iter()
             .filter_map(|tag| event.tag(tag).map(|v| format!("{tag}={v}")));
+        let score = event.prediction.as_ref().and_then(|p| p.score);
         for segment in std::iter::once(String::new()).chain(segments) {
             // Found by reference: no key is built for a known series.
             let id = (event.model, event.model_version, segment.as_str());
+            let whole = segment.is_empty();
             let series = match self.series.get_mut(&id as &dyn SeriesId) {
                 Some(s) => s,
-                None => self
-                    .series
-                    .entry(SeriesKey {
+                None => {
+                    let key = SeriesKey {
                         model: event.model.to_string(),
                         model_version: event.model_version.to_string(),
                         segment,
-                    })
-                    .or_insert_with(|| settings.new_series(t)),
+                    };
+                    let mut series = settings.new_series(t);
+                    if whole {
+                        series.canary = self.canary_for(settings, &key, t);
+                    }
+                    self.series.entry(key).or_insert(series)
+                }
             };
-            series.add(t, event.latency_ms, error, slow);
+            series.add(t, event.latency_ms, error, slow, score.filter(|_| whole));
         }
         alerts
+    }
+
+    /// The baseline a new version `key` appearing at `t_ms` is compared
+    /// with: the configured baseline version of its model, else the
+    /// version of the model that served last (`None` when there is none or
+    /// version comparison is off).
+    fn canary_for(&self, settings: &Settings, key: &SeriesKey, t_ms: i64) -> Option<Canary> {
+        let rule = &settings.rules.versions;
+        if !rule.enabled {
+            return None;
+        }
+        let configured = rule.baseline_versions.get(&key.model);
+        let (bkey, base) = self
+            .series
+            .iter()
+            .filter(|(k, _)| k.model == key.model && k.segment.is_empty() && k.model_version != key.model_version)
+            .filter(|(k, _)| configured.is_none_or(|v| *v == k.model_version))
+            .max_by_key(|(k, s)| (s.last_event_ms, (*k).clone()))?;
+        let snapshot = base
+            .window(rule.window_secs)
+            .map(|w| w.stats(base.last_event_ms))
+            .unwrap_or_default();
+        Some(Canary {
+            baseline_version: bkey.model_version.clone(),
+            since_ms: t_ms,
+            snapshot,
+            snapshot_scores: base.scores.clone(),
+        })
     }
 
     /// An idle partition's clock moved to `now_ms`: evaluates the
@@ -418,10 +493,42 @@ impl LatencyPart {
     /// Evaluates every rule and detector of every series at event time `at_ms`.
     pub fn evaluate_at(&mut self, settings: &Settings, at_ms: i64) -> Vec<Alert> {
         let mut alerts = Vec::new();
+        let baselines = self.live_baselines(settings, at_ms);
         for (key, series) in &mut self.series {
             evaluate_series(settings, key, series, at_ms, &mut alerts);
+            if let Some(live) = baselines.get(key) {
+                evaluate_version(&settings.rules.versions, key, series, live, at_ms, &mut alerts);
+            }
         }
         alerts
+    }
+
+    /// For every new version with a baseline: what its baseline looks like
+    /// at `at_ms` (its window, its scores since the new version appeared).
+    fn live_baselines(&self, settings: &Settings, at_ms: i64) -> HashMap<SeriesKey, (Stats, ScoreBins)> {
+        let rule = &settings.rules.versions;
+        if !rule.enabled {
+            return HashMap::new();
+        }
+        self.series
+            .iter()
+            .filter_map(|(k, s)| {
+                let c = s.canary.as_ref()?;
+                let id = (k.model.as_str(), c.baseline_version.as_str(), "");
+                let live = self.series.get(&id as &dyn SeriesId).map(|b| {
+                    // Only what the baseline served since the new version
+                    // appeared: the same span as the new version's window.
+                    let from = (at_ms - rule.window_secs as i64 * 1000).max(c.since_ms);
+                    (
+                        b.window(rule.window_secs)
+                            .map(|w| w.stats_range(from, at_ms))
+                            .unwrap_or_default(),
+                        b.scores.since(&c.snapshot_scores),
+                    )
+                });
+                Some((k.clone(), live.unwrap_or_default()))
+            })
+            .collect()
     }
 
     /// Approximate heap bytes.
@@ -494,8 +601,249 @@ fn evaluate_series(settings: &Settings, key: &SeriesKey, series: &mut Series, at
         at_ms,
         out,
     );
+    evaluate_relative(&rules.relative, key, series, &stats_of, at_ms, out);
     series.recent_sum_ms = 0.0;
     series.recent_count = 0;
+}
+
+/// The phase key of a relative check: alert type, metric and window.
+fn relative_phase(check: &relative::Check) -> String {
+    let kind = if check.metric == Metric::ErrorRate {
+        "ErrorRateRegression"
+    } else {
+        "LatencyRegression"
+    };
+    format!("{kind}/{}/{}", check.metric.name(), window_name(check.window_secs))
+}
+
+fn evaluate_relative<'a>(
+    rule: &RelativeRule,
+    key: &SeriesKey,
+    series: &mut Series,
+    stats_of: &dyn Fn(u64) -> &'a Stats,
+    at_ms: i64,
+    out: &mut Vec<Alert>,
+) {
+    let Some(bw) = baseline_window_secs(rule) else {
+        return;
+    };
+    // Refresh the reference period once per slot of its window, unless a
+    // check is pending or firing.
+    let held = rule.checks.iter().any(|c| {
+        series
+            .phases
+            .get(&relative_phase(c))
+            .is_some_and(|p| *p != Phase::Inactive)
+    });
+    if let Some(w) = series.window(bw)
+        && !held
+        && (series.baseline.is_none() || at_ms - series.baseline_at_ms >= w.slot_ms())
+    {
+        let end = at_ms - rule.lag_secs() as i64 * 1000;
+        let b = w.stats_range(end - rule.baseline_secs as i64 * 1000, end);
+        series.baseline = Some(b);
+        series.baseline_at_ms = at_ms;
+    }
+    let Some(baseline) = series.baseline.clone() else {
+        return;
+    };
+    for check in &rule.checks {
+        let window = stats_of(check.window_secs);
+        let confirm = (check.confirm_window_secs > 0).then(|| stats_of(check.confirm_window_secs));
+        let d = relative::decide(
+            check,
+            window,
+            confirm,
+            &baseline,
+            rule.error_min_delta,
+            rule.confidence,
+            rule.min_samples,
+        );
+        let phase_key = relative_phase(check);
+        let phase = series.phases.entry(phase_key.clone()).or_default();
+        let transition = rules::step(
+            phase,
+            at_ms,
+            d.breach,
+            d.clear,
+            rule.for_secs as i64 * 1000,
+            rule.resolve_for_secs as i64 * 1000,
+        );
+        let alert_type = phase_key.split('/').next().unwrap_or_default();
+        let (value, base) = d.test.map(|t| t.values()).unwrap_or_else(|| {
+            (
+                relative::point(check.metric, window).unwrap_or(0.0),
+                relative::point(check.metric, &baseline).unwrap_or(0.0),
+            )
+        });
+        let mut labels = labels(key);
+        labels.insert("metric".into(), check.metric.name().into());
+        labels.insert("window".into(), window_name(check.window_secs));
+        let m = check.metric;
+        let spec = AlertSpec {
+            alert_type,
+            severity: rule.severity.into(),
+            labels,
+            summary: format!(
+                "{} of {} is {} over {}, {:.2} × its baseline {} (minimum effect × {})",
+                m.name(),
+                series_name(key),
+                m.show(value),
+                window_name(check.window_secs),
+                if base > 0.0 { value / base } else { f64::INFINITY },
+                m.show(base),
+                check.factor
+            ),
+            description: format!(
+                "{}; {} events in the window, {} in the baseline (the {} ending {} before)",
+                d.test
+                    .map(|t| t.evidence(m, rule.confidence, check.factor))
+                    .unwrap_or_else(|| "too few events to test".into()),
+                window.count,
+                baseline.count,
+                window_name(rule.baseline_secs),
+                window_name(rule.lag_secs())
+            ),
+            value,
+            threshold: base * check.factor,
+            recommendations: vec![
+                "check recent deployments and configuration changes of the model".into(),
+                "check the model server's dependencies and load".into(),
+            ],
+        };
+        out.extend(rules::alert_for(spec, &transition, at_ms));
+    }
+}
+
+/// Compares a new version with its baseline (`live`: the baseline's window
+/// now and its scores since the new version appeared).
+fn evaluate_version(
+    rule: &VersionRule,
+    key: &SeriesKey,
+    series: &mut Series,
+    live: &(Stats, ScoreBins),
+    at_ms: i64,
+    out: &mut Vec<Alert>,
+) {
+    let Some(canary) = series.canary.clone() else {
+        return;
+    };
+    let current = series
+        .window(rule.window_secs)
+        .map(|w| w.stats(at_ms))
+        .unwrap_or_default();
+    // A canary: the same span of both; a rollout: the baseline's last period.
+    let canary_mode = live.0.count >= rule.min_samples;
+    let base = if canary_mode { &live.0 } else { &canary.snapshot };
+    let base_scores = if live.1.total() >= rule.min_samples {
+        &live.1
+    } else {
+        &canary.snapshot_scores
+    };
+    let mode = if canary_mode {
+        "canary: both versions over the same window"
+    } else {
+        "rollout: against the baseline's last period before this version"
+    };
+    let mut decisions: Vec<(&str, bool, bool, f64, f64, f64, String)> = Vec::new();
+    for metric in [Metric::P50, Metric::P90, Metric::P99, Metric::ErrorRate] {
+        let factor = rule.factor(metric);
+        let check = relative::Check {
+            metric,
+            window_secs: rule.window_secs,
+            factor,
+            confirm_window_secs: 0,
+        };
+        let d = relative::decide(
+            &check,
+            &current,
+            None,
+            base,
+            rule.error_min_delta,
+            rule.confidence,
+            rule.min_samples,
+        );
+        let (v, b) = d.test.map(|t| t.values()).unwrap_or_else(|| {
+            (
+                relative::point(metric, &current).unwrap_or(0.0),
+                relative::point(metric, base).unwrap_or(0.0),
+            )
+        });
+        let evidence = d
+            .test
+            .map(|t| t.evidence(metric, rule.confidence, factor))
+            .unwrap_or_else(|| "too few events to test".into());
+        decisions.push((metric.name(), d.breach, d.clear, v, b, b * factor, evidence));
+    }
+    let current_scores = series.scores.clone();
+    if let Some((psi, p, significant)) = versions::score_shift(&current_scores, base_scores, rule) {
+        decisions.push((
+            "score",
+            significant,
+            psi <= rule.score_psi,
+            psi,
+            0.0,
+            rule.score_psi,
+            format!("population stability index {psi:.3} of the prediction score; chi-square test of homogeneity p = {p:.3e}"),
+        ));
+    }
+    for (metric, breach, clear, value, base_value, threshold, evidence) in decisions {
+        let phase = series.phases.entry(format!("VersionRegression/{metric}")).or_default();
+        let transition = rules::step(
+            phase,
+            at_ms,
+            breach,
+            clear || current.count == 0,
+            rule.for_secs as i64 * 1000,
+            rule.resolve_for_secs as i64 * 1000,
+        );
+        let mut labels = labels(key);
+        labels.insert("baseline_version".into(), canary.baseline_version.clone());
+        labels.insert("metric".into(), metric.into());
+        let shown = |v: f64| match metric {
+            "score" => format!("PSI {v:.3}"),
+            "error_rate" => Metric::ErrorRate.show(v),
+            _ => Metric::P50.show(v),
+        };
+        let summary = if metric == "score" {
+            format!(
+                "prediction scores of {} moved against {} {}: {}",
+                series_name(key),
+                key.model,
+                canary.baseline_version,
+                shown(value)
+            )
+        } else {
+            format!(
+                "{metric} of {} is {} against {} in {} {} ({mode})",
+                series_name(key),
+                shown(value),
+                shown(base_value),
+                key.model,
+                canary.baseline_version
+            )
+        };
+        let spec = AlertSpec {
+            alert_type: "VersionRegression",
+            severity: rule.severity.into(),
+            labels,
+            summary,
+            description: format!(
+                "{evidence}; {} events of {} over {}, baseline {} events",
+                current.count,
+                key.model_version,
+                window_name(rule.window_secs),
+                base.count
+            ),
+            value,
+            threshold,
+            recommendations: vec![format!(
+                "roll back {} to {} if the regression is confirmed",
+                key.model, canary.baseline_version
+            )],
+        };
+        out.extend(rules::alert_for(spec, &transition, at_ms));
+    }
 }
 
 fn evaluate_spike(

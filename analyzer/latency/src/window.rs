@@ -219,6 +219,17 @@ impl SlidingWindow {
         true
     }
 
+    /// The slot length, in milliseconds.
+    pub fn slot_ms(&self) -> i64 {
+        self.slot_ms
+    }
+
+    /// Merged statistics of the slots in `(from_ms, to_ms]` that are still
+    /// kept (a reference period inside the window).
+    pub fn stats_range(&self, from_ms: i64, to_ms: i64) -> Stats {
+        self.merged(from_ms.div_euclid(self.slot_ms), to_ms.div_euclid(self.slot_ms))
+    }
+
     fn slots_per_window(&self) -> i64 {
         self.window_ms / self.slot_ms
     }

@@ -178,10 +178,49 @@ pub(crate) fn router(core: Shared, profiles: Option<Arc<ProfileTopic>>) -> Route
         .route("/v1/models/{model}/accuracy/report", get(model_decay))
         .route("/v1/models/{model}/accuracy/join", get(model_join))
         .route("/v1/models/{model}/drift", get(model_drift))
+        .route("/v1/models/{model}/history", get(model_history))
         .route("/v1/models/{model}/profile", get(get_profile).put(put_profile))
         .route("/v1/models/{model}/profile/capture", post(capture_profile))
         .layer(Extension(profiles))
         .with_state(core)
+}
+
+/// `GET /v1/models/{model}/history?range=1h|1d|1w[&version=v]`: each
+/// series' history over the range, from the fine ring (a day at one
+/// minute by default) or, for longer ranges, the coarse one (a week at ten
+/// minutes); see docs/ui.md for the columns.
+async fn model_history(
+    State(core): State<Shared>,
+    Path(model): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let range = q.get("range").map(String::as_str).unwrap_or("1h");
+    let Some(range_ms) = crate::history::parse_range(range) else {
+        return bad_request(format!("range: cannot parse {range:?}; use 1h, 1d or 1w"));
+    };
+    let version = q.get("version").or_else(|| q.get("model_version")).map(String::as_str);
+    let core = consumer::lock(&core);
+    let config = core.history_config();
+    if !config.enabled {
+        return not_found("history: disabled in [history]".into());
+    }
+    let mut series: Vec<_> = core
+        .history(&model, version)
+        .into_iter()
+        .map(|(h, now)| h.range(config, now, range_ms))
+        .collect();
+    if series.is_empty() {
+        return not_found(format!("model: no history for {model:?} on this instance"));
+    }
+    series.sort_by(|a, b| (&a.model_version, &a.segment).cmp(&(&b.model_version, &b.segment)));
+    let versions: Vec<_> = core
+        .series()
+        .into_iter()
+        .filter(|s| s.model == model)
+        .map(|s| serde_json::json!({"model_version": s.model_version, "segment": s.segment, "first_event_ms": s.first_event_ms, "last_event_ms": s.last_event_ms}))
+        .collect();
+    axum::Json(serde_json::json!({"model": model, "range": range, "versions": versions, "series": series}))
+        .into_response()
 }
 
 fn not_found(message: String) -> Response {

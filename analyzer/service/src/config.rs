@@ -6,13 +6,16 @@ use std::net::SocketAddr;
 use mlwatch_analyzer_accuracy::tracker::AccuracyConfig;
 use mlwatch_analyzer_drift::part::DriftSection;
 use mlwatch_analyzer_latency::{LatencyConfig, RulesConfig};
+use mlwatch_common::auth::{AuthConfig, Secret};
 use mlwatch_common::cli::HasLog;
 use mlwatch_common::config::AdminConfig;
 use mlwatch_common::kafka::KafkaConfig;
 use mlwatch_common::telemetry::LogConfig;
 use serde::{Deserialize, Serialize};
 
-pub const SECTIONS: &[&str] = &["kafka", "admin", "log", "analyzer", "rules", "accuracy", "drift"];
+pub const SECTIONS: &[&str] = &[
+    "kafka", "admin", "log", "analyzer", "rules", "accuracy", "drift", "history", "auth", "ui",
+];
 
 /// The analyzer's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +37,48 @@ pub struct Config {
     /// Drift and data quality against reference profiles (docs/drift.md).
     #[serde(default)]
     pub drift: DriftSection,
+    /// Bounded history per series for the web UI (docs/ui.md).
+    #[serde(default)]
+    pub history: crate::history::HistoryConfig,
+    /// Bearer tokens required by the JSON API and the web UI (empty: none;
+    /// `/metrics`, `/healthz` and `/readyz` stay open).
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// The web UI under `/ui/` and the peers it reads through the analyzer.
+    #[serde(default)]
+    pub ui: UiConfig,
+}
+
+/// The `[ui]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the web UI under `/ui/` on the admin port.
+    pub enabled: bool,
+    /// The alerter's admin address (`http://host:port`), for the incident
+    /// timeline's pages; absent: the timeline shows no pages.
+    pub alerter_url: Option<String>,
+    /// Bearer token the analyzer sends to the alerter.
+    pub alerter_token: Option<Secret>,
+    /// The remediator's admin address, for the timeline's actions.
+    pub remediator_url: Option<String>,
+    /// Bearer token the analyzer sends to the remediator.
+    pub remediator_token: Option<Secret>,
+    /// How long a forwarded request may take.
+    pub peer_timeout_ms: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            alerter_url: None,
+            alerter_token: None,
+            remediator_url: None,
+            remediator_token: None,
+            peer_timeout_ms: 5000,
+        }
+    }
 }
 
 fn default_admin() -> AdminConfig {
@@ -50,6 +95,9 @@ impl Default for Config {
             rules: RulesConfig::default(),
             accuracy: AccuracyConfig::default(),
             drift: DriftSection::default(),
+            history: crate::history::HistoryConfig::default(),
+            auth: AuthConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -139,6 +187,8 @@ mod tests {
         );
         assert_eq!(c.accuracy, d.accuracy);
         assert_eq!(c.drift, d.drift);
+        assert_eq!(c.history, d.history);
+        assert_eq!(c.auth, d.auth);
     }
 
     #[test]

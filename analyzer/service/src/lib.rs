@@ -18,8 +18,12 @@
 //! - [`profiles`]: drift reference profiles on a compacted topic, read in
 //!   full and followed by every instance.
 //! - [`alerts`]: the alerts published, active (checkpointed) and recent.
+//! - [`history`]: the bounded history per series (no I/O), checkpointed
+//!   with its partition.
 //! - `api`: the JSON API (models, alerts, latency, accuracy, drift,
-//!   profiles).
+//!   profiles, history).
+//! - `ui`: the web UI's embedded pages and its read-only forwarding to the
+//!   alerter and the remediator (docs/ui.md).
 //! - [`metrics`]: every Prometheus gauge and counter.
 //! - this file: start-up and shutdown.
 //!
@@ -34,9 +38,11 @@ mod api;
 pub mod checkpoint;
 pub mod config;
 pub mod consumer;
+pub mod history;
 pub mod metrics;
 pub mod partition;
 pub mod profiles;
+mod ui;
 pub mod watchdog;
 
 pub use mlwatch_analyzer_accuracy as accuracy;
@@ -48,6 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlwatch_common::admin::{self, Readiness};
+use mlwatch_common::auth::{Tokens, require_bearer};
 use mlwatch_common::kafka::DeadLetter;
 use mlwatch_common::shutdown::CancellationToken;
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -92,6 +99,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let a = &config.analyzer;
     config.accuracy.validate().map_err(analysis_error)?;
     config.drift.validate().map_err(analysis_error)?;
+    config.history.validate().map_err(analysis_error)?;
     let admin = admin::starting(&config.admin, registry.clone(), shutdown.clone()).await?;
     config
         .kafka
@@ -147,7 +155,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let kafka_consumer = consumer::consumer(&config.kafka, &a.group_id, owner.clone())?;
     kafka_consumer.subscribe(&[&topics.inference, &topics.labels])?;
 
-    let app = admin::router(registry.clone(), ready.clone()).merge(api::router(core, profiles));
+    // The JSON API (and the UI's forwarding) behind the bearer tokens; the
+    // admin routes and the UI's static pages stay open.
+    let mut protected = api::router(core, profiles);
+    if config.ui.enabled {
+        protected = protected.merge(ui::peer_routes(&config.ui)?);
+    }
+    let protected = protected.layer(axum::middleware::from_fn_with_state(
+        Tokens::new(&config.auth),
+        require_bearer,
+    ));
+    let mut app = admin::router(registry.clone(), ready.clone()).merge(protected);
+    if config.ui.enabled {
+        app = app.merge(ui::pages());
+    }
     let (admin_addr, admin_task) = admin.serve(app);
 
     let timeout = Duration::from_millis(config.kafka.produce_timeout_ms);

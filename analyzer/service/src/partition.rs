@@ -37,6 +37,7 @@ use mlwatch_proto::view::{InferenceRef, LabelRef};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{AlertBook, AlertRecord};
+use crate::history::{HistoryConfig, PartitionHistory, Sample, SeriesHistory};
 
 /// A message decoded outside the lock (`Err`: why it is poison); an
 /// inference event borrows from its message.
@@ -82,6 +83,9 @@ pub struct PartitionRecord {
     /// The partition's alerts that are firing (published, not resolved).
     #[serde(default)]
     pub alerts: Vec<AlertRecord>,
+    /// The partition's series histories (absent in older checkpoints).
+    #[serde(default)]
+    pub history: PartitionHistory,
 }
 
 /// Where a partition stands: its two offsets and its clock (a checkpoint is
@@ -99,6 +103,7 @@ pub struct Partition {
     /// one); `None` when accuracy is off.
     accuracy: Option<AccuracyPart>,
     drift: DriftPart,
+    history: PartitionHistory,
 }
 
 impl Partition {
@@ -125,6 +130,7 @@ pub struct Settings {
     join_dir: PathBuf,
     topics: Topics,
     drift: DriftSection,
+    history: HistoryConfig,
 }
 
 impl Settings {
@@ -142,6 +148,13 @@ impl Settings {
             &topics.inference,
             &topics.labels,
         )
+        .with_history(config.history.clone())
+    }
+
+    /// These settings with the series history configured.
+    pub fn with_history(mut self, history: HistoryConfig) -> Self {
+        self.history = history;
+        self
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -175,6 +188,7 @@ impl Settings {
                 labels: labels_topic.to_string(),
             },
             drift,
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -304,6 +318,7 @@ impl Partitions {
                 latency,
                 accuracy,
                 drift,
+                history: record.history,
             },
         );
         Ok(())
@@ -377,6 +392,7 @@ impl Partitions {
                 return out;
             }
         }
+        let touched_for_history = touched.clone();
         // What the accuracy parts queued goes to their stores in one write.
         for p in touched {
             if let Some(a) = self.owned.get_mut(&p).and_then(|s| s.accuracy.as_mut())
@@ -389,6 +405,9 @@ impl Partitions {
         for (p, offset) in labels {
             self.mark_applied(p, true, offset);
             out.labels += 1;
+        }
+        for p in touched_for_history {
+            self.sample_history(p);
         }
         out
     }
@@ -521,7 +540,106 @@ impl Partitions {
             let alerts = a.evaluate_due(now, s.eval_interval_ms)?;
             self.outbox.extend(alerts.into_iter().map(|a| (p, a)));
         }
+        self.sample_history(p);
         Ok(())
+    }
+
+    /// Adds a row to partition `p`'s series histories when its clock
+    /// passed the next history step.
+    fn sample_history(&mut self, p: i32) {
+        let s = &self.settings;
+        let Some(part) = self.owned.get(&p) else {
+            return;
+        };
+        let now = part.clock.now_ms();
+        let Some(t) = part.history.due(&s.history, now) else {
+            return;
+        };
+        let samples = self.samples(part, now);
+        if let Some(part) = self.owned.get_mut(&p) {
+            part.history.record(&self.settings.history, t, &samples);
+        }
+    }
+
+    /// One sample per series of a partition: latency over the shortest
+    /// window, accuracy over the decay window with its baseline and alert
+    /// line, label coverage, drift scores per feature and the prediction
+    /// distribution's mean (docs/ui.md lists the columns).
+    fn samples(&self, part: &Partition, now: i64) -> Vec<Sample> {
+        let s = &self.settings;
+        let mut out: Vec<Sample> = Vec::new();
+        fn slot<'a>(out: &'a mut Vec<Sample>, model: &str, version: &str, segment: &str) -> &'a mut Sample {
+            match out
+                .iter()
+                .position(|x| x.model == model && x.model_version == version && x.segment == segment)
+            {
+                Some(i) => &mut out[i],
+                None => {
+                    out.push(Sample::new(model, version, segment));
+                    out.last_mut().expect("pushed")
+                }
+            }
+        }
+        if let Some(&w) = s.latency.windows_secs().iter().min() {
+            for r in part.latency.reports(&s.latency, None, w, now).unwrap_or_default() {
+                let x = slot(&mut out, &r.model, &r.model_version, &r.segment);
+                let m = &r.summary;
+                x.put("throughput_rps", Some(m.throughput_rps));
+                if m.count > 0 {
+                    x.put("p50_ms", Some(m.p50_ms));
+                    x.put("p90_ms", Some(m.p90_ms));
+                    x.put("p99_ms", Some(m.p99_ms));
+                    x.put("error_rate", Some(m.error_rate));
+                    x.put("slow_request_rate", Some(m.slow_request_rate));
+                }
+            }
+        }
+        let mut models: Vec<String> = out.iter().map(|x| x.model.clone()).collect();
+        models.dedup();
+        if let Some(a) = part.accuracy.as_ref() {
+            for model in &models {
+                for r in a.tracker().reports(model, a.join_ms()) {
+                    let c = &r.series;
+                    let x = slot(&mut out, &c.model, &c.model_version, &c.segment);
+                    x.put("label_coverage", c.label_coverage);
+                    for m in &r.metrics {
+                        let Some(name) = serde_json::to_value(m.metric)
+                            .ok()
+                            .and_then(|v| v.as_str().map(String::from))
+                        else {
+                            continue;
+                        };
+                        x.put(format!("{name}_baseline"), m.baseline);
+                        x.put(format!("{name}_alert_below"), m.baseline.map(|b| b - m.threshold));
+                        x.put(format!("{name}_estimated"), m.estimated);
+                        x.put(name, m.current);
+                    }
+                }
+            }
+        }
+        if s.drift.enabled {
+            let registry = self.registry();
+            for model in &models {
+                for v in part.drift.report(&registry, model, None) {
+                    let Some(report) = v.report else { continue };
+                    let x = slot(&mut out, model, v.model_version, "");
+                    for (prefix, streams) in [("drift", &report.features), ("prediction", &report.predictions)] {
+                        for f in streams {
+                            let n = &f.name;
+                            x.put(format!("{prefix}.{n}.psi"), Some(f.scores.psi));
+                            x.put(format!("{prefix}.{n}.js"), Some(f.scores.js_distance));
+                            x.put(format!("{prefix}.{n}.ks"), f.scores.ks);
+                            x.put(format!("{prefix}.{n}.wasserstein"), f.scores.wasserstein_normalised);
+                            x.put(format!("{prefix}.{n}.z"), Some(f.decision.z));
+                            if prefix == "prediction" {
+                                x.put(format!("{prefix}.{n}.mean"), binned_mean(&f.distribution));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Advances each of `partitions` by `step_ms` of wall time.
@@ -564,6 +682,7 @@ impl Partitions {
             label_next_offset: part.label_next_offset,
             latency: part.latency.clone(),
             alerts: self.alerts.checkpoint(p),
+            history: part.history.clone(),
         };
         Some((record, accuracy, part.drift.checkpoint()))
     }
@@ -646,6 +765,28 @@ impl Partitions {
         })
     }
 
+    /// The history of `model`'s series (only `model_version` when given)
+    /// across owned partitions, with the partition's clock.
+    pub fn history<'a>(&'a self, model: &'a str, model_version: Option<&'a str>) -> Vec<(&'a SeriesHistory, i64)> {
+        self.owned
+            .values()
+            .flat_map(|s| s.history.of(model, model_version).map(|h| (h, s.clock.now_ms())))
+            .collect()
+    }
+
+    /// The history configuration.
+    pub fn history_config(&self) -> &HistoryConfig {
+        &self.settings.history
+    }
+
+    /// Approximate heap bytes and series count of the histories.
+    pub fn history_size(&self) -> (usize, usize) {
+        self.owned.values().fold((0, 0), |(b, n), s| {
+            let (b2, n2) = s.history.size();
+            (b + b2, n + n2)
+        })
+    }
+
     /// The alerts published by this instance (active and recent).
     pub fn alerts(&self) -> &AlertBook {
         &self.alerts
@@ -709,6 +850,25 @@ impl Partitions {
         let registry = registry::read(&self.profiles);
         self.captures.request(&registry, model, events, from_version)
     }
+}
+
+/// The mean of a binned distribution's current shares, from bin
+/// midpoints (the open outer bins count at their edge); `None` for
+/// categories or an empty window.
+fn binned_mean(d: &mlwatch_analyzer_drift::monitor::Distribution) -> Option<f64> {
+    let edges = d.edges.as_ref()?;
+    let total: f64 = d.current.iter().sum();
+    if edges.is_empty() || total <= 0.0 {
+        return None;
+    }
+    let at = |i: usize| -> f64 {
+        match i {
+            0 => edges[0],
+            i if i >= edges.len() => edges[edges.len() - 1],
+            i => (edges[i - 1] + edges[i]) / 2.0,
+        }
+    };
+    Some(d.current.iter().enumerate().map(|(i, w)| w * at(i)).sum::<f64>() / total)
 }
 
 #[cfg(test)]
@@ -954,6 +1114,62 @@ mod tests {
         let report = restored.drift_report("fraud", None);
         assert_eq!(report.len(), 1);
         assert_eq!((report[0].model_version, report[0].profile_version), ("v1", 1));
+    }
+
+    #[test]
+    fn the_history_samples_every_signal_and_survives_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        c.history.step_secs = 5;
+        c.drift.rules.defaults.min_window_events = 50;
+        let mut t = owning(&c);
+        let mut b = ProfileBuilder::new(BuildOptions::new("fraud", 1)).unwrap();
+        for i in 0..500 {
+            b.start_row();
+            b.add_feature("amount", Value::Number((i % 50) as f64));
+        }
+        t.put_profile(b.finish().unwrap()).unwrap();
+        // 60 s of events, 10 per second.
+        for i in 0..600 {
+            on_inference(&mut t, i, &prediction(i));
+        }
+        let rows = |t: &Partitions| {
+            let h = t.history("fraud", Some("v1"));
+            assert_eq!(h.len(), 1);
+            let r = h[0].0.range(t.history_config(), h[0].1, 3_600_000);
+            (r.t.len(), r.columns)
+        };
+        let (n, columns) = rows(&t);
+        assert!((11..=13).contains(&n), "one row per 5 s of event time, got {n}");
+        for name in [
+            "p50_ms",
+            "p99_ms",
+            "throughput_rps",
+            "error_rate",
+            "drift.amount.psi",
+            "drift.amount.ks",
+        ] {
+            assert!(
+                columns.get(name).is_some_and(|v| v.iter().any(Option::is_some)),
+                "{name}: {columns:?}"
+            );
+        }
+        // Through a checkpoint (as JSON, as stored) into a new instance.
+        let (record, accuracy, drift) = t.checkpoint(0).unwrap();
+        let json = serde_json::to_string(&record).unwrap();
+        let record: PartitionRecord = serde_json::from_str(&json).unwrap();
+        drop(t); // releases the join store
+        let mut restored = Partitions::new(Settings::from_config(&c));
+        restored.restore(0, record, accuracy, drift).unwrap();
+        assert_eq!(rows(&restored), (n, columns));
+        // A checkpoint written before the history existed restores with none.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old.as_object_mut().unwrap().remove("history");
+        let old: PartitionRecord = serde_json::from_value(old).unwrap();
+        drop(restored);
+        let mut fresh = Partitions::new(Settings::from_config(&c));
+        fresh.restore(0, old, None, Vec::new()).unwrap();
+        assert!(fresh.history("fraud", None).is_empty());
     }
 
     #[test]

@@ -4,11 +4,17 @@
 //! with code 64.
 
 use mlwatch_analyzer::{Config, SECTIONS};
-use mlwatch_testkit::secrets::{self, KAFKA_CLIENT};
+use mlwatch_testkit::secrets::{self, BEARER_TOKENS, KAFKA_CLIENT, SecretKey};
+
+/// The tokens the web UI sends to its peers (docs/ui.md).
+const UI_TOKENS: &[SecretKey] = &[
+    SecretKey::at(&["ui", "alerter_token"]),
+    SecretKey::at(&["ui", "remediator_token"]),
+];
 
 #[test]
 fn every_secret_key_of_the_wrong_type_is_named_but_not_shown() {
-    secrets::assert_hidden::<Config>(SECTIONS, &[KAFKA_CLIENT]);
+    secrets::assert_hidden::<Config>(SECTIONS, &[&[BEARER_TOKENS], UI_TOKENS, KAFKA_CLIENT]);
 }
 
 #[test]

@@ -71,6 +71,10 @@ async fn main() -> anyhow::Result<()> {
         stack.collector_http, stack.collector_grpc, stack.analyzer_admin, stack.alerter_admin, stack.remediator_admin
     );
     println!(
+        "web UI: http://{}/ui/ (models, history, drift, incident timeline)",
+        stack.analyzer_admin
+    );
+    println!(
         "peers: serving platform (ServingControl gRPC) {}, Slack http://{}, PagerDuty http://{}, mail catcher smtp://{}",
         stack.serving_addr, stack.slack_addr, stack.pagerduty_addr, stack.smtp_addr
     );

@@ -78,3 +78,49 @@ impl TestCollector {
         self.running.task.await.unwrap().unwrap();
     }
 }
+
+/// Publishes `(key, event)` pairs to the inference topic of `kafka`, 500
+/// sends in flight at a time, each acknowledged.
+pub async fn produce_inferences(kafka: &KafkaConfig, events: &[(String, mlwatch_proto::v1::InferenceEvent)]) {
+    use prost::Message as _;
+    use rdkafka::producer::FutureRecord;
+    let producer = kafka.producer().expect("producer");
+    for chunk in events.chunks(500) {
+        let sends = chunk.iter().map(|(key, e)| {
+            let payload = e.encode_to_vec();
+            let producer = producer.clone();
+            let topic = kafka.topics.inference.clone();
+            let key = key.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&payload),
+                        std::time::Duration::from_secs(10),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }
+        });
+        for r in futures::future::join_all(sends).await {
+            r.expect("produce");
+        }
+    }
+}
+
+/// Every alert an analyzer published to `alerts_topic`: as many as its
+/// `mlwatch_analyzer_alerts_total` counters in `metrics` say, read back.
+pub async fn published_alerts(kafka: &KafkaConfig, alerts_topic: &str, metrics: &str) -> Vec<mlwatch_proto::v1::Alert> {
+    use prost::Message as _;
+    use rdkafka::Message as _;
+    let published: usize = metrics
+        .lines()
+        .filter(|l| l.starts_with("mlwatch_analyzer_alerts_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+        .sum();
+    let msgs = mlwatch_testkit::read_topic(kafka, alerts_topic, 60, |ms| ms.len() >= published).await;
+    assert_eq!(msgs.len(), published, "alerts on the topic vs published");
+    msgs.iter()
+        .map(|m| mlwatch_proto::v1::Alert::decode(m.payload().unwrap()).expect("alert decodes"))
+        .collect()
+}
