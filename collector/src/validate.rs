@@ -60,7 +60,7 @@ impl Default for Limits {
 }
 
 /// Why one event was rejected.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
     /// Position of the event in the request (0-based; the line for JSON Lines).
     pub index: usize,
@@ -102,7 +102,11 @@ pub fn split_body(body: &[u8]) -> Result<Vec<Result<Value, Rejection>>, Rejectio
     }
     if let Ok(checked) = serde_json::from_str::<Strict>(trimmed) {
         return Ok(match checked {
-            Strict::Array(items) => items.into_iter().enumerate().map(|(i, item)| item.into_event(i)).collect(),
+            Strict::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| item.into_event(i))
+                .collect(),
             other => vec![other.into_event(0)],
         });
     }
@@ -181,7 +185,9 @@ impl<'de> Deserialize<'de> for Strict {
                 Ok(plain(Value::from(v)))
             }
             fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
-                Ok(plain(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
+                Ok(plain(
+                    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+                ))
             }
             fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
                 Ok(plain(Value::String(v.to_owned())))
