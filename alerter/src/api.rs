@@ -389,3 +389,49 @@ struct SilenceBody {
     created_by: String,
     comment: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_lists_v1_routes_and_their_deprecated_aliases() {
+        let doc: Value = serde_json::from_str(&openapi().to_json().unwrap()).unwrap();
+        assert!(
+            doc["openapi"].as_str().unwrap().starts_with("3.1"),
+            "{}",
+            doc["openapi"]
+        );
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, method) in [
+            ("alerts", "get"),
+            ("alerts/{fingerprint}/ack", "post"),
+            ("groups", "get"),
+            ("groups/{id}/ack", "post"),
+            ("silences", "get"),
+            ("silences", "post"),
+            ("silences/{id}", "delete"),
+            ("notifications", "get"),
+        ] {
+            let new = &paths[&format!("{PREFIX}/{path}")][method];
+            let old = &paths[&format!("{DEPRECATED_PREFIX}/{path}")][method];
+            assert!(new["deprecated"].is_null(), "{path}: {new}");
+            assert_eq!(old["deprecated"], true, "{path}");
+            assert_eq!(
+                new["responses"]["default"]["content"]["application/problem+json"]["schema"]["$ref"],
+                "#/components/schemas/Problem"
+            );
+        }
+        assert!(paths["/api/v2/alerts"]["post"]["deprecated"].is_null());
+        let mut ids: Vec<&str> = paths
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(|op| op["operationId"].as_str())
+            .collect();
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "operation ids are unique");
+        assert_eq!(n, 17);
+    }
+}
