@@ -49,22 +49,24 @@ export MLWATCH_ALERTER__GROUP_ID="mlwatch-alerter-$run"
 export MLWATCH_REMEDIATOR__GROUP_ID="mlwatch-remediator-$run"
 export MLWATCH_SERVING__ENDPOINT="http://127.0.0.1:21659"
 
-# The config path is relative to the repository; each service runs in its
-# own directory under $work, so its data/ goes there.
+# Each service runs in its own directory under $work (its data/ goes
+# there) from its example config in config/, except the alerter: its
+# example names secret files and real receivers, so it runs on its
+# defaults (no receivers).
 repo="$PWD"
+: >"$work/alerter.toml"
 start() {
-  local name=$1
-  shift
+  local name=$1 config=$2
+  shift 2
   mkdir -p "$work/$name"
-  (cd "$work/$name" && exec env "$@" "$bin/mlwatch-$name" --config "$repo/config/$name.toml") \
-    >"$work/$name.log" 2>&1 &
+  (cd "$work/$name" && exec env "$@" "$bin/mlwatch-$name" --config "$config") >"$work/$name.log" 2>&1 &
   pids+=($!)
 }
-start collector MLWATCH_HTTP__LISTEN=127.0.0.1:21650 MLWATCH_GRPC__LISTEN=127.0.0.1:21651 \
+start collector "$repo/config/collector.toml" MLWATCH_HTTP__LISTEN=127.0.0.1:21650 MLWATCH_GRPC__LISTEN=127.0.0.1:21651 \
   MLWATCH_ADMIN__LISTEN=127.0.0.1:21652
-start analyzer MLWATCH_ADMIN__LISTEN=127.0.0.1:21653
-start alerter MLWATCH_ADMIN__LISTEN=127.0.0.1:21654
-start remediator MLWATCH_ADMIN__LISTEN=127.0.0.1:21655
+start analyzer "$repo/config/analyzer.toml" MLWATCH_ADMIN__LISTEN=127.0.0.1:21653
+start alerter "$work/alerter.toml" MLWATCH_ADMIN__LISTEN=127.0.0.1:21654
+start remediator "$repo/config/remediator.toml" MLWATCH_ADMIN__LISTEN=127.0.0.1:21655
 
 declare -A contract=(
   [collector]=http://127.0.0.1:21650
