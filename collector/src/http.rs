@@ -474,17 +474,21 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[allow(dead_code)]
 struct InferenceEvent {
     /// Unique id of the inference (labels refer to it).
+    #[schema(min_length = 1)]
     event_id: String,
+    #[schema(min_length = 1)]
     model: String,
     model_version: Option<String>,
     endpoint: Option<String>,
     /// RFC 3339 or milliseconds since the epoch; the arrival time when left out.
     #[schema(value_type = Option<Object>)]
     timestamp: Option<String>,
+    #[schema(minimum = 0)]
     latency_ms: f64,
     /// `ok` (default) or `error`.
     status: Option<String>,
     error: Option<String>,
+    #[schema(minimum = 1)]
     batch_size: Option<u64>,
     /// A number, a string, or an object of named outputs.
     #[schema(value_type = Option<Object>)]
@@ -500,7 +504,9 @@ struct InferenceEvent {
 #[allow(dead_code)]
 struct LabelEvent {
     /// The inference's `event_id`.
+    #[schema(min_length = 1)]
     event_id: String,
+    #[schema(min_length = 1)]
     model: String,
     #[schema(value_type = Option<Object>)]
     timestamp: Option<String>,
@@ -513,6 +519,7 @@ struct LabelEvent {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct ResourceSample {
+    #[schema(min_length = 1)]
     model: String,
     model_version: Option<String>,
     queue_depth: Option<f64>,
