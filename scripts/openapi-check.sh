@@ -8,7 +8,7 @@
 # contract says. At most $OPENAPI_MAX_EXAMPLES (default 25) generated
 # cases per operation, plus the coverage phase's boundary cases; no
 # stateful phase. Needs the broker (scripts/broker.sh start) and python3.
-# docs/decisions/0015-http-api-contract.md.
+# docs/decisions/0016-http-api-contract.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -15,7 +15,7 @@
 //! Every `/v1/...` route also answers at `/api/v1/...`, its former path,
 //! kept as a deprecated alias. Errors are problem details (RFC 9457,
 //! [`mlwatch_common::problem`]); `GET /openapi.json` serves the OpenAPI 3.1
-//! contract (docs/decisions/0015-http-api-contract.md).
+//! contract (docs/decisions/0016-http-api-contract.md).
 //!
 //! Answers never contain receiver configuration, so no secret can leak.
 

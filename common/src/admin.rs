@@ -22,16 +22,25 @@ use crate::config::AdminConfig;
 use crate::listener::ListenerMetrics;
 
 /// A flag a service raises once it can take traffic (topics exist, consumer
-/// subscribed, listeners bound) and lowers while draining.
+/// subscribed, listeners bound) and lowers while draining, and a reason
+/// that holds it not ready while set (work the service cannot do now).
 #[derive(Clone, Default, Debug)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicBool>, Arc<Mutex<Option<String>>>);
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
         self.0.store(ready, Ordering::SeqCst);
     }
+    /// Sets (or clears) why the service is not ready although it runs.
+    pub fn set_reason(&self, reason: Option<String>) {
+        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+    }
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(Ordering::SeqCst) && self.reason().is_none()
+    }
+    /// Why the service is not ready, if it says.
+    pub fn reason(&self) -> Option<String> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -64,9 +73,10 @@ pub fn router(registry: Registry, ready: Readiness) -> Router {
                 let ready = ready.clone();
                 async move {
                     if ready.is_ready() {
-                        (StatusCode::OK, "ready").into_response()
+                        (StatusCode::OK, "ready".to_string()).into_response()
                     } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+                        let why = ready.reason().map(|r| format!(": {r}")).unwrap_or_default();
+                        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready{why}")).into_response()
                     }
                 }
             }),
@@ -163,7 +173,7 @@ impl Starting {
 }
 
 /// Binds `listen` and serves `app` until `shutdown` fires, within the
-/// default [`ConnectionLimits`]. Returns the bound address (useful with port
+/// default [`ConnectionLimits`](crate::listener::ConnectionLimits). Returns the bound address (useful with port
 /// 0) and the server task.
 pub async fn serve(
     listen: SocketAddr,

@@ -1,6 +1,6 @@
 //! One error body for every mlwatch HTTP API: RFC 9457 problem details
 //! (`application/problem+json`), and the OpenAPI contract each service
-//! serves at `GET /openapi.json` (docs/decisions/0015-http-api-contract.md).
+//! serves at `GET /openapi.json` (docs/decisions/0016-http-api-contract.md).
 //!
 //! A problem is `{"type": "about:blank", "title": <the status's reason
 //! phrase>, "status": <code>, "detail": <what is wrong, naming the field

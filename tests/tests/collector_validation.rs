@@ -463,7 +463,7 @@ async fn every_kind_of_bad_input_gets_its_precise_answer() {
     let counted = collector
         .metric("mlwatch_collector_events_total{kind=\"inference\",outcome=\"rejected\",reason=\"timestamp\"}")
         .await;
-    assert_eq!(counted, 5.0);
+    assert_eq!(counted, 6.0);
     collector.assert_healthy().await;
 
     // Exactly the good events reached Kafka.

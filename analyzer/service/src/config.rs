@@ -77,6 +77,10 @@ pub struct AnalyzerConfig {
     /// After this long without a message on a partition, its event-time
     /// clock follows wall time, so silent models are still judged (0 = off).
     pub idle_advance_after_secs: u64,
+    /// A partition with messages waiting whose position has not moved for
+    /// this long is stalled: logged, shown in `/readyz` and re-seeked
+    /// (0 = not watched).
+    pub stall_after_secs: u64,
     /// Windows, lateness, slow threshold and segments (same section).
     #[serde(flatten)]
     pub latency: LatencyConfig,
@@ -90,6 +94,7 @@ impl Default for AnalyzerConfig {
             state_topic: "mlwatch.analyzer.state.v1".into(),
             checkpoint_interval_secs: 5,
             idle_advance_after_secs: 5,
+            stall_after_secs: 60,
             latency: LatencyConfig::default(),
         }
     }

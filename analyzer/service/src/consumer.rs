@@ -25,10 +25,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
+use mlwatch_common::admin::Readiness;
 use mlwatch_common::kafka::ResilientProducer;
 use mlwatch_common::kafka::{DeadLetter, KafkaConfig};
 use mlwatch_common::shutdown::CancellationToken;
 use mlwatch_proto::v1::AlertStatus;
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -39,6 +41,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use crate::checkpoint::{self, Checkpoint, CheckpointStore};
 use crate::metrics::Metrics;
 use crate::partition::{Decoded, Partitions, Position};
+use crate::watchdog::{Verdict, Watchdog};
 use mlwatch_analyzer_core::wire;
 use mlwatch_proto::view::{self, InferenceRef, LabelRef};
 
@@ -305,6 +308,58 @@ pub struct LoopConfig {
     pub idle_after: Option<Duration>,
     pub alerts_topic: String,
     pub produce_timeout: Duration,
+    /// A partition with messages waiting and no progress for this long is
+    /// stalled (`None`: not watched).
+    pub stall_after: Option<Duration>,
+    /// Where a stall shows (`/readyz`).
+    pub ready: Readiness,
+    pub watch: WatchMetrics,
+    /// A group-less client that asks the broker for each partition's end.
+    pub watermarks: Arc<BaseConsumer>,
+}
+
+/// A partition being looked at.
+struct Elem<'a> {
+    topic: &'a str,
+    partition: i32,
+}
+
+/// Progress per assigned partition, exported.
+#[derive(Clone)]
+pub struct WatchMetrics {
+    lag: IntGaugeVec,
+    quiet: GaugeVec,
+    stalls: IntCounterVec,
+}
+
+impl WatchMetrics {
+    pub fn register(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let lag = IntGaugeVec::new(
+            Opts::new(
+                "mlwatch_analyzer_partition_lag",
+                "Messages between the consumer's position and the end of the partition",
+            ),
+            &["topic", "partition"],
+        )?;
+        let quiet = GaugeVec::new(
+            Opts::new(
+                "mlwatch_analyzer_partition_quiet_seconds",
+                "Seconds since the consumer's position in the partition last moved (0 while caught up)",
+            ),
+            &["topic", "partition"],
+        )?;
+        let stalls = IntCounterVec::new(
+            Opts::new(
+                "mlwatch_analyzer_partition_stalls_total",
+                "Times a partition with messages waiting made no progress for stall_after_secs (each re-seeked)",
+            ),
+            &["topic"],
+        )?;
+        registry.register(Box::new(lag.clone()))?;
+        registry.register(Box::new(quiet.clone()))?;
+        registry.register(Box::new(stalls.clone()))?;
+        Ok(Self { lag, quiet, stalls })
+    }
 }
 
 /// Most messages handled as one batch (one lock of the shared state, one
@@ -324,6 +379,7 @@ pub struct Loop {
     saved: HashMap<i32, Position>,
     last_message: HashMap<i32, Instant>,
     decoding: Decoding,
+    watchdog: Watchdog,
 }
 
 impl Loop {
@@ -343,7 +399,102 @@ impl Loop {
             saved: HashMap::new(),
             last_message: HashMap::new(),
             decoding: Decoding::default(),
+            watchdog: Watchdog::default(),
         }
+    }
+
+    /// Looks at every assigned partition's progress; re-seeks a stalled
+    /// one and says so in `/readyz` until it moves again.
+    async fn watch(&mut self) {
+        let Some(stall_after) = self.config.stall_after else {
+            return;
+        };
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        let positions: Vec<(String, i32, i64)> = positions
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        // The ends of the partitions, asked off the async threads.
+        let client = self.config.watermarks.clone();
+        let wanted: Vec<(String, i32)> = positions.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let Ok(highs) = tokio::task::spawn_blocking(move || {
+            wanted
+                .iter()
+                .map(|(t, p)| {
+                    client
+                        .fetch_watermarks(t, *p, Duration::from_secs(2))
+                        .ok()
+                        .map(|(_, h)| h)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        else {
+            return;
+        };
+        let now = Instant::now();
+        let inference: &'static str = "inference";
+        let labels: &'static str = "labels";
+        let mut assigned = Vec::new();
+        for ((topic, partition, position), high) in positions.into_iter().zip(highs) {
+            let Some(high) = high else {
+                continue;
+            };
+            let e = Elem {
+                topic: &topic,
+                partition,
+            };
+            let kind = if e.topic == self.owner.labels_topic {
+                labels
+            } else {
+                inference
+            };
+            let key = (kind, e.partition);
+            assigned.push(key);
+            let look = self.watchdog.look(key, position, high, now, stall_after);
+            let p = e.partition.to_string();
+            self.config.watch.lag.with_label_values(&[kind, &p]).set(look.lag);
+            self.config
+                .watch
+                .quiet
+                .with_label_values(&[kind, &p])
+                .set(look.quiet.as_secs_f64());
+            match look.verdict {
+                Verdict::Stalled => {
+                    self.config.watch.stalls.with_label_values(&[kind]).inc();
+                    tracing::warn!(
+                        topic = e.topic,
+                        partition = e.partition,
+                        position,
+                        lag = look.lag,
+                        quiet_secs = look.quiet.as_secs(),
+                        "no progress on a partition with messages waiting; re-seeking it"
+                    );
+                    if let Err(error) =
+                        self.consumer
+                            .seek(e.topic, e.partition, Offset::Offset(position), Duration::from_secs(1))
+                    {
+                        tracing::warn!(%error, partition = e.partition, "re-seek failed");
+                    }
+                }
+                Verdict::Recovered => {
+                    tracing::info!(topic = e.topic, partition = e.partition, "partition moving again")
+                }
+                Verdict::Fine | Verdict::StillStalled => {}
+            }
+        }
+        self.watchdog.retain(|k| assigned.contains(k));
+        let stalled = self.watchdog.stalled();
+        self.config.ready.set_reason((!stalled.is_empty()).then(|| {
+            let list: Vec<String> = stalled.iter().map(|(t, p)| format!("{t}/{p}")).collect();
+            format!("no progress on partitions {} with messages waiting", list.join(", "))
+        }));
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -351,6 +502,8 @@ impl Loop {
         eval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut checkpoint = tokio::time::interval(self.config.checkpoint_interval);
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watch = tokio::time::interval(Duration::from_secs(5));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_tick = Instant::now();
         loop {
             tokio::select! {
@@ -387,6 +540,7 @@ impl Loop {
                     self.owner.metrics.export(&lock(&self.owner.core));
                 }
                 _ = checkpoint.tick() => self.checkpoint_all(false).await,
+                _ = watch.tick() => self.watch().await,
             }
         }
         self.publish(&shutdown).await;

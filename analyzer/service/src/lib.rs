@@ -37,6 +37,7 @@ pub mod consumer;
 pub mod metrics;
 pub mod partition;
 pub mod profiles;
+pub mod watchdog;
 
 pub use mlwatch_analyzer_accuracy as accuracy;
 pub use mlwatch_analyzer_drift as drift;
@@ -162,6 +163,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             idle_after: (a.idle_advance_after_secs > 0).then(|| Duration::from_secs(a.idle_advance_after_secs)),
             alerts_topic: topics.alerts.clone(),
             produce_timeout: timeout,
+            stall_after: (a.stall_after_secs > 0).then(|| Duration::from_secs(a.stall_after_secs)),
+            ready: ready.clone(),
+            watch: consumer::WatchMetrics::register(&registry)?,
+            watermarks: Arc::new(config.kafka.client_config().create()?),
         },
     );
     let consume_task = tokio::spawn(consume.run(shutdown.clone()));
