@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
 target="${CARGO_TARGET_DIR:-target}"
-venv="$target/openapi-venv"
+venv="$(mkdir -p "$target" && cd "$target" && pwd)/openapi-venv"
 examples="${OPENAPI_MAX_EXAMPLES:-25}"
 
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
@@ -91,13 +91,14 @@ for name in collector analyzer alerter remediator; do
 done
 for name in collector analyzer alerter remediator; do
   echo "== schemathesis: $name (${contract[$name]}/openapi.json)"
-  if ! "$venv/bin/schemathesis" run "${contract[$name]}/openapi.json" \
+  # From $work: schemathesis keeps its cache in the working directory.
+  if ! (cd "$work" && "$venv/bin/schemathesis" run "${contract[$name]}/openapi.json" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --phases examples,coverage,fuzzing \
     --max-examples "$examples" \
     --generation-deterministic \
     --request-timeout 30 \
-    --no-color; then
+    --no-color); then
     failed+=("$name")
     echo "--- $name log" >&2
     tail -20 "$work/$name.log" >&2
