@@ -84,7 +84,7 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub log: LogConfig,
-    /// Bearer tokens for the `/api/v1` routes (acks, silences); empty: open.
+    /// Bearer tokens for the `/v1` routes (and their `/api/v1` aliases) (acks, silences); empty: open.
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]

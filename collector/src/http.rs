@@ -11,6 +11,9 @@
 //! is too large; 429 with `Retry-After` when the collector is at capacity;
 //! 503 with `Retry-After` when the broker did not acknowledge in time. An
 //! answer of 200 means every accepted event is acknowledged by the broker.
+//! Errors are problem details (RFC 9457, [`mlwatch_common::problem`]).
+//! `GET /openapi.json` (no token needed) serves the OpenAPI 3.1 contract of
+//! these routes.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,11 +21,12 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use mlwatch_common::listener::ClientAddr;
+use mlwatch_common::problem::Problem;
 use serde_json::json;
 
 use crate::ingest::{Batch, IngestError, Ingestor, Outcome};
@@ -81,6 +85,8 @@ pub fn router(ingestor: Ingestor, tokens: Tokens, joiner: SharedJoiner) -> Route
             mlwatch_common::auth::require_bearer,
         ))
         .with_state(state)
+        .layer(middleware::map_response(mlwatch_common::problem::normalize))
+        .merge(mlwatch_common::problem::openapi_route(&openapi()))
 }
 
 /// The memory budget for request bodies being read, in KiB permits, with
@@ -193,21 +199,21 @@ pub async fn admit(State(budget): State<BodyBudget>, request: Request, next: Nex
 }
 
 impl IntoResponse for IngestError {
+    /// A problem (RFC 9457); every event rejected adds `accepted` (0) and
+    /// the `rejected` list, a retryable error `retry_after_secs` and
+    /// `Retry-After`.
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = match &self {
-            IngestError::AllRejected(rejected) => {
-                json!({"error": self.to_string(), "accepted": 0, "rejected": rejected})
-            }
-            other => json!({"error": other.to_string()}),
-        };
-        let mut response = (status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after_secs()
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
+        let mut problem = Problem::new(status, self.to_string());
+        if let IngestError::AllRejected(rejected) = &self {
+            problem = problem
+                .with("accepted", 0)
+                .with("rejected", serde_json::to_value(rejected).unwrap_or_default());
         }
-        response
+        if let Some(secs) = self.retry_after_secs() {
+            problem = problem.retry_after(secs);
+        }
+        problem.into_response()
     }
 }
 
@@ -260,6 +266,18 @@ fn parse<T>(
     Ok((ok, rejected))
 }
 
+#[utoipa::path(post, path = "/v1/inferences", tag = "ingest",
+    description = "Inference events: one JSON object, a JSON array of them, or JSON Lines (`application/x-ndjson`). Valid events are accepted even when others are rejected.",
+    request_body(content = Vec<InferenceEvent>, content_type = "application/json",
+        description = "An array of events (also taken: one object, or JSON Lines as `application/x-ndjson`)."),
+    responses(
+        (status = 200, description = "At least one event accepted and acknowledged by the broker.", body = Outcome),
+        (status = 400, description = "Malformed body, or every event rejected (`accepted`, `rejected` members).", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within the read timeout.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or event count over the limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "At capacity; `Retry-After`.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 503, description = "The broker did not acknowledge in time; `Retry-After`.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
 async fn inferences(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let ingestor = &state.ingestor;
     let now = mlwatch_common::now_ms();
@@ -274,6 +292,18 @@ async fn inferences(State(state): State<AppState>, body: Result<Bytes, BytesReje
     }
 }
 
+#[utoipa::path(post, path = "/v1/labels", tag = "ingest",
+    description = "Ground-truth labels: one JSON object, a JSON array of them, or JSON Lines. Valid events are accepted even when others are rejected.",
+    request_body(content = Vec<LabelEvent>, content_type = "application/json",
+        description = "An array of events (also taken: one object, or JSON Lines as `application/x-ndjson`)."),
+    responses(
+        (status = 200, description = "At least one event accepted and acknowledged by the broker.", body = Outcome),
+        (status = 400, description = "Malformed body, or every event rejected (`accepted`, `rejected` members).", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within the read timeout.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or event count over the limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "At capacity; `Retry-After`.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 503, description = "The broker did not acknowledge in time; `Retry-After`.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
 async fn labels(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let ingestor = &state.ingestor;
     let now = mlwatch_common::now_ms();
@@ -297,6 +327,24 @@ fn ce_rejection(field: String, reason: String) -> IngestError {
     }])
 }
 
+#[utoipa::path(post, path = "/v1/cloudevents", tag = "ingest",
+    description = "KServe's inference logger (binary-mode CloudEvents): the request and the response of one inference, joined by `ce-id`.",
+    params(
+        ("ce-id" = String, Header, description = "The inference's id, shared by its request and response"),
+        ("ce-type" = String, Header, description = "`org.kubeflow.serving.inference.request` or `.response`"),
+        ("ce-source" = Option<String>, Header, description = "The logger's source"),
+        ("ce-inferenceservicename" = Option<String>, Header, description = "The model"),
+    ),
+    request_body(content = serde_json::Value, content_type = "application/json", description = "The KServe v1 or v2 request or response body."),
+    responses(
+        (status = 200, description = "The pair joined; its events accepted.", body = Outcome),
+        (status = 202, description = "One half stored until its other half arrives (`pending`: 1).", body = Outcome),
+        (status = 400, description = "A header or the body rejected (`accepted`, `rejected` members).", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within the read timeout.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over the limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "At capacity; `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker did not acknowledge in time; `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn cloudevents_handler(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -361,6 +409,18 @@ async fn cloudevents_handler(
     }
 }
 
+#[utoipa::path(post, path = "/v1/resources", tag = "ingest",
+    description = "Resource samples (queue depth, memory, GPU) for the `ml_*` gauges: one JSON object, a JSON array, or JSON Lines. Valid events are accepted even when others are rejected.",
+    request_body(content = Vec<ResourceSample>, content_type = "application/json",
+        description = "An array of events (also taken: one object, or JSON Lines as `application/x-ndjson`)."),
+    responses(
+        (status = 200, description = "At least one event accepted and acknowledged by the broker.", body = Outcome),
+        (status = 400, description = "Malformed body, or every event rejected (`accepted`, `rejected` members).", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within the read timeout.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or event count over the limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "At capacity; `Retry-After`.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds"))),
+        (status = 503, description = "The broker did not acknowledge in time; `Retry-After`.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds"))),
+    ))]
 async fn resources(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
     let ingestor = &state.ingestor;
     let result = body_or_error(ingestor, body).and_then(|body| {
@@ -392,4 +452,77 @@ async fn resources(State(state): State<AppState>, body: Result<Bytes, BytesRejec
         accepted: samples.len(),
         rejected,
     }))
+}
+
+/// The contract of the ingest routes, as served at `GET /openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(
+        info(
+            title = "mlwatch collector",
+            description = "Ingest of inference events, labels, KServe CloudEvents and resource samples, on the collector's ingest port."
+        ),
+        paths(inferences, labels, cloudevents_handler, resources),
+        components(schemas(Outcome, Rejection, InferenceEvent, LabelEvent, ResourceSample))
+    )]
+    struct Doc;
+    mlwatch_common::problem::finish(<Doc as utoipa::OpenApi>::openapi(), true)
+}
+
+/// An inference event in the public JSON shape (DESIGN.md).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct InferenceEvent {
+    /// Unique id of the inference (labels refer to it).
+    #[schema(min_length = 1)]
+    event_id: String,
+    #[schema(min_length = 1)]
+    model: String,
+    model_version: Option<String>,
+    endpoint: Option<String>,
+    /// RFC 3339 or milliseconds since the epoch; the arrival time when left out.
+    #[schema(value_type = Option<Object>)]
+    timestamp: Option<String>,
+    #[schema(minimum = 0)]
+    latency_ms: f64,
+    /// `ok` (default) or `error`.
+    status: Option<String>,
+    error: Option<String>,
+    #[schema(minimum = 1)]
+    batch_size: Option<u64>,
+    /// A number, a string, or an object of named outputs.
+    #[schema(value_type = Option<Object>)]
+    prediction: Option<serde_json::Value>,
+    /// Feature name to number, string or boolean.
+    #[schema(value_type = Option<Object>)]
+    features: Option<serde_json::Value>,
+    tags: Option<std::collections::HashMap<String, String>>,
+}
+
+/// A ground-truth label for an earlier inference.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct LabelEvent {
+    /// The inference's `event_id`.
+    #[schema(min_length = 1)]
+    event_id: String,
+    #[schema(min_length = 1)]
+    model: String,
+    #[schema(value_type = Option<Object>)]
+    timestamp: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    label: Option<serde_json::Value>,
+    value: Option<f64>,
+}
+
+/// A resource sample of a model server.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ResourceSample {
+    #[schema(min_length = 1)]
+    model: String,
+    model_version: Option<String>,
+    queue_depth: Option<f64>,
+    memory_usage_bytes: Option<f64>,
+    gpu_utilization_percent: Option<f64>,
 }

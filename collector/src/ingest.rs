@@ -87,7 +87,7 @@ impl IngestError {
 }
 
 /// The answer to a request that was at least partly accepted.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub accepted: usize,
     pub rejected: Vec<Rejection>,

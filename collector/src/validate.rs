@@ -60,7 +60,7 @@ impl Default for Limits {
 }
 
 /// Why one event was rejected.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
     /// Position of the event in the request (0-based; the line for JSON Lines).
     pub index: usize,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -140,18 +140,14 @@ impl Tokens {
 
 /// Axum middleware: lets a request through when [`Tokens::allows`] its
 /// `Authorization` header, else answers 401 with `WWW-Authenticate: Bearer`
-/// and a JSON error. Use with
+/// and a problem (RFC 9457). Use with
 /// `axum::middleware::from_fn_with_state(tokens, require_bearer)`.
 pub async fn require_bearer(State(tokens): State<Tokens>, request: Request, next: Next) -> Response {
     let auth = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
     if tokens.allows(auth) {
         return next.run(request).await;
     }
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        axum::Json(serde_json::json!({"error": "missing or invalid bearer token"})),
-    )
-        .into_response();
+    let mut response = crate::problem::problem(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
     response
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -11,6 +11,8 @@
 //!   errors and logged settings.
 //! - [`admin`]: the admin HTTP server (`/metrics`, `/healthz`, `/readyz`) that
 //!   each service extends with its own routes.
+//! - [`problem`]: the one error body of every HTTP API (RFC 9457 problem
+//!   details) and the OpenAPI contract served at `/openapi.json`.
 //! - [`shutdown`]: one root cancellation token fired by SIGTERM/SIGINT.
 //! - [`telemetry`]: tracing setup (text or JSON lines).
 
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod kafka;
 pub mod listener;
+pub mod problem;
 pub mod process;
 pub mod secrets;
 pub mod shutdown;

@@ -151,7 +151,8 @@ async fn dry_run_plans_only_until_a_person_executes() {
         .post("/v1/plan", json!({"type": "HighP99Latency", "severity": "urgent"}))
         .await;
     assert_eq!(status, 400);
-    assert!(bad["error"].as_str().unwrap().contains("urgent"), "{bad}");
+    assert_eq!(bad["status"], 400, "{bad}");
+    assert!(bad["detail"].as_str().unwrap().contains("urgent"), "{bad}");
 
     publish(
         &kafka,

@@ -324,7 +324,7 @@ async fn delayed_labels_with(backend: JoinBackend, name: &str) {
     })
     .await;
     let bad = get(&client, &format!("{api}/v1/alerts?limit=0")).await;
-    assert!(bad["error"].as_str().unwrap_or_default().contains("limit"), "{bad}");
+    assert!(bad["detail"].as_str().unwrap_or_default().contains("limit"), "{bad}");
 
     // The gauges are on /metrics.
     let metrics = mlwatch_testkit::scrape_until(

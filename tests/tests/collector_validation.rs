@@ -422,8 +422,10 @@ async fn every_kind_of_bad_input_gets_its_precise_answer() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), status, "{what}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{what}");
         let answer: Value = r.json().await.unwrap();
-        let error = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(answer["status"], status, "{what}: {answer}");
+        let error = answer["detail"].as_str().unwrap_or_default();
         assert!(error.starts_with(reason), "{what}: {error:?}");
     }
 
@@ -524,8 +526,10 @@ async fn body_memory_is_bounded_with_429() {
     assert_eq!(refused.headers()["retry-after"], "1");
     let answer: Value = refused.json().await.unwrap();
     assert_eq!(
-        answer["error"],
-        "collector is at capacity (request bodies in memory); retry after 1 s"
+        answer,
+        json!({"type": "about:blank", "title": "Too Many Requests", "status": 429,
+            "detail": "collector is at capacity (request bodies in memory); retry after 1 s",
+            "retry_after_secs": 1})
     );
 
     slow.write_all(&padded.as_bytes()[100..]).await.unwrap();

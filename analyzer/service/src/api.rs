@@ -2,6 +2,8 @@
 //! the join, drift reports, and the reference profiles (upload, read,
 //! capture). Uploads are published to the profiles topic and answered once
 //! the broker acknowledged them (docs/decisions/0004-profile-store.md).
+//! Errors are problem details (RFC 9457, [`mlwatch_common::problem`]);
+//! `GET /openapi.json` serves the OpenAPI 3.1 contract of these routes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use mlwatch_analyzer_core::clock::{parse_window, window_name};
 use mlwatch_analyzer_drift::Profile;
+use mlwatch_common::problem::Problem;
 
 use crate::consumer::{self, Shared};
 use crate::profiles::{self, ProfileTopic};
@@ -25,7 +28,7 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 fn error(status: StatusCode, message: String) -> Response {
-    answer(status, serde_json::json!({ "error": message }))
+    Problem::new(status, message).into_response()
 }
 
 fn disabled() -> Response {
@@ -37,6 +40,10 @@ fn disabled() -> Response {
 /// with the reference and current distributions on the same bins. The
 /// top-level `model_version`, `profile_version` and `report` are those of
 /// the version with the newest evaluated window; `versions` lists all.
+#[utoipa::path(get, path = "/v1/models/{model}/drift", tag = "drift",
+    params(("model" = String, Path, description = "The model's name"), ("model_version" = Option<String>, Query, description = "One model version only")),
+    responses((status = 200, description = "Per model version, per feature and prediction output: scores, decision state, quality, the reference and current distributions.", body = Object),
+        (status = 404, description = "No drift monitor for the model on this instance.", body = Problem, content_type = "application/problem+json")))]
 async fn model_drift(
     State(core): State<Shared>,
     Path(model): Path<String>,
@@ -67,6 +74,14 @@ async fn model_drift(
 /// `PUT /v1/models/{model}/profile[?model_version=v]`: publishes a profile
 /// (JSON from `mlwatch-profile build`) as the model's active one, or as
 /// the profile of one model version; answers once the broker has it.
+#[utoipa::path(put, path = "/v1/models/{model}/profile", tag = "profiles",
+    description = "Publishes a profile (JSON from `mlwatch-profile build`) as the model's active one, or as one version's; answers once the broker has it.",
+    params(("model" = String, Path, description = "The model's name"), ("model_version" = Option<String>, Query, description = "One model version only")),
+    request_body(content = Object, content_type = "application/json", description = "A profile from `mlwatch-profile build`."),
+    responses((status = 201, description = "`{\"model\", \"version\", \"model_version\", \"active\"}`.", body = Object),
+        (status = 400, description = "The profile cannot be read or names another model or version.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Drift is disabled.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The broker did not take the profile.", body = Problem, content_type = "application/problem+json")))]
 async fn put_profile(
     Extension(topic): Topic,
     Path(model): Path<String>,
@@ -117,6 +132,10 @@ async fn put_profile(
 
 /// `GET /v1/models/{model}/profile[?model_version=v]`: the active profile
 /// (for a version: the one it is judged against).
+#[utoipa::path(get, path = "/v1/models/{model}/profile", tag = "profiles",
+    params(("model" = String, Path, description = "The model's name"), ("model_version" = Option<String>, Query, description = "One model version only")),
+    responses((status = 200, description = "The active profile (for a version: the one it is judged against).", body = Object),
+        (status = 404, description = "No profile, or drift is disabled.", body = Problem, content_type = "application/problem+json")))]
 async fn get_profile(
     Extension(topic): Topic,
     Path(model): Path<String>,
@@ -138,6 +157,13 @@ async fn get_profile(
 /// `POST /v1/models/{model}/profile/capture?events=N[&from_version=v]`: the
 /// model's next N events (of version `v` only, when given) become its new
 /// active profile.
+#[utoipa::path(post, path = "/v1/models/{model}/profile/capture", tag = "profiles",
+    description = "The model's next N events (of one version, when given) become its new active profile.",
+    params(("model" = String, Path, description = "The model's name"), ("events" = u64, Query, minimum = 1, description = "How many events"),
+        ("from_version" = Option<String>, Query, description = "Only this version's events")),
+    responses((status = 202, description = "Capture requested.", body = Object),
+        (status = 400, description = "`events` missing or not a positive integer.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Drift is disabled.", body = Problem, content_type = "application/problem+json")))]
 async fn capture_profile(
     State(core): State<Shared>,
     Extension(topic): Topic,
@@ -175,7 +201,7 @@ pub(crate) fn router(core: Shared, profiles: Option<Arc<ProfileTopic>>) -> Route
         .route("/v1/models/{model}/latency", get(model_latency))
         .route("/v1/models/{model}/accuracy", get(model_accuracy))
         .route("/v1/models/{model}/decay", get(model_decay))
-        .route("/v1/models/{model}/accuracy/report", get(model_decay))
+        .route("/v1/models/{model}/accuracy/report", get(model_decay_report))
         .route("/v1/models/{model}/accuracy/join", get(model_join))
         .route("/v1/models/{model}/drift", get(model_drift))
         .route("/v1/models/{model}/history", get(model_history))
@@ -183,6 +209,44 @@ pub(crate) fn router(core: Shared, profiles: Option<Arc<ProfileTopic>>) -> Route
         .route("/v1/models/{model}/profile/capture", post(capture_profile))
         .layer(Extension(profiles))
         .with_state(core)
+        .layer(axum::middleware::map_response(mlwatch_common::problem::normalize))
+        .merge(mlwatch_common::problem::openapi_route(&openapi()))
+}
+
+/// The contract of the API, as served at `GET /openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(
+        info(
+            title = "mlwatch analyzer",
+            description = "Models, latency, accuracy and the label join, drift reports, alerts and reference profiles, on the analyzer's admin port."
+        ),
+        paths(
+            list_models,
+            list_alerts,
+            model_latency,
+            model_accuracy,
+            model_decay,
+            model_decay_report,
+            model_join,
+            model_drift,
+            get_profile,
+            put_profile,
+            capture_profile
+        )
+    )]
+    struct Doc;
+    mlwatch_common::problem::finish(<Doc as utoipa::OpenApi>::openapi(), false)
+}
+
+/// `GET /v1/models/{model}/accuracy/report`: the same as `/decay`.
+#[utoipa::path(get, path = "/v1/models/{model}/accuracy/report", tag = "accuracy",
+    description = "The decay report per version and segment (the same answer as `/v1/models/{model}/decay`).",
+    params(("model" = String, Path, description = "The model's name")),
+    responses((status = 200, description = "`{\"model\": ..., \"reports\": [...]}`.", body = Object),
+        (status = 404, description = "No predictions seen for the model on this instance.", body = Problem, content_type = "application/problem+json")))]
+async fn model_decay_report(core: State<Shared>, model: Path<String>) -> Response {
+    model_decay(core, model).await
 }
 
 /// `GET /v1/models/{model}/history?range=1h|1d|1w[&version=v]`: each
@@ -224,16 +288,17 @@ async fn model_history(
 }
 
 fn not_found(message: String) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({ "error": message })),
-    )
-        .into_response()
+    error(StatusCode::NOT_FOUND, message)
 }
 
 /// `GET /v1/models/{model}/accuracy?window=1h`: realised metrics and the
 /// CBPE estimate per version and segment, coverage and label lag, each as
 /// of its partition's accuracy clock.
+#[utoipa::path(get, path = "/v1/models/{model}/accuracy", tag = "accuracy",
+    params(("model" = String, Path, description = "The model's name"), ("window" = Option<String>, Query, description = "A served window, e.g. `1h`")),
+    responses((status = 200, description = "Realised metrics and the CBPE estimate per version and segment, coverage and label lag.", body = Object),
+        (status = 400, description = "The window cannot be read or is not served.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No predictions seen for the model, or accuracy is disabled.", body = Problem, content_type = "application/problem+json")))]
 async fn model_accuracy(
     State(core): State<Shared>,
     Path(model): Path<String>,
@@ -271,6 +336,10 @@ async fn model_accuracy(
 }
 
 /// `GET /v1/models/{model}/decay`: the decay report per version/segment.
+#[utoipa::path(get, path = "/v1/models/{model}/decay", tag = "accuracy",
+    params(("model" = String, Path, description = "The model's name")),
+    responses((status = 200, description = "The decay report per version and segment.", body = Object),
+        (status = 404, description = "No predictions seen for the model on this instance.", body = Problem, content_type = "application/problem+json")))]
 async fn model_decay(State(core): State<Shared>, Path(model): Path<String>) -> Response {
     let core = consumer::lock(&core);
     let reports: Vec<_> = core
@@ -285,6 +354,10 @@ async fn model_decay(State(core): State<Shared>, Path(model): Path<String>) -> R
 
 /// `GET /v1/models/{model}/accuracy/join`: the join counts of the
 /// partition(s) holding the model (summed over owned partitions).
+#[utoipa::path(get, path = "/v1/models/{model}/accuracy/join", tag = "accuracy",
+    params(("model" = String, Path, description = "The model's name")),
+    responses((status = 200, description = "The join counts of the partitions holding the model.", body = Object),
+        (status = 404, description = "No predictions seen for the model on this instance.", body = Problem, content_type = "application/problem+json")))]
 async fn model_join(State(core): State<Shared>, Path(model): Path<String>) -> Response {
     let core = consumer::lock(&core);
     let mut total = mlwatch_analyzer_accuracy::join::JoinCounts::default();
@@ -308,6 +381,11 @@ async fn model_join(State(core): State<Shared>, Path(model): Path<String>) -> Re
 /// instance published: `active` (firing, kept across restarts with the
 /// partition's checkpoint) and `recent` transitions of this process,
 /// newest first (`limit`, default 100, at most 1000).
+#[utoipa::path(get, path = "/v1/alerts", tag = "alerts",
+    params(("model" = Option<String>, Query, description = "One model only"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Most recent transitions (default 100)")),
+    responses((status = 200, description = "`active` alerts and `recent` transitions, newest first.", body = Object),
+        (status = 400, description = "`limit` is not a whole number from 1 to 1000.", body = Problem, content_type = "application/problem+json")))]
 async fn list_alerts(State(core): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
@@ -330,19 +408,22 @@ async fn list_alerts(State(core): State<Shared>, Query(q): Query<HashMap<String,
     .into_response()
 }
 
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses((status = 200, description = "`{\"models\": [...]}`: the series this instance has seen.", body = Object)))]
 async fn list_models(State(core): State<Shared>) -> Response {
     let series = consumer::lock(&core).series();
     axum::Json(serde_json::json!({ "models": series })).into_response()
 }
 
 fn bad_request(message: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(serde_json::json!({ "error": message })),
-    )
-        .into_response()
+    error(StatusCode::BAD_REQUEST, message)
 }
 
+#[utoipa::path(get, path = "/v1/models/{model}/latency", tag = "latency",
+    params(("model" = String, Path, description = "The model's name"), ("window" = Option<String>, Query, description = "A tracked window, e.g. `5m` (default)")),
+    responses((status = 200, description = "Latency percentiles, throughput and error rate per version and segment.", body = Object),
+        (status = 400, description = "The window cannot be read or is not tracked.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No events seen for the model on this instance.", body = Problem, content_type = "application/problem+json")))]
 async fn model_latency(
     State(core): State<Shared>,
     Path(model): Path<String>,
@@ -358,11 +439,7 @@ async fn model_latency(
             "window: {window} is not tracked; tracked: {:?}",
             core.windows_secs().iter().map(|s| window_name(*s)).collect::<Vec<_>>()
         )),
-        Some(r) if r.is_empty() => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": format!("model: no events seen for {model:?} on this instance")})),
-        )
-            .into_response(),
+        Some(r) if r.is_empty() => not_found(format!("model: no events seen for {model:?} on this instance")),
         Some(mut r) => {
             r.sort_by(|a, b| (&a.model_version, &a.segment).cmp(&(&b.model_version, &b.segment)));
             axum::Json(serde_json::json!({"model": model, "window": window_name(secs), "versions": r})).into_response()
