@@ -33,7 +33,7 @@ async function api(path, { allow404 = false } = {}) {
     document.getElementById('logout').hidden = !token;
     if (r.status === 404 && allow404) return null;
     const body = await r.json().catch(() => ({}));
-    if (!r.ok) throw new Error(`${path}: ${r.status} ${body.error || ''}`);
+    if (!r.ok) throw new Error(`${path}: ${r.status} ${body.detail || body.title || ''}`);
     return body;
   }
   throw new Error('no valid token');

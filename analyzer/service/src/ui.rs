@@ -141,9 +141,7 @@ async fn forward(
     Path((peer, path)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let error = |status: StatusCode, message: String| {
-        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
-    };
+    let error = |status: StatusCode, message: String| mlwatch_common::problem::problem(status, message);
     if !allowed(&peer, &path) {
         return error(
             StatusCode::FORBIDDEN,

@@ -134,13 +134,22 @@ fn metric(a: &Alert) -> &str {
 
 fn is_latency(a: &Alert) -> bool {
     let t = &a.r#type;
-    t.contains("Latency") || t.contains("Sla") || (t == "VersionRegression" && metric(a).contains("latency"))
+    let latency_metric = matches!(metric(a), "p50" | "p90" | "p99") || metric(a).contains("latency");
+    t.contains("Latency") || t.contains("Sla") || (t == "VersionRegression" && latency_metric)
 }
 
 fn is_errors(a: &Alert) -> bool {
     let t = &a.r#type;
     t.contains("Error") || (t == "VersionRegression" && metric(a).contains("error"))
 }
+
+/// Before the measured span, every model serves this long at a low rate, so
+/// the rules that compare with a model's own recent past (ten minutes
+/// ending five before) have a baseline when the change comes, as a model in
+/// production has.
+const WARMUP_MS: i64 = 16 * 60 * 1000;
+/// Events per second during the warm-up.
+const WARMUP_RATE: u64 = 20;
 
 /// The generated stream: inferences and labels, each with the event time
 /// at which it arrives.
@@ -158,13 +167,21 @@ fn generate(n: u64, start_ms: i64) -> Stream {
     let mut inferences = Vec::with_capacity(n as usize * ALL.len());
     let mut labels = Vec::new();
     let sd = 3f64.sqrt(); // uniform on [-3, 3]
-    for i in 0..n {
-        let ts = start_ms + (i * 1000 / RATE) as i64;
-        let after = i >= change;
+    let warmup = WARMUP_MS as u64 * WARMUP_RATE / 1000;
+    for i in 0..warmup + n {
+        // The warm-up's events carry sequence numbers after the measured
+        // span's, so event ids stay unique.
+        let (seq, ts) = if i < warmup {
+            (n + i, start_ms - WARMUP_MS + (i * 1000 / WARMUP_RATE) as i64)
+        } else {
+            (i - warmup, start_ms + ((i - warmup) * 1000 / RATE) as i64)
+        };
+        let i = seq;
+        let after = i >= change && i < n;
         let burst = after && i < change + 10 * RATE;
         for s in ALL {
             let base = 15.0 + 10.0 * rng.random::<f64>() + 10.0 * rng.random::<f64>();
-            let mut e = events::inference(&names, &mut rng, s.model(), i, ts, base);
+            let mut e = events::inference(&names, &mut rng, s.model(), seq, ts, base);
             let mut error_rate = 0.005;
             match s {
                 Scenario::Deploy if after => {
@@ -381,6 +398,10 @@ async fn main() -> anyhow::Result<()> {
     // prediction, and none may be in the future.
     let span_ms = (args.events * 1000 / RATE) as i64;
     let start_ms = mlwatch_common::now_ms() - span_ms - 2 * 3_600_000;
+    anyhow::ensure!(
+        WARMUP_MS < 2 * 3_600_000,
+        "the warm-up must stay within the collector's past limit"
+    );
     println!(
         "mlwatch-eval: {} scenarios x {} events, broker {}",
         ALL.len(),
@@ -487,7 +508,8 @@ async fn main() -> anyhow::Result<()> {
     let doc = format!(
         "# Detection evaluation\n\nWritten by `mlwatch-eval` (`cargo run --release -p mlwatch-bench --bin mlwatch-eval`) \
          against the broker in `KAFKA_BOOTSTRAP_SERVERS`, with the analyzer's default settings.\n\n\
-         - {n} inference events per scenario at 1,000 events/s of event time, the change at event {half}; \
+         - {n} inference events per scenario at 1,000 events/s of event time, the change at event {half}, \
+         after a 16-minute warm-up at 20 events/s (a model's recent past, which the relative rules compare with); \
          {sent_i} inferences and {sent_l} labels in all, sent through the collector in {send:.1} s\n\
          - live run: the analyzer read them as they were sent ({live:.1} s after the last was sent was \
          included in the wait); catch-up run: a second analyzer read the same topics from scratch in {catchup:.1} s\n\
