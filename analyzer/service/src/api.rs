@@ -236,7 +236,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         )
     )]
     struct Doc;
-    mlwatch_common::problem::finish(<Doc as utoipa::OpenApi>::openapi(), false)
+    mlwatch_common::problem::finish(<Doc as utoipa::OpenApi>::openapi(), true)
 }
 
 /// `GET /v1/models/{model}/accuracy/report`: the same as `/decay`.
